@@ -1,0 +1,1 @@
+"""IntelliOptics common library: the only code the edge, cloud and training parts share."""
