@@ -198,7 +198,9 @@ class Page(WireModel, Generic[T]):
 
 
 class MultiClassModeConfiguration(StrictRequest):
-    class_names: Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], Field(min_length=2, max_length=MAX_CLASSES)]
+    class_names: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=100)]], Field(min_length=2, max_length=MAX_CLASSES)
+    ]
     num_classes: int | None = None
 
 

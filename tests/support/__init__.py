@@ -1,0 +1,1 @@
+"""Launchers for the real processes the tests start: PostgreSQL, nginx, Azurite, our services."""
