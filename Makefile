@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PARTS := common training edge/inference edge/api cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
-.PHONY: help install system-deps backbone test lint format run bench clean
+.PHONY: help install system-deps backbone frontend frontend-client test lint format run bench bench-frontend clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,6 +31,12 @@ backbone: $(BACKBONE) ## Export the ImageNet EfficientNet-Lite0 backbone to ONNX
 $(BACKBONE): $(STAMP)
 	$(BIN)/intellioptics backbone export --out $(dir $(BACKBONE))
 
+frontend: ## Install, test and build the web UI into cloud/frontend/dist
+	cd cloud/frontend && npm ci --no-audit --no-fund && npm test && npm run build
+
+frontend-client: $(STAMP) ## Regenerate cloud/frontend/src/api/schema.d.ts from the cloud's OpenAPI
+	cd cloud/frontend && PYTHON=$(CURDIR)/$(BIN)/python npm run gen:api
+
 test: install ## Run the whole test suite (what CI runs)
 	$(BIN)/pytest
 
@@ -48,6 +54,9 @@ run: install ## Start the stack as local processes
 
 bench: install ## Long measurements; writes docs/benchmarks.md
 	$(BIN)/python -m intellioptics_training.bench
+
+bench-frontend: install ## Review-page labeling bench (writes the Web UI section of docs/benchmarks.md)
+	$(BIN)/python -m cloud.frontend.tests.bench_review
 
 clean: ## Remove the venv and build outputs (keeps data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,253 @@
+/**
+ * Models and training of one detector: versions with their metrics, a side-by-side
+ * comparison, activate / roll back, training jobs, and how the edge's answer rate and
+ * accuracy grew with the labels.
+ */
+import { useState } from "react";
+import type { ModelCompare, ModelVersion, TrainerKind, TrainingJob } from "../api/types";
+import { CAN, useSession } from "../auth";
+import { LineChart } from "../components/charts";
+import { Badge, Empty, ErrorBox, Gate, ago, num, pct, useLoad, when } from "../components/ui";
+import { Link, navigate } from "../router";
+
+const MAIN_METRICS = ["accuracy", "balanced_accuracy", "confident_coverage", "confident_accuracy"];
+
+function isRate(name: string): boolean {
+  return /accuracy|coverage|rate|precision|recall|f1/.test(name);
+}
+
+function metricText(name: string, value: unknown): string {
+  if (typeof value !== "number") return value === null || value === undefined ? "–" : String(value);
+  return isRate(name) ? pct(value) : num(value, 3);
+}
+
+export function ModelsPage({ detectorId }: { detectorId: string }) {
+  const { client, me } = useSession();
+  const detector = useLoad(() => client.detector(detectorId), [client, detectorId]);
+  const models = useLoad(() => client.models(detectorId), [client, detectorId], 10_000);
+  const jobs = useLoad(() => client.trainingJobs(detectorId), [client, detectorId], 3_000);
+  const [picked, setPicked] = useState<number[]>([]);
+  const [actionError, setActionError] = useState<unknown>(null);
+  const [trainer, setTrainer] = useState<TrainerKind>("auto");
+  const canTrain = CAN.train(me.role);
+
+  const act = async (action: () => Promise<unknown>) => {
+    setActionError(null);
+    try {
+      await action();
+      models.reload();
+    } catch (err) {
+      setActionError(err);
+    }
+  };
+
+  const startJob = async () => {
+    setActionError(null);
+    try {
+      const job = await client.startTraining(detectorId, trainer);
+      navigate(`/training-jobs/${job.id}`);
+    } catch (err) {
+      setActionError(err);
+    }
+  };
+
+  const toggle = (version: number) =>
+    setPicked((current) => (current.includes(version) ? current.filter((v) => v !== version) : [...current.slice(-1), version]));
+
+  return (
+    <section aria-label="Models and training">
+      <p className="crumbs">
+        <Link to="/detectors">Detectors</Link> / <Link to={`/detectors/${detectorId}`}>{detector.data?.name ?? detectorId}</Link> /
+      </p>
+      <div className="page-head">
+        <h1>Models and training</h1>
+        {canTrain && (
+          <div className="row">
+            <label>
+              Trainer{" "}
+              <select value={trainer} onChange={(e) => setTrainer(e.target.value as TrainerKind)} aria-label="Trainer">
+                <option value="auto">auto (fast first, fine-tune when there is data)</option>
+                <option value="fast">fast (frozen features)</option>
+                <option value="finetune">fine-tune</option>
+              </select>
+            </label>
+            <button type="button" className="primary" onClick={startJob}>
+              Start training
+            </button>
+            <button type="button" onClick={() => act(() => client.rollbackModel(detectorId))}>
+              Roll back
+            </button>
+          </div>
+        )}
+      </div>
+      {actionError !== null && <ErrorBox error={actionError} />}
+
+      <h2>Training jobs</h2>
+      <Gate state={jobs} what="training jobs">
+        {(list) => <JobList jobs={list} />}
+      </Gate>
+
+      <h2>Versions</h2>
+      <Gate state={models} what="model versions">
+        {(list) =>
+          list.length === 0 ? (
+            <Empty title="No model versions yet.">Label some images in the review queue, then start a training job.</Empty>
+          ) : (
+            <>
+              <p className="muted">Tick two versions to compare them side by side.</p>
+              <div className="table-wrap">
+                <table className="table" data-testid="models-table">
+                  <thead>
+                    <tr>
+                      <th>Compare</th>
+                      <th>Version</th>
+                      <th>Status</th>
+                      <th>Trainer</th>
+                      <th>Labels</th>
+                      {MAIN_METRICS.map((m) => (
+                        <th key={m}>{m.replaceAll("_", " ")}</th>
+                      ))}
+                      <th>Decision</th>
+                      <th />
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {[...list]
+                      .sort((a, b) => b.version - a.version)
+                      .map((model) => (
+                        <tr key={model.id}>
+                          <td>
+                            <input type="checkbox" aria-label={`Compare v${model.version}`} checked={picked.includes(model.version)} onChange={() => toggle(model.version)} />
+                          </td>
+                          <td>
+                            v{model.version}
+                            <div className="muted small">{ago(model.created_at)}</div>
+                          </td>
+                          <td>
+                            <Badge kind={model.status}>{model.status}</Badge>
+                          </td>
+                          <td>{model.trainer}</td>
+                          <td>{model.training_set_size ?? "–"}</td>
+                          {MAIN_METRICS.map((m) => (
+                            <td key={m}>{metricText(m, model.metrics[m])}</td>
+                          ))}
+                          <td className="small">{model.decision ? `${model.decision.action}: ${model.decision.reason}` : "–"}</td>
+                          <td>
+                            {canTrain && model.status !== "active" && (
+                              <button type="button" onClick={() => act(() => client.activateModel(detectorId, model.version))}>
+                                Activate
+                              </button>
+                            )}
+                          </td>
+                        </tr>
+                      ))}
+                  </tbody>
+                </table>
+              </div>
+              {picked.length === 2 && <Compare detectorId={detectorId} a={Math.min(...picked)} b={Math.max(...picked)} />}
+              <GrowthChart models={list} />
+            </>
+          )
+        }
+      </Gate>
+    </section>
+  );
+}
+
+function JobList({ jobs }: { jobs: TrainingJob[] }) {
+  if (jobs.length === 0) return <Empty title="No training jobs yet.">Start one with “Start training”; jobs also start by themselves as labels arrive.</Empty>;
+  return (
+    <ul className="jobs">
+      {[...jobs]
+        .sort((a, b) => b.created_at.localeCompare(a.created_at))
+        .slice(0, 8)
+        .map((job) => (
+          <li key={job.id}>
+            <Link to={`/training-jobs/${job.id}`}>{job.id}</Link> <Badge kind={job.status}>{job.status}</Badge> {job.trainer}
+            {job.status === "running" && <> · {pct(job.progress, 0)}</>}
+            {job.model_version !== null && <> · produced v{job.model_version}</>}
+            <span className="muted"> · {when(job.created_at)}</span>
+          </li>
+        ))}
+    </ul>
+  );
+}
+
+function Compare({ detectorId, a, b }: { detectorId: string; a: number; b: number }) {
+  const { client } = useSession();
+  const compare = useLoad<ModelCompare>(() => client.compareModels(detectorId, a, b), [client, detectorId, a, b]);
+  return (
+    <div className="card" aria-label="Comparison">
+      <h3>
+        v{a} and v{b} side by side
+      </h3>
+      <Gate state={compare} what="the comparison">
+        {(c) => {
+          const names = Array.from(new Set([...Object.keys(c.a.metrics), ...Object.keys(c.b.metrics), ...Object.keys(c.metric_deltas)])).sort();
+          return (
+            <table className="table compare" data-testid="compare-table">
+              <thead>
+                <tr>
+                  <th>Metric</th>
+                  <th>v{c.a.version}</th>
+                  <th>v{c.b.version}</th>
+                  <th>Change</th>
+                </tr>
+              </thead>
+              <tbody>
+                <tr>
+                  <td>trainer</td>
+                  <td>{c.a.trainer}</td>
+                  <td>{c.b.trainer}</td>
+                  <td />
+                </tr>
+                <tr>
+                  <td>labels</td>
+                  <td>{c.a.training_set_size}</td>
+                  <td>{c.b.training_set_size}</td>
+                  <td />
+                </tr>
+                {names.map((name) => {
+                  const delta = c.metric_deltas[name];
+                  return (
+                    <tr key={name}>
+                      <td>{name.replaceAll("_", " ")}</td>
+                      <td>{metricText(name, c.a.metrics[name])}</td>
+                      <td>{metricText(name, c.b.metrics[name])}</td>
+                      <td className={typeof delta === "number" ? (delta > 0 ? "up" : delta < 0 ? "down" : "") : ""}>
+                        {typeof delta === "number" ? `${delta > 0 ? "+" : ""}${isRate(name) ? `${(delta * 100).toFixed(1)} pt` : num(delta, 3)}` : "–"}
+                      </td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          );
+        }}
+      </Gate>
+    </div>
+  );
+}
+
+/** Answer rate (confident coverage) and accuracy of each version against its number of labels. */
+function GrowthChart({ models }: { models: ModelVersion[] }) {
+  const sorted = [...models].filter((m) => m.training_set_size !== null).sort((a, b) => (a.training_set_size ?? 0) - (b.training_set_size ?? 0));
+  const series = (name: string, key: string, colour: string) => ({
+    name,
+    color: colour,
+    points: sorted.map((m) => ({ x: m.training_set_size ?? 0, y: typeof m.metrics[key] === "number" ? (m.metrics[key] as number) : null })),
+  });
+  return (
+    <LineChart
+      title="Edge answer rate and accuracy as labels grew"
+      series={[
+        series("answer rate (confident coverage)", "confident_coverage", "#2563eb"),
+        series("accuracy of confident answers", "confident_accuracy", "#16a34a"),
+        series("balanced accuracy", "balanced_accuracy", "#d97706"),
+      ]}
+      yMax={1}
+      yFormat={(v) => `${Math.round(v * 100)} %`}
+      xTitle="labels in the training set"
+    />
+  );
+}

@@ -1,0 +1,174 @@
+/**
+ * The review page in jsdom, against an in-memory cloud behind `fetch`: key presses on
+ * the page become the right API calls for the item on screen.
+ */
+import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { Client } from "../api/client";
+import type { Me, ReviewItem } from "../api/types";
+import { SessionContext } from "../auth";
+import { ReviewPage } from "./ReviewPage";
+
+const me: Me = { email: "r@x", username: "rita", group: null, is_superuser: false, role: "reviewer", account_id: 1 };
+
+function item(n: number, mode = "BINARY", classNames: string[] | null = null): ReviewItem {
+  return {
+    id: `rvw_${n}`,
+    image_query_id: `iq_${n}`,
+    detector_id: "det_1",
+    detector_name: "weld",
+    query: `Question ${n}?`,
+    mode,
+    class_names: classNames,
+    reason: "low_confidence",
+    edge_answer: { label: "YES", confidence: 0.61, from_edge: true, source: "ALGORITHM" },
+    image_url: `/v1/image-queries/iq_${n}/image`,
+    created_at: "2026-01-01T00:00:00Z",
+    status: "pending",
+    claimed_by: null,
+    claim_expires_at: null,
+    label: null,
+  };
+}
+
+/** The cloud's review routes in memory, with its one-item-at-a-time claims. */
+class FakeCloud {
+  open: ReviewItem[];
+  held: ReviewItem | null = null;
+  labeled = new Map<string, string>();
+  calls: string[] = [];
+
+  constructor(items: ReviewItem[]) {
+    this.open = [...items];
+  }
+
+  json(body: unknown, status = 200): Response {
+    return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+  }
+
+  fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const url = new URL(String(input), "http://ui.test");
+    const method = init?.method ?? "GET";
+    const path = url.pathname;
+    if (method === "POST") this.calls.push(`${path.replace("/v1/review/", "")}${init?.body ? ` ${init.body}` : ""}`);
+    if (path === "/v1/review/stats") return this.json({ total_pending: this.open.length, oldest_age_s: 1, per_detector: [] });
+    if (path === "/v1/review/queue") return this.json({ count: this.open.length, oldest_age_s: 1, items: this.open.slice(0, Number(url.searchParams.get("limit"))) });
+    if (path.endsWith("/image")) return new Response(new Blob(["jpeg"], { type: "image/jpeg" }));
+    if (path === "/v1/review/claim") {
+      if (!this.held) this.held = this.open.shift() ?? null;
+      return this.held ? this.json(this.held) : new Response(null, { status: 204 });
+    }
+    const match = path.match(/^\/v1\/review\/items\/(\w+)\/(label|skip|undo)$/);
+    if (match) {
+      const [, id, action] = match;
+      if (action === "undo") {
+        const back = item(Number(id.split("_")[1]));
+        this.labeled.delete(id);
+        this.held = back;
+        return this.json(back);
+      }
+      if (this.held?.id !== id) return this.json({ detail: "not claimed by you", code: "claim" }, 409);
+      if (action === "label") this.labeled.set(id, JSON.parse(String(init?.body)).label);
+      else this.open.push(this.held);
+      this.held = null;
+      return this.json(item(Number(id.split("_")[1])));
+    }
+    return this.json({ detail: `no route ${path}` }, 404);
+  };
+}
+
+let cloud: FakeCloud;
+let urls = 0;
+
+beforeEach(() => {
+  urls = 0;
+  URL.createObjectURL = vi.fn(() => `blob:test/${(urls += 1)}`);
+  URL.revokeObjectURL = vi.fn();
+});
+
+afterEach(() => {
+  cleanup();
+  vi.unstubAllGlobals();
+});
+
+function renderPage(items: ReviewItem[]) {
+  cloud = new FakeCloud(items);
+  vi.stubGlobal("fetch", cloud.fetch);
+  return render(
+    <SessionContext.Provider value={{ client: new Client("tok"), me, signOut: () => undefined }}>
+      <ReviewPage />
+    </SessionContext.Provider>,
+  );
+}
+
+async function shown(n: number) {
+  await waitFor(() => expect(document.querySelector(".review-main")?.getAttribute("data-item-id")).toBe(`rvw_${n}`));
+}
+
+function press(key: string, extra: Partial<KeyboardEventInit> = {}) {
+  act(() => {
+    fireEvent.keyDown(window, { key, ...extra });
+  });
+}
+
+describe("ReviewPage", () => {
+  it("shows the question, the edge answer and why the item is here", async () => {
+    renderPage([item(1), item(2)]);
+    await shown(1);
+    expect(screen.getByText("Question 1?")).toBeTruthy();
+    expect(screen.getByText("YES")).toBeTruthy();
+    expect(screen.getByText(/61\.0 %/)).toBeTruthy();
+    expect(screen.getByText("low confidence")).toBeTruthy();
+  });
+
+  it("labels with Y / N / U, undoes with Z and skips with S", async () => {
+    renderPage([item(1), item(2), item(3), item(4)]);
+    await shown(1);
+    press("y");
+    await shown(2);
+    press("N");
+    await shown(3);
+    await waitFor(() => expect(cloud.labeled.get("rvw_2")).toBe("NO"));
+    press("z");
+    await shown(2);
+    expect(cloud.labeled.has("rvw_2")).toBe(false);
+    press("u");
+    await shown(3);
+    press("s");
+    await shown(4);
+    await waitFor(() => expect(cloud.calls).toContain("items/rvw_3/skip"));
+    expect(Object.fromEntries(cloud.labeled)).toEqual({ rvw_1: "YES", rvw_2: "UNCLEAR" });
+  });
+
+  it("ignores auto-repeat, modifier chords and keys typed in the detector filter", async () => {
+    renderPage([item(1), item(2)]);
+    await shown(1);
+    press("y", { repeat: true });
+    press("y", { ctrlKey: true });
+    act(() => {
+      fireEvent.keyDown(screen.getByLabelText("Detector filter"), { key: "y" });
+    });
+    press("z");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(cloud.calls.filter((c) => c.includes("label") || c.includes("undo"))).toEqual([]);
+    await shown(1);
+  });
+
+  it("answers multi-class items with digit keys", async () => {
+    renderPage([item(1, "MULTI_CLASS", ["good", "scratch", "dent"]), item(2)]);
+    await shown(1);
+    expect(screen.getByText("scratch")).toBeTruthy();
+    press("y");
+    press("3");
+    await shown(2);
+    await waitFor(() => expect(cloud.labeled.get("rvw_1")).toBe("dent"));
+  });
+
+  it("says so when nothing waits, and counts what is left", async () => {
+    renderPage([item(1)]);
+    await shown(1);
+    await waitFor(() => expect(screen.getByTestId("remaining").textContent).toContain("0 waiting"));
+    press("n");
+    await screen.findByText("Nothing waits for review.");
+  });
+});

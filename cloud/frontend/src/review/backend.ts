@@ -1,0 +1,30 @@
+/** The review session's backend on the real cloud API. */
+import type { Client } from "../api/client";
+import type { ReviewBackend } from "./session";
+
+/** Download and decode an image so that showing it later costs no network and no decode. */
+async function preload(url: string): Promise<void> {
+  const image = new Image();
+  image.src = url;
+  try {
+    await image.decode();
+  } catch {
+    // decode() rejects for formats the browser shows anyway (and in test DOMs); the bytes are local.
+  }
+}
+
+export function cloudReviewBackend(client: Client): ReviewBackend {
+  return {
+    claim: (detectorId, ahead) => client.claim(detectorId, ahead),
+    label: (itemId, label) => client.label(itemId, label),
+    skip: (itemId) => client.skip(itemId),
+    undo: (itemId) => client.undo(itemId),
+    async loadImage(item) {
+      const url = await client.imageObjectUrl(item.image_url || client.imageQueryImagePath(item.image_query_id));
+      await preload(url);
+      return url;
+    },
+    releaseImage: (url) => URL.revokeObjectURL(url),
+    peek: (detectorId, limit) => client.reviewQueue(detectorId, limit),
+  };
+}

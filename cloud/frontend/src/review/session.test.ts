@@ -1,0 +1,488 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { ReviewItem } from "../api/types";
+import { type ReviewBackend, ReviewSession } from "./session";
+
+function makeItem(n: number, detectorId = "det_a"): ReviewItem {
+  return {
+    id: `ri_${n}`,
+    image_query_id: `iq_${n}`,
+    detector_id: detectorId,
+    detector_name: detectorId,
+    query: "Is it ok?",
+    mode: "BINARY",
+    class_names: null,
+    reason: "low_confidence",
+    edge_answer: { label: "YES", confidence: 0.6, from_edge: true, source: "ALGORITHM" },
+    image_url: `/v1/image-queries/iq_${n}/image`,
+    created_at: "2026-01-01T00:00:00Z",
+    status: "pending",
+    claimed_by: null,
+    claim_expires_at: null,
+    label: null,
+  };
+}
+
+interface Deferred {
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * An in-memory review queue with the cloud's claim semantics: a claimed item is not
+ * handed out again until it is skipped or its label is undone.
+ */
+class MemoryQueue implements ReviewBackend {
+  pending: ReviewItem[] = [];
+  claimedBy = new Map<string, ReviewItem>();
+  labels = new Map<string, string>();
+  skips: string[] = [];
+  calls: string[] = [];
+  openImages = new Set<string>();
+  released: string[] = [];
+  holdLabels = false;
+  heldLabels: Deferred[] = [];
+  failLabel = false;
+  failClaim = false;
+  /** Like the cloud: a claim answers with the item the reviewer already holds, if any. */
+  lendsOne = false;
+  loads: string[] = [];
+
+  constructor(count: number, detectorId = "det_a") {
+    for (let n = 1; n <= count; n += 1) this.pending.push(makeItem(n, detectorId));
+  }
+
+  async claim(detectorId: string | undefined, ahead = false) {
+    this.calls.push(`claim:${detectorId ?? "*"}${ahead ? ":ahead" : ""}`);
+    if (this.failClaim) throw new Error("HTTP 500");
+    if (this.lendsOne) {
+      const held = [...this.claimedBy.values()].find((item) => !detectorId || item.detector_id === detectorId);
+      if (held) return { ...held, status: "claimed", claimed_by: "me" };
+    }
+    const index = this.pending.findIndex((item) => !detectorId || item.detector_id === detectorId);
+    if (index < 0) return null;
+    const [item] = this.pending.splice(index, 1);
+    this.claimedBy.set(item.id, item);
+    return { ...item, status: "claimed", claimed_by: "me" };
+  }
+
+  label(itemId: string, label: string) {
+    this.calls.push(`label:${itemId}:${label}`);
+    const apply = () => {
+      if (this.failLabel) throw new Error("claim expired");
+      if (!this.claimedBy.has(itemId)) throw new Error(`${itemId} not claimed`);
+      this.claimedBy.delete(itemId);
+      this.labels.set(itemId, label);
+    };
+    if (!this.holdLabels) return Promise.resolve().then(apply);
+    return new Promise<void>((resolve, reject) => {
+      this.heldLabels.push({
+        resolve: () => {
+          try {
+            apply();
+            resolve();
+          } catch (error) {
+            reject(error);
+          }
+        },
+        reject,
+      });
+    });
+  }
+
+  async skip(itemId: string) {
+    this.calls.push(`skip:${itemId}`);
+    const item = this.claimedBy.get(itemId);
+    if (!item) throw new Error(`${itemId} not claimed`);
+    this.claimedBy.delete(itemId);
+    this.skips.push(itemId);
+    this.pending.push(item);
+  }
+
+  async undo(itemId: string) {
+    this.calls.push(`undo:${itemId}`);
+    if (!this.labels.has(itemId)) throw new Error(`${itemId} has no label`);
+    this.labels.delete(itemId);
+    const item = makeItem(Number(itemId.split("_")[1]));
+    this.claimedBy.set(itemId, item);
+    return { ...item, status: "claimed", claimed_by: "me" };
+  }
+
+  async loadImage(item: ReviewItem) {
+    this.loads.push(item.id);
+    const url = `blob:${item.id}`;
+    this.openImages.add(url);
+    return url;
+  }
+
+  releaseImage(url: string) {
+    this.released.push(url);
+    this.openImages.delete(url);
+  }
+
+  async peek(detectorId: string | undefined, limit: number) {
+    this.calls.push("peek");
+    const open = this.pending.filter((item) => !detectorId || item.detector_id === detectorId);
+    return { count: open.length, items: open.slice(0, limit) };
+  }
+}
+
+/** Let every queued promise callback run. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i += 1) await new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+let session: ReviewSession | null = null;
+
+function open(queue: MemoryQueue, options = {}): ReviewSession {
+  session = new ReviewSession(queue, { pollMs: 60_000, ...options });
+  return session;
+}
+
+afterEach(() => {
+  session?.dispose();
+  session = null;
+});
+
+describe("ReviewSession", () => {
+  it("shows the first item and keeps `prefetch` more claimed and preloaded", async () => {
+    const queue = new MemoryQueue(5);
+    const s = open(queue, { prefetch: 2 });
+    expect(s.getSnapshot().phase).toBe("loading");
+    s.start();
+    await settle();
+    const snap = s.getSnapshot();
+    expect(snap.phase).toBe("ready");
+    expect(snap.current?.item.id).toBe("ri_1");
+    expect(snap.current?.imageUrl).toBe("blob:ri_1");
+    expect(snap.ahead).toBe(2);
+    expect([...queue.claimedBy.keys()]).toEqual(["ri_1", "ri_2", "ri_3"]);
+    expect(snap.remaining).toBe(2);
+    // Claims beyond the first ask for an item besides those held.
+    expect(queue.calls.filter((c) => c.startsWith("claim"))).toEqual(["claim:*", "claim:*:ahead", "claim:*:ahead"]);
+  });
+
+  it("shows the next preloaded item synchronously when a label is given", async () => {
+    const queue = new MemoryQueue(5);
+    queue.holdLabels = true;
+    const s = open(queue);
+    s.start();
+    await settle();
+    expect(s.label("NO")).toBe(true);
+    // No await: the next item is on screen before the label request has even finished.
+    expect(s.getSnapshot().current?.item.id).toBe("ri_2");
+    expect(s.getSnapshot().current?.imageUrl).toBe("blob:ri_2");
+    expect(s.getSnapshot().labeled).toBe(1);
+    queue.heldLabels.forEach((d) => d.resolve());
+    await settle();
+    expect(queue.labels.get("ri_1")).toBe("NO");
+    expect(s.getSnapshot().lastAction).toBe("NO saved for iq_1");
+    expect(s.getSnapshot().ahead).toBe(2);
+  });
+
+  it("labels every item once and ends empty", async () => {
+    const queue = new MemoryQueue(4);
+    const s = open(queue);
+    s.start();
+    await settle();
+    const answers = ["YES", "NO", "UNCLEAR", "YES"];
+    for (const answer of answers) {
+      expect(s.label(answer)).toBe(true);
+      await settle();
+    }
+    expect(Object.fromEntries(queue.labels)).toEqual({ ri_1: "YES", ri_2: "NO", ri_3: "UNCLEAR", ri_4: "YES" });
+    const snap = s.getSnapshot();
+    expect(snap.phase).toBe("empty");
+    expect(snap.current).toBeNull();
+    expect(snap.remaining).toBe(0);
+    expect(s.label("YES")).toBe(false);
+    expect(queue.claimedBy.size).toBe(0);
+  });
+
+  it("skip gives the item back to the queue and frees its image", async () => {
+    const queue = new MemoryQueue(3);
+    const s = open(queue, { prefetch: 1 });
+    s.start();
+    await settle();
+    expect(s.skip()).toBe(true);
+    expect(s.getSnapshot().current?.item.id).toBe("ri_2");
+    await settle();
+    expect(queue.skips).toEqual(["ri_1"]);
+    expect(queue.released[0]).toBe("blob:ri_1");
+    expect(s.getSnapshot().skipped).toBe(1);
+    expect(queue.labels.size).toBe(0);
+  });
+
+  it("undo takes back the last label and puts the item on screen again", async () => {
+    const queue = new MemoryQueue(5);
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("YES");
+    s.label("NO");
+    await settle();
+    expect(s.getSnapshot().current?.item.id).toBe("ri_3");
+    expect(await s.undo()).toBe(true);
+    let snap = s.getSnapshot();
+    expect(snap.current?.item.id).toBe("ri_2");
+    expect(snap.current?.imageUrl).toBe("blob:ri_2");
+    expect(snap.labeled).toBe(1);
+    expect(queue.labels.has("ri_2")).toBe(false);
+    expect(queue.labels.get("ri_1")).toBe("YES");
+    // The item that was on screen waits first in line.
+    s.label("UNCLEAR");
+    expect(s.getSnapshot().current?.item.id).toBe("ri_3");
+    await settle();
+    expect(queue.labels.get("ri_2")).toBe("UNCLEAR");
+    expect(await s.undo()).toBe(true);
+    expect(await s.undo()).toBe(true);
+    snap = s.getSnapshot();
+    expect(snap.current?.item.id).toBe("ri_1");
+    expect(queue.labels.size).toBe(0);
+    expect(await s.undo()).toBe(false);
+  });
+
+  it("undo waits for the label it undoes to be stored", async () => {
+    const queue = new MemoryQueue(3);
+    queue.holdLabels = true;
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("YES");
+    const undone = s.undo();
+    await settle();
+    expect(queue.calls.filter((c) => c.startsWith("undo"))).toEqual([]);
+    expect(s.getSnapshot().busy).toBe(true);
+    // Commands are refused while the undo is in flight, so nothing races it.
+    expect(s.label("NO")).toBe(false);
+    queue.heldLabels.forEach((d) => d.resolve());
+    expect(await undone).toBe(true);
+    expect(queue.calls.filter((c) => c.startsWith("label") || c.startsWith("undo"))).toEqual(["label:ri_1:YES", "undo:ri_1"]);
+    expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+  });
+
+  it("reports a label the cloud refused and lets undo bring the item back without an undo call", async () => {
+    const queue = new MemoryQueue(3);
+    queue.failLabel = true;
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("YES");
+    await settle();
+    const snap = s.getSnapshot();
+    expect(snap.error).toContain("was not saved");
+    expect(snap.error).toContain("claim expired");
+    expect(snap.labeled).toBe(0);
+    expect(await s.undo()).toBe(true);
+    expect(queue.calls.some((c) => c.startsWith("undo"))).toBe(false);
+    expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+    queue.failLabel = false;
+    s.label("NO");
+    await settle();
+    expect(queue.labels.get("ri_1")).toBe("NO");
+  });
+
+  it("changing the detector filter gives back held items and claims only that detector's", async () => {
+    const queue = new MemoryQueue(3, "det_a");
+    queue.pending.push(makeItem(10, "det_b"), makeItem(11, "det_b"));
+    const s = open(queue, { prefetch: 1 });
+    s.start();
+    await settle();
+    expect(s.getSnapshot().current?.item.detector_id).toBe("det_a");
+    s.start("det_b");
+    await settle();
+    expect(queue.skips.sort()).toEqual(["ri_1", "ri_2"]);
+    expect(s.getSnapshot().current?.item.id).toBe("ri_10");
+    expect(s.getSnapshot().detectorId).toBe("det_b");
+    expect(s.getSnapshot().remaining).toBe(0);
+    expect([...queue.openImages].sort()).toEqual(["blob:ri_10", "blob:ri_11"]);
+  });
+
+  it("says what failed when claiming fails, and recovers on the next poll", async () => {
+    const queue = new MemoryQueue(2);
+    queue.failClaim = true;
+    const s = open(queue, { pollMs: 5 });
+    s.start();
+    await settle();
+    expect(s.getSnapshot().phase).toBe("error");
+    expect(s.getSnapshot().error).toContain("HTTP 500");
+    queue.failClaim = false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await settle();
+    expect(s.getSnapshot().phase).toBe("ready");
+    expect(s.getSnapshot().error).toBeNull();
+  });
+
+  it("picks up items that arrive while the queue is empty", async () => {
+    const queue = new MemoryQueue(0);
+    const s = open(queue, { pollMs: 5 });
+    s.start();
+    await settle();
+    expect(s.getSnapshot().phase).toBe("empty");
+    queue.pending.push(makeItem(7));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await settle();
+    expect(s.getSnapshot().current?.item.id).toBe("ri_7");
+  });
+
+  it("keeps an item whose image failed, with a message, so it can be skipped", async () => {
+    const queue = new MemoryQueue(2);
+    queue.loadImage = async () => {
+      throw new Error("HTTP 404");
+    };
+    const s = open(queue);
+    s.start();
+    await settle();
+    const snap = s.getSnapshot();
+    expect(snap.current?.imageUrl).toBeNull();
+    expect(snap.current?.imageError).toContain("HTTP 404");
+    expect(s.skip()).toBe(true);
+  });
+
+  it("dispose gives back every claimed item and frees every image", async () => {
+    const queue = new MemoryQueue(5);
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("YES");
+    await settle();
+    s.dispose();
+    session = null;
+    await settle();
+    expect(queue.claimedBy.size).toBe(0);
+    expect(queue.openImages.size).toBe(0);
+    expect(queue.labels.get("ri_1")).toBe("YES");
+  });
+
+  it("calls onShow each time a new item takes the screen", async () => {
+    const shown: string[] = [];
+    const queue = new MemoryQueue(3);
+    const s = open(queue, { onShow: (item: ReviewItem) => shown.push(item.id) });
+    s.start();
+    await settle();
+    s.label("YES");
+    s.skip();
+    await s.undo();
+    expect(shown).toEqual(["ri_1", "ri_2", "ri_3", "ri_1"]);
+  });
+
+  describe("with a cloud that lends one item at a time", () => {
+    it("claims the next item only after the label is stored, with its image already downloaded", async () => {
+      const queue = new MemoryQueue(4);
+      queue.lendsOne = true;
+      queue.holdLabels = true;
+      const s = open(queue, { prefetch: 2 });
+      s.start();
+      await settle();
+      expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+      expect(s.getSnapshot().ahead).toBe(0);
+      // The next images were downloaded ahead without claiming their items.
+      expect(queue.loads).toEqual(["ri_1", "ri_2", "ri_3", "ri_4"]);
+      expect([...queue.claimedBy.keys()]).toEqual(["ri_1"]);
+      s.label("YES");
+      await settle();
+      // Not claimed yet: the label is still in flight and the cloud would hand back ri_1.
+      expect(s.getSnapshot().current).toBeNull();
+      expect(s.getSnapshot().phase).toBe("loading");
+      const claimsBefore = queue.calls.filter((c) => c.startsWith("claim")).length;
+      queue.heldLabels.forEach((d) => d.resolve());
+      await settle();
+      expect(s.getSnapshot().current?.item.id).toBe("ri_2");
+      expect(s.getSnapshot().current?.imageUrl).toBe("blob:ri_2");
+      expect(queue.calls.filter((c) => c.startsWith("claim")).length).toBe(claimsBefore + 1);
+      // ri_2's image came from the preloaded ones: no second download.
+      expect(queue.loads.filter((id) => id === "ri_2")).toHaveLength(1);
+    });
+
+    it("labels a whole queue, one claim per item after the first discovery", async () => {
+      const queue = new MemoryQueue(6);
+      queue.lendsOne = true;
+      const s = open(queue);
+      s.start();
+      await settle();
+      for (let n = 0; n < 6; n += 1) {
+        expect(s.label(n % 2 ? "NO" : "YES")).toBe(true);
+        await settle();
+      }
+      expect(queue.labels.size).toBe(6);
+      expect(s.getSnapshot().phase).toBe("empty");
+      expect(new Set(queue.loads).size).toBe(6);
+      // Fewer looks at the queue than items: the preloaded images carry several claims.
+      expect(queue.calls.filter((c) => c === "peek").length).toBeLessThan(6);
+      // Every image was downloaded once.
+      expect(queue.loads).toHaveLength(6);
+      expect(queue.openImages.size).toBeLessThanOrEqual(6);
+    });
+
+    it("undo brings back the item while the next one stays claimed", async () => {
+      const queue = new MemoryQueue(3);
+      queue.lendsOne = true;
+      const s = open(queue);
+      s.start();
+      await settle();
+      s.label("YES");
+      await settle();
+      expect(s.getSnapshot().current?.item.id).toBe("ri_2");
+      expect(await s.undo()).toBe(true);
+      expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+      expect(s.getSnapshot().ahead).toBe(1);
+      s.label("NO");
+      expect(s.getSnapshot().current?.item.id).toBe("ri_2");
+      await settle();
+      expect(queue.labels.get("ri_1")).toBe("NO");
+    });
+  });
+
+  it("a filter change while an image loads never releases the item the new filter got", async () => {
+    const queue = new MemoryQueue(3);
+    queue.lendsOne = true;
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const load = queue.loadImage.bind(queue);
+    queue.loadImage = async (item: ReviewItem) => {
+      await gate;
+      return load(item);
+    };
+    const s = open(queue);
+    s.start();
+    await settle(); // ri_1 claimed, its image still loading
+    s.start("det_a");
+    release();
+    await settle();
+    expect(s.getSnapshot().current).not.toBeNull();
+    const shown = s.getSnapshot().current!.item.id;
+    expect(queue.claimedBy.has(shown)).toBe(true);
+    s.label("YES");
+    await settle();
+    expect(s.getSnapshot().error).toBeNull();
+    expect(queue.labels.get(shown)).toBe("YES");
+  });
+
+  it("gives an item back once when a late claim answer names an item already given back", async () => {
+    const queue = new MemoryQueue(3);
+    queue.lendsOne = true;
+    let answer: () => void = () => undefined;
+    const claim = queue.claim.bind(queue);
+    let calls = 0;
+    queue.claim = async (detectorId: string | undefined, ahead: boolean) => {
+      calls += 1;
+      // The cloud answers the second claim with the held ri_1, and the answer is slow to arrive.
+      const item = await claim(detectorId, ahead);
+      if (calls === 2) await new Promise<void>((resolve) => (answer = resolve));
+      return item;
+    };
+    const s = open(queue);
+    s.start();
+    await settle(); // ri_1 shown, the second claim hangs
+    s.start("det_a"); // gives ri_1 back
+    answer();
+    await settle();
+    expect(queue.skips).toEqual(["ri_1"]);
+    expect(queue.calls.filter((c) => c === "skip:ri_1")).toHaveLength(1);
+    expect(s.getSnapshot().current).not.toBeNull();
+    s.label("NO");
+    await settle();
+    expect(s.getSnapshot().error).toBeNull();
+  });
+});

@@ -1,0 +1,477 @@
+/**
+ * The review session: claim, preload, label, skip and undo, without React or the DOM.
+ *
+ * Speed is the point. A label or skip is sent in the background and the next item takes
+ * the screen as soon as it is ours. Claims keep two reviewers from seeing the same item,
+ * and the cloud may lend a reviewer one item at a time (its claim answers with the item
+ * already held): so the session claims ahead while the cloud hands out new items, and
+ * otherwise claims the next item as soon as the last label is stored. Either way the
+ * images of the next items in the queue are downloaded and decoded beforehand, so the
+ * wait between items is two short API calls at most, never an image download.
+ *
+ * Undo waits for the label it undoes to be stored, asks the cloud to undo it (which
+ * claims the item again for this reviewer) and puts the item back on screen; the item
+ * that was on screen goes back to the front of the line.
+ *
+ * React reads it through `subscribe` / `getSnapshot` (useSyncExternalStore); tests drive
+ * it with an in-memory backend.
+ */
+import type { ReviewItem } from "../api/types";
+
+/** What the session needs from the cloud. */
+export interface ReviewBackend {
+  /**
+   * The next item, claimed for this reviewer; null when none is waiting. `ahead` says the
+   * reviewer already holds items and wants another one besides them.
+   */
+  claim(detectorId: string | undefined, ahead: boolean): Promise<ReviewItem | null>;
+  label(itemId: string, label: string): Promise<unknown>;
+  skip(itemId: string): Promise<unknown>;
+  /** Undo this reviewer's label; the item comes back claimed by this reviewer. */
+  undo(itemId: string): Promise<ReviewItem>;
+  /** Download the image and return a URL the page can show at once. */
+  loadImage(item: ReviewItem): Promise<string>;
+  releaseImage(url: string): void;
+  /** The next open items without claiming them, and how many are open (for the counter). */
+  peek(detectorId: string | undefined, limit: number): Promise<{ count: number; items: ReviewItem[] }>;
+}
+
+export interface HeldItem {
+  item: ReviewItem;
+  imageUrl: string | null;
+  imageError: string | null;
+}
+
+export type ReviewPhase = "loading" | "ready" | "empty" | "error";
+
+export interface ReviewSnapshot {
+  phase: ReviewPhase;
+  current: HeldItem | null;
+  /** Items claimed and preloaded behind the one on screen. */
+  ahead: number;
+  canUndo: boolean;
+  busy: boolean;
+  remaining: number | null;
+  labeled: number;
+  skipped: number;
+  /** The last thing done, for the status line ("NO saved for iq_…"). */
+  lastAction: string | null;
+  error: string | null;
+  detectorId: string | undefined;
+}
+
+interface Answered {
+  held: HeldItem;
+  label: string;
+  /** Resolves true when the cloud stored the label. */
+  stored: Promise<boolean>;
+}
+
+export interface ReviewSessionOptions {
+  prefetch?: number;
+  undoDepth?: number;
+  /** How long to wait before asking again when the queue is empty. */
+  pollMs?: number;
+  /** Called each time a new item takes the screen, for timing the wait between items. */
+  onShow?: (item: ReviewItem) => void;
+}
+
+/** Claims between two looks at the queue when the preloaded images suffice. */
+const PEEK_EVERY = 4;
+
+function message(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+export class ReviewSession {
+  private readonly prefetch: number;
+  private readonly undoDepth: number;
+  private readonly pollMs: number;
+  private readonly onShow?: (item: ReviewItem) => void;
+
+  private detectorId: string | undefined = undefined;
+  private generation = 0;
+  private current: HeldItem | null = null;
+  private buffer: HeldItem[] = [];
+  private answered: Answered[] = [];
+  private claiming = false;
+  private exhausted = false;
+  /** Set once the cloud answers a claim with an item already held: it lends one at a time. */
+  private oneAtATime = false;
+  /** Label and skip requests in flight; a claim waits for them (the cloud may hand back the held item). */
+  private writes = new Set<Promise<unknown>>();
+  /** Images of upcoming (unclaimed) items, by image query id. */
+  private preloaded = new Map<string, Promise<string | null>>();
+  private peeking = false;
+  private claimsSincePeek = 0;
+  private refillRun: Promise<void> = Promise.resolve();
+  /** Items given back by a filter change; a late claim answer naming one needs no second skip. */
+  private givenBack = new Set<string>();
+  private peekAgain = false;
+  private undoing = false;
+  private started = false;
+  private fatal: string | null = null;
+  private error: string | null = null;
+  private lastAction: string | null = null;
+  private remaining: number | null = null;
+  private labeled = 0;
+  private skipped = 0;
+  private pollTimer: ReturnType<typeof setTimeout> | null = null;
+  private listeners = new Set<() => void>();
+  private snapshot: ReviewSnapshot;
+  private disposed = false;
+
+  constructor(
+    private readonly backend: ReviewBackend,
+    options: ReviewSessionOptions = {},
+  ) {
+    this.prefetch = options.prefetch ?? 2;
+    this.undoDepth = options.undoDepth ?? 20;
+    this.pollMs = options.pollMs ?? 5000;
+    this.onShow = options.onShow;
+    this.snapshot = this.buildSnapshot();
+  }
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  getSnapshot = (): ReviewSnapshot => this.snapshot;
+
+  /** Start (or restart with another detector filter): held items are given back first. */
+  start(detectorId?: string): void {
+    this.releaseHeld();
+    this.dropPreloaded(new Set());
+    this.remaining = null;
+    this.claimsSincePeek = 0;
+    this.disposed = false;
+    this.generation += 1;
+    this.detectorId = detectorId || undefined;
+    this.exhausted = false;
+    this.claiming = false;
+    this.fatal = null;
+    this.error = null;
+    this.started = true;
+    this.emit();
+    void this.refill();
+  }
+
+  /** Give back what this reviewer holds and stop asking the cloud (until started again). */
+  dispose(): void {
+    this.releaseHeld();
+    for (const entry of this.answered) this.releaseUrl(entry.held.imageUrl);
+    this.answered = [];
+    this.dropPreloaded(new Set());
+    this.generation += 1;
+    this.disposed = true;
+    this.clearPoll();
+  }
+
+  /** Store `label` for the item on screen and show the next one at once. */
+  label(label: string): boolean {
+    const held = this.current;
+    if (!held || this.undoing) return false;
+    const iq = held.item.image_query_id;
+    const stored = this.track(this.backend.label(held.item.id, label)).then(
+      () => {
+        if (this.lastAction === `${label} sent for ${iq}`) this.lastAction = `${label} saved for ${iq}`;
+        this.emit();
+        return true;
+      },
+      (error: unknown) => {
+        this.labeled -= 1;
+        this.error = `The label ${label} for ${iq} was not saved (${message(error)}). Press Z to bring it back and try again.`;
+        this.emit();
+        return false;
+      },
+    );
+    this.answered.push({ held, label, stored });
+    this.trimUndo();
+    this.labeled += 1;
+    this.error = null;
+    this.lastAction = `${label} sent for ${iq}`;
+    this.advance();
+    void this.refill();
+    return true;
+  }
+
+  /** Pass the item on screen back to the queue and show the next one. */
+  skip(): boolean {
+    const held = this.current;
+    if (!held || this.undoing) return false;
+    this.track(this.backend.skip(held.item.id)).then(
+      () => {
+        if (this.remaining !== null) this.remaining += 1;
+        this.emit();
+      },
+      (error: unknown) => {
+        this.error = `Skipping ${held.item.image_query_id} failed (${message(error)}); its claim will expire on its own.`;
+        this.emit();
+      },
+    );
+    this.releaseUrl(held.imageUrl);
+    this.skipped += 1;
+    this.error = null;
+    this.lastAction = `Skipped ${held.item.image_query_id}`;
+    this.advance();
+    void this.refill();
+    return true;
+  }
+
+  /** Take back the last label: the item returns to the screen, claimed again. */
+  async undo(): Promise<boolean> {
+    const last = this.answered.at(-1);
+    if (!last || this.undoing) return false;
+    this.answered.pop();
+    this.undoing = true;
+    this.emit();
+    const generation = this.generation;
+    let item = last.held.item;
+    try {
+      const stored = await last.stored;
+      // A label the cloud refused needs no undo: the item is shown again to be relabeled.
+      if (stored) {
+        item = await this.backend.undo(last.held.item.id);
+        this.labeled -= 1;
+      }
+    } catch (error) {
+      this.undoing = false;
+      this.error = `Undo of ${last.held.item.image_query_id} failed (${message(error)}).`;
+      this.releaseUrl(last.held.imageUrl);
+      this.emit();
+      return false;
+    }
+    this.undoing = false;
+    if (generation !== this.generation || this.disposed) {
+      this.releaseUrl(last.held.imageUrl);
+      return false;
+    }
+    if (this.current) this.buffer.unshift(this.current);
+    this.current = { ...last.held, item };
+    this.error = null;
+    this.lastAction = `Undid ${last.label} for ${item.image_query_id}`;
+    this.onShow?.(item);
+    this.emit();
+    void this.peek();
+    return true;
+  }
+
+  /** Remember a write until it settles, so that claims can wait for it. */
+  private track<T>(request: Promise<T>): Promise<T> {
+    this.writes.add(request);
+    const forget = () => this.writes.delete(request);
+    request.then(forget, forget);
+    return request;
+  }
+
+  private advance(): void {
+    this.current = this.buffer.shift() ?? null;
+    if (this.current) this.onShow?.(this.current.item);
+    this.emit();
+  }
+
+  private heldCount(): number {
+    return this.buffer.length + (this.current ? 1 : 0);
+  }
+
+  private isHeld(itemId: string): boolean {
+    return this.current?.item.id === itemId || this.buffer.some((held) => held.item.id === itemId);
+  }
+
+  /** Claim and preload until `prefetch` items wait behind the one on screen (or one, if lent one at a time). */
+  private refill(): Promise<void> {
+    if (this.claiming || this.disposed) return this.refillRun;
+    const generation = this.generation;
+    this.claiming = true;
+    // Runs one after another: an older run (from before a filter change) gives back what it
+    // claimed late before this one claims, or the cloud could hand that item back to us.
+    this.refillRun = this.refillRun.then(() => this.fill(generation));
+    return this.refillRun;
+  }
+
+  private async fill(generation: number): Promise<void> {
+    try {
+      while (!this.exhausted && this.heldCount() < 1 + (this.oneAtATime ? 0 : this.prefetch)) {
+        if (this.writes.size > 0) {
+          await Promise.allSettled([...this.writes]);
+          if (generation !== this.generation) return;
+          continue;
+        }
+        const item = await this.backend.claim(this.detectorId, this.heldCount() > 0);
+        if (generation !== this.generation) {
+          if (item) this.giveBack(item.id);
+          return;
+        }
+        if (item === null) {
+          this.exhausted = true;
+          break;
+        }
+        if (this.isHeld(item.id)) {
+          this.oneAtATime = true;
+          break;
+        }
+        const { imageUrl, imageError } = await this.image(item);
+        if (generation !== this.generation) {
+          this.releaseUrl(imageUrl);
+          this.giveBack(item.id);
+          return;
+        }
+        this.givenBack.delete(item.id);
+        this.claimsSincePeek += 1;
+        if (this.remaining !== null) this.remaining = Math.max(0, this.remaining - 1);
+        this.buffer.push({ item, imageUrl, imageError });
+        this.fatal = null;
+        if (!this.current) this.advance();
+        else this.emit();
+      }
+    } catch (error) {
+      if (generation === this.generation) {
+        this.fatal = `Could not claim the next item: ${message(error)}`;
+        this.schedulePoll();
+      }
+    } finally {
+      if (generation === this.generation) this.claiming = false;
+    }
+    if (generation !== this.generation) return;
+    if (this.exhausted) this.schedulePoll();
+    this.emit();
+    // Look ahead again only when the preloaded images run low (or now and then, to keep the
+    // counter true): fewer requests competing with the reviewer's next label.
+    if (this.exhausted || this.preloaded.size < this.prefetch || this.claimsSincePeek >= PEEK_EVERY) void this.peek();
+  }
+
+  /** The item's image: from the preloaded ones when it was peeked at, else downloaded now. */
+  private async image(item: ReviewItem): Promise<{ imageUrl: string | null; imageError: string | null }> {
+    const early = this.preloaded.get(item.image_query_id);
+    this.preloaded.delete(item.image_query_id);
+    try {
+      const imageUrl = (early ? await early : null) ?? (await this.backend.loadImage(item));
+      return { imageUrl, imageError: null };
+    } catch (error) {
+      return { imageUrl: null, imageError: `The image could not be loaded (${message(error)}); skip it with S.` };
+    }
+  }
+
+  /** Look at the next open items: update the counter and download their images ahead. */
+  private async peek(): Promise<void> {
+    if (this.disposed) return;
+    if (this.peeking) {
+      this.peekAgain = true;
+      return;
+    }
+    this.peeking = true;
+    const generation = this.generation;
+    try {
+      this.claimsSincePeek = 0;
+      const depth = this.prefetch + 2;
+      const { count, items } = await this.backend.peek(this.detectorId, depth + 1);
+      if (generation !== this.generation) return;
+      this.remaining = count;
+      const upcoming = items.filter((item) => !this.isHeld(item.id)).slice(0, depth);
+      const keep = new Set(upcoming.map((item) => item.image_query_id));
+      this.dropPreloaded(keep);
+      for (const item of upcoming) {
+        if (!this.preloaded.has(item.image_query_id)) {
+          this.preloaded.set(
+            item.image_query_id,
+            this.backend.loadImage(item).catch(() => null),
+          );
+        }
+      }
+    } catch {
+      // The counter is a convenience: keep the last one and try again after the next answer.
+    } finally {
+      this.peeking = false;
+      this.emit();
+      if (this.peekAgain) {
+        this.peekAgain = false;
+        void this.peek();
+      }
+    }
+  }
+
+  /** Free preloaded images that are no longer among the next items. */
+  private dropPreloaded(keep: Set<string>): void {
+    for (const [id, url] of this.preloaded) {
+      if (keep.has(id)) continue;
+      this.preloaded.delete(id);
+      void url.then((value) => this.releaseUrl(value));
+    }
+  }
+
+  private schedulePoll(): void {
+    if (this.pollTimer !== null || this.disposed) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = null;
+      this.exhausted = false;
+      void this.refill();
+    }, this.pollMs);
+  }
+
+  private clearPoll(): void {
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+  }
+
+  private trimUndo(): void {
+    while (this.answered.length > this.undoDepth) {
+      const dropped = this.answered.shift();
+      if (dropped) this.releaseUrl(dropped.held.imageUrl);
+    }
+  }
+
+  private releaseHeld(): void {
+    const held = [...(this.current ? [this.current] : []), ...this.buffer];
+    this.current = null;
+    this.buffer = [];
+    this.clearPoll();
+    for (const entry of held) {
+      this.releaseUrl(entry.imageUrl);
+      this.giveBack(entry.item.id);
+    }
+  }
+
+  /** Skip an item this session claimed but will not show; each item once. */
+  private giveBack(itemId: string): void {
+    if (this.isHeld(itemId) || this.givenBack.has(itemId)) return;
+    this.givenBack.add(itemId);
+    if (this.givenBack.size > 200) this.givenBack.delete(this.givenBack.values().next().value as string);
+    // Tracked: the next claim must wait, or the cloud could hand this item back mid-release.
+    void this.track(this.backend.skip(itemId)).catch(() => undefined);
+  }
+
+  private releaseUrl(url: string | null): void {
+    if (url) this.backend.releaseImage(url);
+  }
+
+  private phase(): ReviewPhase {
+    if (this.current) return "ready";
+    if (this.fatal) return "error";
+    if (!this.started || this.claiming || !this.exhausted || this.undoing) return "loading";
+    return "empty";
+  }
+
+  private buildSnapshot(): ReviewSnapshot {
+    return {
+      phase: this.phase(),
+      current: this.current,
+      ahead: this.buffer.length,
+      canUndo: this.answered.length > 0 && !this.undoing,
+      busy: this.undoing,
+      remaining: this.remaining,
+      labeled: this.labeled,
+      skipped: this.skipped,
+      lastAction: this.lastAction,
+      error: this.fatal ?? this.error,
+      detectorId: this.detectorId,
+    };
+  }
+
+  private emit(): void {
+    if (this.disposed) return;
+    this.snapshot = this.buildSnapshot();
+    for (const listener of this.listeners) listener();
+  }
+}

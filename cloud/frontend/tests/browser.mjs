@@ -1,0 +1,352 @@
+// Drives the built web UI in headless Debian Chromium (playwright-core, no browser download).
+// Called by the pytest files beside it: `node browser.mjs <scenario> <config.json>`.
+// Writes screenshots and result.json into config.outDir; exits non-zero on failure.
+//
+// Scenarios:
+//   e2e    sign in (reviewer, then admin), label five items with the keyboard, undo,
+//          create a detector, start a training job and play the worker through the
+//          cloud's worker endpoints while the job page shows the progress, visit every page.
+//   bench  a scripted reviewer labels config.count items as fast as the UI allows.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [scenario, configPath] = process.argv.slice(2);
+const config = JSON.parse(readFileSync(configPath, "utf8"));
+const shots = join(config.outDir, "screenshots");
+mkdirSync(shots, { recursive: true });
+
+const console_ = []; // console errors and warnings, page errors, failed requests
+const result = { scenario, console: console_, steps: [], badResponses: [] };
+
+function step(name, extra = {}) {
+  result.steps.push({ name, at: Date.now(), ...extra });
+  process.stderr.write(`step: ${name}\n`);
+}
+
+async function api(method, path, token, body) {
+  const response = await fetch(`${config.baseUrl}${path}`, {
+    method,
+    headers: { "x-api-token": token, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${path} -> ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+const userDataDir = mkdtempSync(join(tmpdir(), "io-chromium-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: config.chromium ?? "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 860 },
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(config.timeoutMs ?? 15000);
+page.on("console", (message) => {
+  if (message.type() === "error" || message.type() === "warning") {
+    console_.push({ type: message.type(), text: message.text(), url: page.url() });
+  }
+});
+page.on("pageerror", (error) => console_.push({ type: "pageerror", text: String(error), url: page.url() }));
+page.on("requestfailed", (request) => {
+  // Object URLs revoked while an <img> still loads are not failures a person sees.
+  if (!request.url().startsWith("blob:")) {
+    console_.push({ type: "requestfailed", text: `${request.method()} ${request.url()} ${request.failure()?.errorText}`, url: page.url() });
+  }
+});
+result.reviewCalls = [];
+page.on("request", (request) => {
+  if (request.url().includes("/v1/review/") && request.method() === "POST") result.reviewCalls.push(`${Date.now() % 100000} ${request.url().split("/v1/review/")[1]}`);
+});
+page.on("response", (response) => {
+  if (response.status() >= 400) result.badResponses.push(`${response.request().method()} ${response.url()} ${response.status()}`);
+});
+// Anything that tries to leave this machine (a CDN font, a script) is a defect: record and block it.
+const base = new URL(config.baseUrl);
+await context.route("**/*", (route) => {
+  const url = new URL(route.request().url());
+  if (url.protocol === "blob:" || url.protocol === "data:" || url.host === base.host) return route.continue();
+  console_.push({ type: "external", text: route.request().url(), url: page.url() });
+  return route.abort();
+});
+
+async function shot(name, fullPage = false) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage });
+}
+
+async function go(hash) {
+  await page.goto(`${config.baseUrl}/#${hash}`);
+}
+
+async function signIn(token) {
+  await page.goto(`${config.baseUrl}/`);
+  await page.waitForSelector("#token");
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("header.topbar");
+}
+
+async function signOut() {
+  await page.click("header.topbar button:has-text('Sign out')");
+  await page.waitForSelector("#token");
+  // Let the page give back what it held before the next full page load.
+  await page.waitForLoadState("networkidle");
+}
+
+async function currentItem() {
+  return page.$eval(".review-main[data-item-id]", (el) => ({ id: el.dataset.itemId, iq: el.dataset.imageQueryId }));
+}
+
+/** Wait until an item other than `previousId` is on screen, or the queue is empty. */
+async function nextItem(previousId) {
+  await page.waitForFunction(
+    (prev) => {
+      const el = document.querySelector(".review-main[data-item-id]");
+      if (el && el.dataset.itemId && el.dataset.itemId !== prev) {
+        const img = el.querySelector("img");
+        return !img || img.complete;
+      }
+      return document.body.innerText.includes("Nothing waits for review.");
+    },
+    previousId,
+    { polling: "raf" },
+  );
+  const el = await page.$(".review-main[data-item-id]");
+  return el ? currentItem() : null;
+}
+
+async function waitMeasures() {
+  return page.evaluate(() => performance.getEntriesByName("io-review-wait").map((entry) => entry.duration));
+}
+
+async function e2e() {
+  // A reviewer sees only what a reviewer can use.
+  await page.goto(`${config.baseUrl}/`);
+  await page.waitForSelector("#token");
+  await shot("01-sign-in");
+  await page.fill("#token", "io_not_a_real_token_at_all_000000");
+  await page.click("button[type=submit]");
+  await page.waitForSelector("[role=alert]");
+  result.badTokenMessage = await page.textContent("[role=alert]");
+  // The 401 of that deliberate bad sign-in is logged by Chromium itself; it is expected.
+  result.expectedConsole = console_.splice(0, console_.length);
+  await signIn(config.reviewerToken);
+  result.reviewerNav = await page.$$eval("header nav a", (links) => links.map((a) => a.textContent));
+  step("reviewer signed in", { nav: result.reviewerNav });
+  await signOut();
+
+  await signIn(config.adminToken);
+  result.adminNav = await page.$$eval("header nav a", (links) => links.map((a) => a.textContent));
+  step("admin signed in", { nav: result.adminNav });
+
+  // Review: five labels by keyboard, then undo the last and answer it again.
+  await go(`/review`);
+  await page.selectOption("select[aria-label='Detector filter']", config.detectorId);
+  let item = await nextItem("");
+  await page.waitForFunction(() => !document.querySelector("[data-testid=remaining]")?.textContent?.includes("…"));
+  result.remainingBefore = await page.textContent("[data-testid=remaining] strong");
+  await shot("02-review");
+  const keys = ["y", "n", "y", "y", "n"];
+  const labels = {};
+  for (const key of keys) {
+    if (!item) throw new Error("the queue ran dry before five labels");
+    labels[item.iq] = key === "y" ? "YES" : "NO";
+    await page.keyboard.press(key);
+    item = await nextItem(item.id);
+  }
+  const lastIq = Object.keys(labels).at(-1);
+  await page.keyboard.press("z");
+  await page.waitForFunction((iq) => document.querySelector(".review-main[data-item-id]")?.getAttribute("data-image-query-id") === iq, lastIq);
+  step("undo brought back the last item", { iq: lastIq });
+  const undone = await currentItem();
+  await page.keyboard.press("u");
+  labels[lastIq] = "UNCLEAR";
+  item = await nextItem(undone.id);
+  // The counter catches up once the cloud has stored the labels.
+  await page.waitForTimeout(300);
+  result.remainingAfter = await page.textContent("[data-testid=remaining] strong");
+  result.labels = labels;
+  result.uiWaitsMs = await waitMeasures();
+  await shot("03-review-after-labels");
+  // Skip: the item leaves the screen and goes back to the queue.
+  if (item) {
+    await page.keyboard.press("s");
+    result.skipped = item.iq;
+    await nextItem(item.id);
+  }
+  step("labeled five items", { labels });
+
+  // Tablet width: the panel goes under the image.
+  await page.setViewportSize({ width: 820, height: 1100 });
+  await shot("04-review-tablet");
+  await page.setViewportSize({ width: 1280, height: 860 });
+
+  // Detectors: list, create a multi-class one, its page.
+  await go(`/detectors`);
+  await page.waitForSelector("[data-testid=detectors-table]");
+  await page.waitForFunction(() => !document.querySelector("[data-testid=detectors-table]")?.textContent?.includes("…"));
+  await shot("05-detectors");
+  await page.click("button:has-text('New detector')");
+  await page.fill("input[name=name]", config.newDetector.name);
+  await page.fill("input[name=query]", config.newDetector.query);
+  await page.selectOption("select[name=mode]", "MULTI_CLASS");
+  await page.fill("input[name=class_names]", config.newDetector.classNames.join(", "));
+  await page.fill("input[name=confidence_threshold]", "0.8");
+  await shot("06-detector-create");
+  await page.click("form[aria-label='New detector'] button[type=submit]");
+  await page.waitForSelector(`h1:has-text('${config.newDetector.name}')`);
+  result.createdDetectorUrl = page.url();
+  step("created a detector", { url: page.url() });
+
+  // The seeded detector's page: recent queries with thumbnails and the label distribution.
+  await go(`/detectors/${config.detectorId}`);
+  await page.waitForSelector("[data-testid=recent-queries] img");
+  await page.waitForSelector("text=Label distribution");
+  await shot("07-detector", true);
+  // Edit the threshold.
+  await page.fill("form[aria-label='Detector settings'] input[name=confidence_threshold]", "0.75");
+  await page.click("form[aria-label='Detector settings'] button[type=submit]");
+  await page.waitForSelector("form[aria-label='Detector settings'] [role=status]");
+  step("changed the threshold");
+
+  // Models and training: start a job, watch it progress while playing the worker.
+  await go(`/detectors/${config.detectorId}/models`);
+  await page.waitForSelector("text=Versions");
+  await page.waitForSelector("text=Training jobs");
+  await shot("08-models");
+  await page.selectOption("select[aria-label=Trainer]", "fast");
+  await page.click("button:has-text('Start training')");
+  await page.waitForURL(/#\/training-jobs\//);
+  const jobId = decodeURIComponent(page.url().split("/training-jobs/")[1]);
+  result.jobId = jobId;
+  await page.waitForSelector(".badge:has-text('queued')");
+  await shot("09-job-queued");
+  const claimed = await api("POST", "/v1/training-jobs/claim", config.workerToken);
+  if (!claimed || claimed.id !== jobId) throw new Error(`worker claimed ${claimed?.id}, expected ${jobId}`);
+  const epochs = [
+    { epoch: 1, loss: 0.69, accuracy: 0.55, val_accuracy: 0.5 },
+    { epoch: 2, loss: 0.45, accuracy: 0.78, val_accuracy: 0.72 },
+    { epoch: 3, loss: 0.3, accuracy: 0.88, val_accuracy: 0.83 },
+    { epoch: 4, loss: 0.22, accuracy: 0.93, val_accuracy: 0.86 },
+  ];
+  const seen = [];
+  for (const [index, epoch] of epochs.entries()) {
+    const progress = (index + 1) / (epochs.length + 1);
+    await api("POST", `/v1/training-jobs/${jobId}/progress`, config.workerToken, {
+      progress,
+      eta_s: (epochs.length - index) * 7,
+      message: `epoch ${epoch.epoch} of ${epochs.length}`,
+      epoch,
+    });
+    const want = String(Math.round(progress * 100));
+    await page.waitForSelector(`[role=progressbar][aria-valuenow='${want}']`);
+    seen.push(Number(want));
+    if (index === 2) await shot("10-job-running");
+  }
+  result.progressSeen = seen;
+  // The worker's last steps: upload the new version (an admin call in this cloud), then complete.
+  const form = new FormData();
+  form.append("primary", new Blob([readFileSync(config.workerModel.path)]), "model.buf");
+  form.append("manifest", JSON.stringify({ ...config.workerModel.manifest, training_job_id: jobId }));
+  const uploaded = await fetch(`${config.baseUrl}/v1/detectors/${config.detectorId}/models`, {
+    method: "POST",
+    headers: { "x-api-token": config.adminToken },
+    body: form,
+  });
+  if (!uploaded.ok) throw new Error(`model upload -> ${uploaded.status} ${await uploaded.text()}`);
+  const version = (await uploaded.json()).version;
+  result.producedVersion = version;
+  await api("POST", `/v1/training-jobs/${jobId}/complete`, config.workerToken, { model_version: version });
+  await page.waitForSelector(".badge:has-text('succeeded')");
+  result.jobFinalText = await page.textContent("[data-testid=job-status]");
+  await shot("11-job-done");
+  step("training job watched to the end", { seen });
+
+  if (config.compare) {
+    await go(`/detectors/${config.detectorId}/models`);
+    await page.waitForSelector("[data-testid=models-table]");
+    await page.check(`input[aria-label='Compare v${config.compare[0]}']`);
+    await page.check(`input[aria-label='Compare v${config.compare[1]}']`);
+    await page.waitForSelector("[data-testid=compare-table]");
+    await shot("12-models-compare", true);
+    step("compared two versions");
+  }
+
+  await go(`/edges`);
+  await page.waitForSelector("[data-testid=edges-table], .notice.empty");
+  await shot("13-edges");
+  if (config.edgeId) {
+    await go(`/edges/${config.edgeId}`);
+    await page.waitForSelector(".chart svg, .notice.empty");
+    await shot("14-edge");
+  }
+  await go(`/tokens`);
+  await page.waitForSelector("table");
+  await shot("15-tokens");
+  await go(`/nowhere`);
+  await page.waitForSelector("text=There is no page");
+  step("visited every page");
+}
+
+async function bench() {
+  await signIn(config.adminToken);
+  await go(`/review`);
+  if (config.detectorId) await page.selectOption("select[aria-label='Detector filter']", config.detectorId);
+  let item = await nextItem("");
+  // Let the first preloads settle, as a reviewer would take a second to read the first image.
+  await page.waitForTimeout(500);
+  const clientWaits = [];
+  const started = performance.now();
+  let labeled = 0;
+  while (item && labeled < config.count) {
+    const before = performance.now();
+    await page.keyboard.press(labeled % 3 === 0 ? "n" : "y");
+    labeled += 1;
+    item = await nextItem(item.id);
+    clientWaits.push(performance.now() - before);
+  }
+  const elapsed = performance.now() - started;
+  result.labeled = labeled;
+  result.elapsedMs = elapsed;
+  result.clientWaitsMs = clientWaits;
+  result.uiWaitsMs = await waitMeasures();
+  result.timeline = await page.evaluate(() => [
+    ...performance.getEntriesByName("io-review-wait").map((e) => ({ what: "wait", start: e.startTime, end: e.startTime + e.duration })),
+    ...performance
+      .getEntriesByType("resource")
+      .filter((e) => e.name.includes("/v1/"))
+      .map((e) => ({ what: e.name.replace(/^.*\/v1\//, "").replace(/rvw_\w+/, "ITEM").replace(/iq_\w+/, "IQ"), start: e.startTime, end: e.responseEnd })),
+  ].sort((a, b) => a.start - b.start));
+  await shot("bench-end");
+}
+
+let failed = null;
+try {
+  if (scenario === "e2e") await e2e();
+  else if (scenario === "bench") await bench();
+  else throw new Error(`unknown scenario ${scenario}`);
+} catch (error) {
+  failed = error;
+  result.error = String(error?.stack ?? error);
+  await shot("failure").catch(() => undefined);
+} finally {
+  writeFileSync(join(config.outDir, "result.json"), JSON.stringify(result, null, 2));
+  await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+if (failed) {
+  process.stderr.write(`${result.error}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,151 @@
+"""End-to-end: the built web UI in headless Chromium against the real cloud API process.
+
+One browser run (tests/browser.mjs, scenario ``e2e``) signs in, labels five queued items
+with the keyboard, undoes and relabels one, skips one, creates a detector, starts a
+training job and watches it progress while this test's token plays the training worker
+through the cloud's worker endpoints, and visits every page, saving screenshots under
+``test-output/screenshots/``. The checks below then read the results back through the
+API: the labels must have reached the image queries.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cloud.frontend.tests.stack import (
+    CHROMIUM,
+    FRONTEND,
+    cloud_api,
+    ensure_built,
+    make_token,
+    model_manifest,
+    run_browser,
+    seed_edge,
+    submit_images,
+    tiny_onnx,
+    upload_model,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is missing: run `make system-deps`"),
+    pytest.mark.skipif(shutil.which("node") is None, reason="node is missing"),
+]
+
+OUTPUT = FRONTEND / "test-output"
+QUEUED = 9
+
+
+@pytest.fixture(scope="module")
+def built() -> None:
+    ensure_built()
+
+
+def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
+    with cloud_api(tmp_path) as cloud:
+        reviewer = make_token(cloud, "reviewer-e2e", "reviewer")
+        worker = make_token(cloud, "worker-e2e", "worker")
+        device = make_token(cloud, "edge-e2e", "device")
+        detector_id, iq_ids = submit_images(cloud, "e2e-weld", "Is there a crack on the weld?", QUEUED)
+        edge_id = seed_edge(cloud, device, detector_id)
+        # Two earlier versions, so the models page has something to compare.
+        binary = ["NO", "YES"]
+        metrics_v1 = {
+            "accuracy": 0.71,
+            "balanced_accuracy": 0.69,
+            "confident_coverage": 0.35,
+            "confident_accuracy": 0.93,
+        }
+        metrics_v2 = {
+            "accuracy": 0.84,
+            "balanced_accuracy": 0.83,
+            "confident_coverage": 0.58,
+            "confident_accuracy": 0.95,
+        }
+        upload_model(cloud, detector_id, model_manifest(binary, metrics_v1, 20, activate=True), seed=1)
+        upload_model(cloud, detector_id, model_manifest(binary, metrics_v2, 60), seed=2)
+        worker_model = tmp_path / "worker-model.buf"
+        worker_model.write_bytes(tiny_onnx(2, seed=3))
+        metrics_v3 = {"accuracy": 0.9, "balanced_accuracy": 0.9, "confident_coverage": 0.7, "confident_accuracy": 0.97}
+        with cloud.client() as api:
+            assert api.get("/v1/review/queue", params={"detector_id": detector_id}).json()["count"] == QUEUED
+
+        shutil.rmtree(OUTPUT / "screenshots", ignore_errors=True)
+        result = run_browser(
+            "e2e",
+            {
+                "baseUrl": cloud.base_url,
+                "adminToken": cloud.admin_token,
+                "reviewerToken": reviewer,
+                "workerToken": worker,
+                "detectorId": detector_id,
+                "edgeId": edge_id,
+                "newDetector": {
+                    "name": "e2e-paint",
+                    "query": "Which paint defect?",
+                    "classNames": ["good", "scratch", "dent"],
+                },
+                "workerModel": {"path": str(worker_model), "manifest": model_manifest(binary, metrics_v3, 80)},
+                "compare": [1, 2],
+            },
+            OUTPUT,
+        )
+
+        # No console error or warning, no failed or outside request, on any page.
+        assert result["console"] == []
+        assert "refused" in result["badTokenMessage"]
+        assert result["reviewerNav"] == ["Review queue", "Detectors"]
+        assert result["adminNav"] == ["Review queue", "Detectors", "Edges", "Tokens"]
+
+        labels: dict[str, str] = result["labels"]
+        assert len(labels) == 5
+        assert set(labels) <= set(iq_ids)
+        with cloud.client() as api:
+            # Each answer reached its image query, with the label the keyboard gave (the undone
+            # one relabeled UNCLEAR), as a human answer.
+            for iq_id, label in labels.items():
+                iq = api.get(f"/v1/image-queries/{iq_id}").json()
+                assert iq["result"]["label"] == label, iq
+                assert iq["result"]["source"] in {"HUMAN", "USER", "CLOUD_LABELER"}, iq
+            queue = api.get("/v1/review/queue", params={"detector_id": detector_id, "limit": 50}).json()
+            waiting = {item["image_query_id"] for item in queue["items"]}
+            assert not waiting & set(labels), "labeled items must leave the queue"
+            assert queue["count"] == QUEUED - 5
+            assert result["skipped"] in waiting, "a skipped item goes back to the queue"
+            assert int(result["remainingBefore"]) >= QUEUED - 3
+            assert int(result["remainingAfter"]) <= QUEUED - 5
+
+            created = api.get("/v1/detectors", params={"name": "e2e-paint"}).json()["results"]
+            assert created and created[0]["mode"] == "MULTI_CLASS"
+            assert created[0]["mode_configuration"]["class_names"] == ["good", "scratch", "dent"]
+            assert created[0]["confidence_threshold"] == pytest.approx(0.8)
+            assert api.get(f"/v1/detectors/{detector_id}").json()["confidence_threshold"] == pytest.approx(0.75)
+
+            job = api.get(f"/v1/training-jobs/{result['jobId']}").json()
+            assert job["trainer"] == "fast"
+            assert [e["epoch"] for e in job["epochs"]] == [1, 2, 3, 4]
+            assert job["status"] == "succeeded"
+            assert job["model_version"] == result["producedVersion"] == 3
+        assert result["progressSeen"] == [20, 40, 60, 80]
+        # The page timed each wait between items (key press to the next item painted).
+        assert len(result["uiWaitsMs"]) >= 6
+        assert all(0 < wait < 5000 for wait in result["uiWaitsMs"])
+
+    shots = sorted(p.name for p in (OUTPUT / "screenshots").glob("*.png"))
+    for name in (
+        "02-review",
+        "05-detectors",
+        "07-detector",
+        "08-models",
+        "10-job-running",
+        "11-job-done",
+        "12-models-compare",
+        "13-edges",
+        "14-edge",
+    ):
+        assert f"{name}.png" in shots
