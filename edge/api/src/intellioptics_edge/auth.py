@@ -1,0 +1,76 @@
+"""Who may ask this edge: ``x-api-token`` checked against the cloud or a local list.
+
+Cloud answers are cached for ``token_cache_ttl_s``; while the cloud is unreachable a
+token it accepted before keeps working (the edge must keep answering through an
+outage), but a token never seen cannot be checked and is refused with 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from intellioptics_common.errors import AuthenticationError
+from intellioptics_common.schemas import Group, Me
+from intellioptics_edge.cloud import CloudClient, CloudUnreachable
+from intellioptics_edge.errors import CloudUnavailableError
+
+LOCAL_IDENTITY = Me(email="edge@localhost", username="edge", group=Group(id=0, name="edge"), is_superuser=False)
+_REFUSED_TTL_S = 10.0
+_MAX_CACHED = 1000
+
+
+@dataclass(frozen=True)
+class _Cached:
+    expires_at: float
+    identity: Me | None  # None: the cloud refused this token
+
+
+class TokenVerifier:
+    def __init__(self, local_tokens: frozenset[str], cloud: CloudClient | None, ttl_s: float) -> None:
+        self._local = tuple(local_tokens)
+        self._cloud = cloud
+        self._ttl_s = ttl_s
+        self._cache: dict[str, _Cached] = {}
+
+    def is_local(self, token: str) -> bool:
+        encoded = token.encode()
+        # Constant-time comparison against every entry: no timing hint about near misses.
+        return any(hmac.compare_digest(encoded, known.encode()) for known in self._local)
+
+    async def verify(self, token: str | None) -> Me:
+        """The caller's identity; raises 401 for a missing or refused token."""
+        if not token:
+            raise AuthenticationError("Missing x-api-token header: send your IntelliOptics API token in x-api-token.")
+        if self.is_local(token):
+            return LOCAL_IDENTITY
+        if self._cloud is None:
+            raise AuthenticationError(
+                "The x-api-token is not accepted by this edge (offline mode: it checks tokens against "
+                "INTELLIOPTICS_EDGE_TOKENS / INTELLIOPTICS_EDGE_TOKENS_FILE)."
+            )
+        now = time.monotonic()
+        cached = self._cache.get(token)
+        if cached is not None and cached.expires_at > now:
+            return self._accept_or_refuse(cached.identity)
+        try:
+            identity = await self._cloud.whoami(token)
+        except CloudUnreachable as exc:
+            if cached is not None and cached.identity is not None:
+                return cached.identity
+            raise CloudUnavailableError(
+                "This edge cannot check the x-api-token: the cloud is unreachable and the token was not seen before.",
+                log_message=str(exc),
+            ) from exc
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        ttl = self._ttl_s if identity is not None else min(self._ttl_s, _REFUSED_TTL_S)
+        self._cache[token] = _Cached(now + ttl, identity)
+        return self._accept_or_refuse(identity)
+
+    @staticmethod
+    def _accept_or_refuse(identity: Me | None) -> Me:
+        if identity is None:
+            raise AuthenticationError("The x-api-token was refused by the cloud: check the token.")
+        return identity

@@ -1,0 +1,42 @@
+"""Edge-only routes at the host root, as the SDK's ``gl.edge`` calls them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Request, Response
+
+from intellioptics_common.errors import InvalidInputError
+from intellioptics_edge.deps import StateDep, TokenDep
+
+router = APIRouter(tags=["edge"])
+
+
+@router.get("/edge-config")
+async def get_edge_config(state: StateDep, token: TokenDep) -> Response:
+    return Response(json.dumps(state.config.current().to_payload()), media_type="application/json")
+
+
+@router.put("/edge-config")
+async def put_edge_config(request: Request, state: StateDep, token: TokenDep) -> Response:
+    """Validate, write atomically, serve; a bad body is a 400 and the file stays as it was."""
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInputError("The body must be the edge configuration as a JSON object.") from None
+    config = await asyncio.to_thread(state.config.replace, payload)
+    return Response(json.dumps(config.to_payload()), media_type="application/json")
+
+
+@router.get("/edge-detector-readiness")
+async def detector_readiness(state: StateDep, token: TokenDep) -> dict[str, dict[str, bool]]:
+    """``{detector_id: {ready}}`` for the configured detectors; asking also starts their loading."""
+    ids = [entry.detector_id for entry in state.config.current().detectors]
+    ready = await asyncio.gather(*(state.inference.detector_ready(detector_id) for detector_id in ids))
+    return {detector_id: {"ready": value} for detector_id, value in zip(ids, ready, strict=True)}
+
+
+@router.get("/edge-info")
+async def edge_info(state: StateDep, token: TokenDep) -> dict[str, str | None]:
+    return {"upstream_endpoint": state.settings.cloud_base or None}

@@ -1,0 +1,84 @@
+"""``/device-api/v1/image-queries`` and ``/v1/image-queries``: the SDK's image-query calls."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.schemas import Page
+from intellioptics_edge.cloud import CloudResponse
+from intellioptics_edge.deps import StateDep, TokenDep
+from intellioptics_edge.errors import ImageQueryNotFoundError
+from intellioptics_edge.images import check_content_type
+from intellioptics_edge.params import parse_submit_params
+from intellioptics_edge.service import EdgeAnswer, SubmitRequest
+from intellioptics_edge.state import EdgeState
+
+router = APIRouter(tags=["image-queries"])
+
+
+@router.post("/image-queries", status_code=201)
+async def submit_image_query(request: Request) -> Response:
+    # The hot path reads state and token itself: FastAPI's dependency solving costs
+    # more per request than everything else this function does outside the model.
+    state: EdgeState = request.app.state.edge
+    token = request.headers.get("x-api-token")
+    await state.tokens.verify(token)
+    assert token is not None
+    content_type = check_content_type(request.headers.get("content-type"))
+    arguments = parse_submit_params(request.query_params)
+    body = await request.body()
+    outcome = await state.service.submit(SubmitRequest(image=body, content_type=content_type, token=token, **arguments))
+    if isinstance(outcome, EdgeAnswer):
+        return Response(outcome.image_query.model_dump_json(), status_code=201, media_type="application/json")
+    return _cloud(outcome)
+
+
+@router.get("/image-queries")
+async def list_image_queries(
+    request: Request,
+    state: StateDep,
+    token: TokenDep,
+    page: int = 1,
+    page_size: int = 10,
+    detector_id: str | None = None,
+) -> Response:
+    """Offline only: the queries this edge answered. With a cloud, 404 lets nginx ask the cloud."""
+    if state.cloud is not None:
+        raise ImageQueryNotFoundError("Listing image queries is served by the cloud.")
+    if page < 1 or not 1 <= page_size <= 1000:
+        raise InvalidInputError("page must be >= 1 and page_size between 1 and 1000.")
+    total, rows = await anyio.to_thread.run_sync(
+        partial(state.store.list, detector_id=detector_id, offset=(page - 1) * page_size, limit=page_size)
+    )
+    # Absolute links, as the SDK's pagination model requires.
+    listing = Page[dict](
+        count=total,
+        next=str(request.url.include_query_params(page=page + 1)) if page * page_size < total else None,
+        previous=str(request.url.include_query_params(page=page - 1)) if page > 1 else None,
+        results=[json.loads(row.body) for row in rows],
+    )
+    return Response(listing.model_dump_json(), media_type="application/json")
+
+
+@router.get("/image-queries/{image_query_id}")
+async def get_image_query(image_query_id: str, state: StateDep, token: TokenDep) -> Response:
+    answer = await state.service.get(image_query_id, token)
+    if isinstance(answer, CloudResponse):
+        return _cloud(answer)
+    return Response(answer, media_type="application/json")
+
+
+@router.get("/image-queries/{image_query_id}/image")
+async def get_image(image_query_id: str, state: StateDep, token: TokenDep) -> Response:
+    image = await state.service.image(image_query_id)
+    return Response(image.data, media_type=image.content_type)
+
+
+def _cloud(answer: CloudResponse) -> Response:
+    return JSONResponse(answer.body, status_code=answer.status_code)

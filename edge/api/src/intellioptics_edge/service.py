@@ -1,0 +1,344 @@
+"""The decision tree of ``POST image-queries``: answer here, escalate, or hand to the cloud.
+
+It follows Groundlight's edge (reference/groundlight.md §2) and goes beyond it:
+
+1. the detector must be known (edge-config or cloud: else 404, which nginx forwards to
+   the cloud) and enabled (``enabled: false`` → 403);
+2. ``want_async`` and ``human_review=ALWAYS`` need the cloud: forwarded there; when the
+   cloud is absent or unreachable, the edge model answers, the query goes to the outbox
+   and the answer says ``done_processing: false``. (With ``disable_cloud_escalation``,
+   ``want_async`` is answered by the edge and ``human_review=ALWAYS`` is a 400.)
+3. no ready model → the cloud, or 503 when escalation is disabled or no cloud can take it;
+4. confident (adjusted confidence ≥ threshold) or ``always_return_edge_prediction`` →
+   the edge answers (``source=ALGORITHM``, ``from_edge=true``); confident answers are
+   sampled for audit at ``confident_audit_rate``; an unconfident answer is escalated
+   (at most once per ``min_time_between_escalations`` per detector) and says
+   ``done_processing: false`` when it was;
+5. not confident and escalation allowed → escalation queued in the durable outbox
+   (delivered by the cloud sync), answer with ``done_processing: false``.
+
+Every edge answer is stored with its image so that ``GET image-queries/{id}`` and
+``/image`` work here, with ``metadata``, ``inspection_id`` and ``image_query_id`` kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import anyio
+
+from intellioptics_common.confidence import is_confident, normalize_binary_label
+from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.ids import new_id
+from intellioptics_common.imaging import ImageLimits
+from intellioptics_common.schemas import (
+    RESULT_TYPE_BY_MODE,
+    SUPPORTED_MODES,
+    BinaryClassificationResult,
+    DetectorMode,
+    EscalationReason,
+    HumanReview,
+    ImageQuery,
+    InferenceResult,
+    MultiClassificationResult,
+    Source,
+)
+from intellioptics_edge.cloud import CloudClient, CloudResponse, CloudUnreachable
+from intellioptics_edge.detectors import DetectorDirectory, DetectorInfo
+from intellioptics_edge.edge_config import EdgeConfigManager
+from intellioptics_edge.errors import (
+    CloudUnavailableError,
+    DetectorDisabledError,
+    DetectorNotFoundError,
+    DuplicateImageQueryError,
+    ImageQueryNotFoundError,
+    ModelNotReadyError,
+)
+from intellioptics_edge.images import probe_image
+from intellioptics_edge.inference_client import InferenceClient, NotReady
+from intellioptics_edge.stats import EdgeStats, Outcome
+from intellioptics_edge.store import OutboxEntry, OutboxKind, QueryStore, StoredImage
+
+logger = logging.getLogger(__name__)
+UNKNOWN_DETECTOR = "unknown"
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    detector_id: str
+    image: bytes
+    content_type: str
+    token: str
+    confidence_threshold: float | None = None
+    patience_time: float | None = None
+    human_review: HumanReview | None = None
+    want_async: bool = False
+    metadata: dict[str, Any] | None = None
+    inspection_id: str | None = None
+    image_query_id: str | None = None
+    # The query string as received, forwarded unchanged when the cloud answers.
+    forward_params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EdgeAnswer:
+    image_query: ImageQuery
+
+
+SubmitOutcome = EdgeAnswer | CloudResponse
+
+
+class ImageQueryService:
+    def __init__(
+        self,
+        *,
+        config: EdgeConfigManager,
+        detectors: DetectorDirectory,
+        inference: InferenceClient,
+        cloud: CloudClient | None,
+        store: QueryStore,
+        stats: EdgeStats,
+        limits: ImageLimits,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        self._config = config
+        self._detectors = detectors
+        self._inference = inference
+        self._cloud = cloud
+        self._store = store
+        self._stats = stats
+        self._limits = limits
+        self._random = random_source
+        self._last_escalation: dict[str, float] = {}
+
+    async def submit(self, request: SubmitRequest) -> SubmitOutcome:
+        started = time.perf_counter()
+        try:
+            outcome, answer, inference, confident = await self._decide(request)
+        except DetectorNotFoundError:
+            # One bucket for every unknown id: callers must not be able to grow the
+            # status page or the metrics' label set at will.
+            self._stats.record(UNKNOWN_DETECTOR, Outcome.REFUSED, time.perf_counter() - started)
+            raise
+        except Exception:
+            self._stats.record(request.detector_id, Outcome.REFUSED, time.perf_counter() - started)
+            raise
+        self._stats.record(
+            request.detector_id, outcome, time.perf_counter() - started, confident=confident, inference=inference
+        )
+        return answer
+
+    async def _decide(self, request: SubmitRequest) -> tuple[Outcome, SubmitOutcome, InferenceResult | None, bool]:
+        detector = await self._detectors.get(request.detector_id, request.token)
+        config = self._config.current()
+        entry = config.entry(detector.id)
+        preset = entry.edge_inference_config if entry else "default"
+        settings = config.inference_config_for(detector.id)
+        if not settings.enabled:
+            raise DetectorDisabledError(
+                f"Detector {detector.id} is disabled on this edge (edge-config uses '{preset}', which has "
+                "enabled: false). Change its edge_inference_config to accept image queries."
+            )
+        probe_image(request.image, self._limits)
+        if request.image_query_id and await anyio.to_thread.run_sync(self._store.get, request.image_query_id):
+            raise DuplicateImageQueryError(f"image_query_id {request.image_query_id} was already used on this edge.")
+        threshold = request.confidence_threshold
+        threshold = detector.confidence_threshold if threshold is None else threshold
+
+        wants_cloud = request.want_async or request.human_review == HumanReview.ALWAYS.value
+        if wants_cloud and settings.disable_cloud_escalation:
+            if request.human_review == HumanReview.ALWAYS.value:
+                raise InvalidInputError(
+                    f"human_review=ALWAYS needs the cloud, but detector {detector.id} is configured with "
+                    f"disable_cloud_escalation ('{preset}'); leave human_review unset or use another config."
+                )
+            wants_cloud = False  # want_async on a cloud-less detector: the edge answers at once
+
+        if wants_cloud:
+            forwarded = await self._try_cloud(request)
+            if forwarded is not None:
+                return Outcome.CLOUD, forwarded, None, False
+            result = await self._infer(detector, request)
+            if isinstance(result, NotReady):
+                raise CloudUnavailableError(
+                    f"This query needs the cloud (want_async or human_review=ALWAYS), which is "
+                    f"{self._cloud_state()}, and no edge model could answer: {result.reason}."
+                )
+            always = request.human_review == HumanReview.ALWAYS.value
+            reason = EscalationReason.HUMAN_REVIEW_ALWAYS if always else None
+            answer = await self._answer(detector, request, result, threshold, escalate=True, audit=False, reason=reason)
+            return Outcome.ESCALATED, answer, result, is_confident(result.confidence, threshold)
+
+        result = await self._infer(detector, request)
+        if isinstance(result, NotReady):
+            if settings.disable_cloud_escalation:
+                raise ModelNotReadyError(
+                    f"No model is ready for detector {detector.id} ({result.reason}) and its edge config "
+                    f"'{preset}' disables cloud escalation. Try again once the model is loaded."
+                )
+            forwarded = await self._try_cloud(request)
+            if forwarded is None:
+                raise CloudUnavailableError(
+                    f"No model is ready for detector {detector.id} ({result.reason}) and the cloud is "
+                    f"{self._cloud_state()}. Try again once the model is loaded."
+                )
+            return Outcome.CLOUD, forwarded, None, False
+
+        confident = is_confident(result.confidence, threshold)
+        if confident or settings.always_return_edge_prediction:
+            escalate = audit = False
+            if not settings.disable_cloud_escalation:
+                if confident:
+                    audit = self._random() < config.global_config.confident_audit_rate
+                else:
+                    escalate = self._escalation_due(detector.id, settings.min_time_between_escalations)
+        else:
+            escalate, audit = True, False
+        reason = EscalationReason.AUDIT if audit else _low_confidence_reason(result) if escalate else None
+        answer = await self._answer(detector, request, result, threshold, escalate=escalate, audit=audit, reason=reason)
+        outcome = Outcome.ESCALATED if escalate else Outcome.AUDITED if audit else Outcome.EDGE
+        return outcome, answer, result, confident
+
+    def _escalation_due(self, detector_id: str, min_interval_s: float) -> bool:
+        now = time.monotonic()
+        last = self._last_escalation.get(detector_id)
+        if last is not None and now - last < min_interval_s:
+            return False
+        self._last_escalation[detector_id] = now
+        return True
+
+    def _cloud_state(self) -> str:
+        return "not configured (offline mode)" if self._cloud is None else "unreachable"
+
+    async def _infer(self, detector: DetectorInfo, request: SubmitRequest) -> InferenceResult | NotReady:
+        if detector.mode not in SUPPORTED_MODES:
+            return NotReady(f"{detector.mode.value} detectors are answered by the cloud only")
+        return await self._inference.infer(detector.id, request.image, request.content_type)
+
+    async def _try_cloud(self, request: SubmitRequest) -> CloudResponse | None:
+        if self._cloud is None:
+            return None
+        try:
+            return await self._cloud.submit_image_query(
+                request.forward_params, request.image, request.content_type, request.token
+            )
+        except CloudUnreachable as exc:
+            logger.warning("cloud unreachable for detector %s: %s", request.detector_id, exc)
+            return None
+
+    async def _answer(
+        self,
+        detector: DetectorInfo,
+        request: SubmitRequest,
+        result: InferenceResult,
+        threshold: float,
+        *,
+        escalate: bool,
+        audit: bool,
+        reason: EscalationReason | None = None,
+    ) -> EdgeAnswer:
+        image_query = build_edge_image_query(
+            detector=detector,
+            result=result,
+            image_query_id=request.image_query_id or new_id("iq"),
+            threshold=threshold,
+            patience_time=detector.patience_time if request.patience_time is None else request.patience_time,
+            metadata=request.metadata,
+            done_processing=not escalate,
+        )
+        outbox: list[OutboxEntry] = []
+        if escalate or audit:
+            request_metadata = {
+                "escalation_reason": None if reason is None else reason.value,
+                "metadata": request.metadata,
+                "inspection_id": request.inspection_id,
+                "confidence_threshold": threshold,
+                "patience_time": image_query.patience_time,
+                "human_review": request.human_review,
+                "want_async": request.want_async,
+            }
+            kind = OutboxKind.ESCALATION if escalate else OutboxKind.AUDIT
+            outbox.append(OutboxEntry(kind, result.model_dump(mode="json"), request_metadata))
+        saved = await anyio.to_thread.run_sync(
+            partial(
+                self._store.save,
+                image_query_id=image_query.id,
+                detector_id=detector.id,
+                done_processing=image_query.done_processing,
+                body=image_query.model_dump_json(),
+                image=request.image,
+                content_type=request.content_type,
+                inspection_id=request.inspection_id,
+                outbox=outbox,
+            )
+        )
+        if not saved:
+            raise DuplicateImageQueryError(f"image_query_id {image_query.id} was already used on this edge.")
+        return EdgeAnswer(image_query)
+
+    async def get(self, image_query_id: str, token: str) -> str | CloudResponse:
+        """The stored answer (JSON), or the cloud's newer one for a query still in progress."""
+        stored = await anyio.to_thread.run_sync(self._store.get, image_query_id)
+        if stored is None:
+            raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
+        if not stored.done_processing and self._cloud is not None:
+            try:
+                response = await self._cloud.get_image_query(image_query_id, token)
+            except CloudUnreachable:
+                return stored.body
+            if response.status_code == 200 and isinstance(response.body, dict):
+                return response
+        return stored.body
+
+    async def image(self, image_query_id: str) -> StoredImage:
+        image = await anyio.to_thread.run_sync(self._store.image, image_query_id)
+        if image is None:
+            raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
+        return image
+
+
+def _low_confidence_reason(result: InferenceResult) -> EscalationReason:
+    """OUT_OF_DOMAIN when the OODD model finds the image foreign, else LOW_CONFIDENCE."""
+    foreign = result.oodd_in_domain_score is not None and result.oodd_in_domain_score < 0.5
+    return EscalationReason.OUT_OF_DOMAIN if foreign else EscalationReason.LOW_CONFIDENCE
+
+
+def build_edge_image_query(
+    *,
+    detector: DetectorInfo,
+    result: InferenceResult,
+    image_query_id: str,
+    threshold: float,
+    patience_time: float,
+    metadata: dict[str, Any] | None,
+    done_processing: bool,
+) -> ImageQuery:
+    confidence = min(max(result.confidence, 0.0), 1.0)
+    answer: BinaryClassificationResult | MultiClassificationResult
+    if detector.mode is DetectorMode.BINARY:
+        answer = BinaryClassificationResult(
+            label=normalize_binary_label(result.label), confidence=confidence, source=Source.ALGORITHM, from_edge=True
+        )
+    else:
+        answer = MultiClassificationResult(
+            label=result.label, confidence=confidence, source=Source.ALGORITHM, from_edge=True
+        )
+    return ImageQuery(
+        id=image_query_id,
+        created_at=datetime.now(UTC),
+        query=detector.query,
+        detector_id=detector.id,
+        result_type=RESULT_TYPE_BY_MODE[detector.mode],
+        result=answer,
+        patience_time=patience_time,
+        confidence_threshold=threshold,
+        metadata=metadata,
+        done_processing=done_processing,
+    )

@@ -1,0 +1,73 @@
+"""Settings of the edge API: one typed object, read from ``INTELLIOPTICS_*`` variables.
+
+Documented for operators in ``docs/edge-config.md``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+
+from intellioptics_common.settings import BaseServiceSettings
+
+
+class EdgeSettings(BaseServiceSettings):
+    edge_api_host: str = "0.0.0.0"
+    edge_api_port: int = Field(default=8718, ge=1, le=65535)
+    inference_url: str = "http://127.0.0.1:8001"
+    # Empty means offline: the edge answers what it can and queues the rest.
+    cloud_url: str = ""
+    device_token: str | None = None
+    edge_data_dir: Path = Path("data/edge")
+    # Defaults to <edge_data_dir>/edge-config.yaml when unset.
+    edge_config: Path | None = None
+    # Offline token list: comma-separated, and/or a file with one token per line.
+    edge_tokens: str = ""
+    edge_tokens_file: Path | None = None
+
+    inference_connect_timeout_s: float = Field(default=1.0, gt=0)
+    inference_read_timeout_s: float = Field(default=10.0, gt=0)
+    cloud_connect_timeout_s: float = Field(default=2.0, gt=0)
+    cloud_read_timeout_s: float = Field(default=4.0, gt=0)
+    token_cache_ttl_s: float = Field(default=300.0, ge=0)
+    detector_cache_ttl_s: float = Field(default=60.0, ge=0)
+    readiness_timeout_s: float = Field(default=2.0, gt=0)
+
+    max_image_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    store_max_queries: int = Field(default=10_000, ge=1)
+    store_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+    def secret_fields(self) -> dict[str, str | None]:
+        return {"device_token": self.device_token}
+
+    @property
+    def offline(self) -> bool:
+        return not self.cloud_url.strip()
+
+    @property
+    def cloud_base(self) -> str:
+        return self.cloud_url.strip().rstrip("/")
+
+    @property
+    def edge_config_path(self) -> Path:
+        return self.edge_config or self.edge_data_dir / "edge-config.yaml"
+
+    @property
+    def database_path(self) -> Path:
+        return self.edge_data_dir / "edge.sqlite3"
+
+    def local_tokens(self) -> frozenset[str]:
+        """Tokens accepted without the cloud (read once at start; restart to change)."""
+        tokens = {t.strip() for t in self.edge_tokens.split(",") if t.strip()}
+        if self.edge_tokens_file is not None and self.edge_tokens_file.is_file():
+            lines = self.edge_tokens_file.read_text().splitlines()
+            tokens.update(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        return frozenset(tokens)
+
+
+@lru_cache
+def get_settings() -> EdgeSettings:
+    return EdgeSettings()

@@ -1,0 +1,111 @@
+"""Counters for ``/status`` and ``/metrics``: per detector, kept in memory since start.
+
+Prometheus metrics live in a registry owned by the app (not the process-wide default),
+so that several apps in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from intellioptics_common.schemas import InferenceResult
+
+_LATENCY_WINDOW = 2000
+_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Outcome(str, Enum):
+    EDGE = "edge"  # answered by the edge model, nothing more to do
+    ESCALATED = "escalated"  # answered by the edge model, escalation queued
+    AUDITED = "audited"  # confident edge answer, sampled for audit
+    CLOUD = "cloud"  # forwarded to the cloud, its answer returned
+    REFUSED = "refused"  # a 4xx/5xx error answered
+
+
+@dataclass
+class DetectorStats:
+    counts: dict[str, int] = field(default_factory=lambda: {outcome.value: 0 for outcome in Outcome})
+    confident: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
+    primary_model_version: int | None = None
+    oodd_model_version: int | None = None
+    last_answer_at: float | None = None
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class EdgeStats:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._detectors: dict[str, DetectorStats] = {}
+        self._queries = Counter(
+            "intellioptics_edge_image_queries",
+            "Image queries by detector and outcome",
+            ["detector_id", "outcome"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "intellioptics_edge_image_query_seconds",
+            "Time to answer POST image-queries, by outcome",
+            ["outcome"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+
+    def record(
+        self,
+        detector_id: str,
+        outcome: Outcome,
+        seconds: float,
+        *,
+        confident: bool = False,
+        inference: InferenceResult | None = None,
+    ) -> None:
+        with self._lock:
+            stats = self._detectors.setdefault(detector_id, DetectorStats())
+            stats.counts[outcome.value] += 1
+            stats.confident += int(confident)
+            if outcome is not Outcome.REFUSED:
+                stats.latencies.append(seconds)
+                stats.last_answer_at = time.time()
+            if inference is not None:
+                stats.primary_model_version = inference.primary_model_version
+                stats.oodd_model_version = inference.oodd_model_version
+        self._queries.labels(detector_id=detector_id, outcome=outcome.value).inc()
+        self._latency.labels(outcome=outcome.value).observe(seconds)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            items = [(key, value, list(value.latencies)) for key, value in self._detectors.items()]
+        result: dict[str, dict[str, Any]] = {}
+        for detector_id, stats, latencies in sorted(items, key=lambda item: item[0]):
+            p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+            result[detector_id] = {
+                "counts": dict(stats.counts),
+                "total": sum(stats.counts.values()),
+                "confident": stats.confident,
+                "latency_ms": {
+                    "p50": None if p50 is None else round(p50 * 1000, 2),
+                    "p99": None if p99 is None else round(p99 * 1000, 2),
+                    "window": len(latencies),
+                },
+                "primary_model_version": stats.primary_model_version,
+                "oodd_model_version": stats.oodd_model_version,
+                "last_answer_at": stats.last_answer_at,
+            }
+        return result
