@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -193,11 +194,17 @@ def _as_postgres_user() -> dict[str, object]:
 
 @contextlib.contextmanager
 def postgres_cluster(base_dir: Path) -> Iterator[PostgresCluster]:
-    """A throwaway PostgreSQL cluster in ``base_dir`` on a free port, trust auth on loopback."""
+    """A throwaway PostgreSQL cluster in ``base_dir`` on a free port, trust auth on loopback.
+
+    As root the server runs as ``nobody``, which cannot reach into pytest's 0700 temp
+    directories: the cluster then lives in a fresh world-traversable temp directory.
+    """
+    if os.geteuid() == 0:
+        base_dir = Path(tempfile.mkdtemp(prefix="intellioptics-pg-"))
+        os.chmod(base_dir, 0o755)
     data_dir = base_dir / "pgdata"
     data_dir.mkdir(parents=True)
     if os.geteuid() == 0:
-        os.chmod(base_dir, 0o777)
         shutil.chown(data_dir, "nobody", "nogroup")
     subprocess.run(
         [_pg_bin("initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"],
@@ -212,6 +219,8 @@ def postgres_cluster(base_dir: Path) -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop("immediate")
+        if os.geteuid() == 0:
+            shutil.rmtree(base_dir, ignore_errors=True)
 
 
 # --- nginx --------------------------------------------------------------------------

@@ -360,3 +360,37 @@ class ErrorBody(WireModel):
     code: str = Field(description="Stable machine-readable error code.")
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = Field(default=None, description="Per-field validation errors, if any.")
+
+
+# --- edge escalations (edge -> cloud, in ImageQuery metadata) ------------------------
+
+
+class EscalationReason(str, Enum):
+    """Why an edge sent a query to the cloud (``metadata.escalation_reason``)."""
+
+    LOW_CONFIDENCE = "low_confidence"
+    OUT_OF_DOMAIN = "out_of_domain"
+    AUDIT = "audit"
+    HUMAN_REVIEW_ALWAYS = "human_review_always"
+    NO_MODEL = "no_model"
+
+
+class EdgeResultReport(WireModel):
+    """The edge's own answer, carried in ``metadata.edge_result`` of an escalated query."""
+
+    label: str
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    raw_primary_confidence: float | None = None
+    oodd_in_domain_score: float | None = None
+    primary_model_version: int | None = None
+    oodd_model_version: int | None = None
+    edge_id: str | None = None
+
+
+class EdgeEscalationMetadata(WireModel):
+    """Reserved keys of ``ImageQuery.metadata`` on an escalation from an edge; other keys
+    (the caller's own metadata) pass through untouched."""
+
+    edge_result: EdgeResultReport | None = None
+    escalation_reason: EscalationReason | None = None
+    is_from_edge: bool | None = None

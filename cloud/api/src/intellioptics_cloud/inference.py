@@ -1,0 +1,71 @@
+"""Cloud-side answers from a detector's active model (primary + optional OODD, ONNX).
+
+Sessions are cached in-process by the sha256 of the model bytes: versions are immutable,
+so a hash names a session for ever and activating a new version needs no invalidation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from intellioptics_cloud.blobs import BlobStore
+from intellioptics_common.confidence import Prediction, predict_from_probabilities
+from intellioptics_common.errors import PackageError
+from intellioptics_common.imaging import ImageLimits
+from intellioptics_common.model_package import PipelineConfig
+from intellioptics_common.preprocessing import load_input_tensor
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One binary of a model version: where it is and how to feed it."""
+
+    blob_key: str
+    sha256: str
+    pipeline: PipelineConfig
+
+
+class ModelRunner:
+    def __init__(self, blobs: BlobStore, limits: ImageLimits, max_sessions: int = 16) -> None:
+        self._blobs = blobs
+        self._limits = limits
+        self._max = max_sessions
+        self._sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _session(self, ref: ModelRef) -> ort.InferenceSession:
+        with self._lock:
+            session = self._sessions.get(ref.sha256)
+            if session is not None:
+                self._sessions.move_to_end(ref.sha256)
+                return session
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # many requests in parallel beat one fast request
+        session = ort.InferenceSession(self._blobs.get(ref.blob_key), options, providers=["CPUExecutionProvider"])
+        with self._lock:
+            self._sessions[ref.sha256] = session
+            while len(self._sessions) > self._max:
+                self._sessions.popitem(last=False)
+        return session
+
+    def _run(self, ref: ModelRef, image: bytes) -> np.ndarray:
+        tensor = load_input_tensor(image, ref.pipeline.input, self._limits)
+        session = self._session(ref)
+        try:
+            (output,) = session.run([ref.pipeline.output], {ref.pipeline.input.tensor_name: tensor})
+        except (ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
+            raise PackageError("The active model could not be run on this image.", log_message=repr(exc)) from exc
+        return np.asarray(output, dtype=np.float64).reshape(-1)
+
+    def predict(self, primary: ModelRef, oodd: ModelRef | None, image: bytes) -> Prediction:
+        probabilities = self._run(primary, image)
+        in_domain = None
+        if oodd is not None:
+            # The OODD graph outputs the in-domain score (or [out, in] probabilities: take "in").
+            in_domain = float(np.clip(self._run(oodd, image)[-1], 0.0, 1.0))
+        return predict_from_probabilities(probabilities.tolist(), primary.pipeline.class_names, in_domain)

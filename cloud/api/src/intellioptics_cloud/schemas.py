@@ -1,0 +1,305 @@
+"""Wire models of the cloud's own API (beyond the Groundlight SDK's, which live in
+``intellioptics_common.schemas``). Requests forbid unknown fields; responses tolerate them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from intellioptics_common.schemas import Group, ROIRequest, StrictRequest, WireModel
+
+RoleName = Literal["admin", "reviewer", "device", "worker"]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class MeOut(WireModel):
+    email: str
+    username: str
+    group: Group
+    is_superuser: bool
+    role: RoleName
+    account_id: int
+
+
+class TokenCreate(StrictRequest):
+    name: Name
+    role: RoleName
+
+
+class TokenInfo(WireModel):
+    id: str
+    name: str
+    role: RoleName
+    snippet: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="The raw token; shown only once.")
+
+
+class AccountCreate(StrictRequest):
+    name: Name
+
+
+class AccountOut(WireModel):
+    id: int
+    name: str
+
+
+class AccountCreated(WireModel):
+    account: AccountOut
+    admin_token: str
+
+
+# --- review queue -------------------------------------------------------------------
+
+
+class EdgeAnswer(WireModel):
+    label: str | None
+    confidence: float | None
+    from_edge: bool
+    source: str | None
+
+
+ReviewStatus = Literal["pending", "claimed", "labeled", "skipped"]
+
+
+class ReviewItem(WireModel):
+    id: str
+    image_query_id: str
+    detector_id: str
+    detector_name: str
+    query: str
+    mode: str
+    class_names: list[str]
+    reason: str
+    edge_answer: EdgeAnswer | None
+    image_url: str
+    created_at: datetime
+    status: ReviewStatus
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+    label: str | None
+
+
+class ReviewQueue(WireModel):
+    count: int
+    oldest_age_s: float | None
+    items: list[ReviewItem]
+
+
+class ReviewLabel(StrictRequest):
+    label: Annotated[str, Field(min_length=1, max_length=100)]
+    rois: list[ROIRequest] | None = None
+
+
+class DetectorReviewStats(WireModel):
+    detector_id: str
+    detector_name: str
+    pending: int
+    oldest_age_s: float | None
+
+
+class ReviewStats(WireModel):
+    total_pending: int
+    oldest_age_s: float | None
+    per_detector: list[DetectorReviewStats]
+
+
+# --- detectors extra ----------------------------------------------------------------
+
+
+class DayCounts(WireModel):
+    date: str
+    counts: dict[str, int]
+
+
+class DetectorStats(WireModel):
+    labels_per_class: dict[str, int]
+    by_source: dict[str, int]
+    over_time: list[DayCounts]
+    total_labels: int
+    pending_reviews: int
+    active_model_version: int | None
+
+
+class DetectorSettings(StrictRequest):
+    retrain_every_n_labels: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    promotion_policy: Literal["auto", "manual"] | None = None
+
+
+class DetectorSettingsOut(WireModel):
+    retrain_every_n_labels: int | None
+    promotion_policy: Literal["auto", "manual"]
+
+
+class DatasetExample(WireModel):
+    image_query_id: str
+    label: str
+    source: str
+    created_at: datetime
+    image_url: str
+
+
+# --- model registry -----------------------------------------------------------------
+
+
+class Decision(WireModel):
+    action: str
+    reason: str
+    at: datetime
+
+
+class ModelVersion(WireModel):
+    id: str
+    detector_id: str
+    version: int
+    status: Literal["candidate", "active", "retired"]
+    trainer: str
+    created_at: datetime
+    metrics: dict[str, Any]
+    training_set_size: int
+    class_counts: dict[str, int]
+    dataset_image_query_ids: list[str] | None = None
+    decision: Decision | None
+    primary_sha256: str
+    oodd_sha256: str | None
+    primary_pipeline_config: dict[str, Any] | None = None
+    oodd_pipeline_config: dict[str, Any] | None = None
+
+
+class ModelManifest(StrictRequest):
+    """The ``manifest`` form field of ``POST /v1/detectors/{id}/models``."""
+
+    primary_pipeline_config: dict[str, Any]
+    oodd_pipeline_config: dict[str, Any] | None = None
+    primary_metadata: dict[str, Any] = Field(default_factory=dict)
+    oodd_metadata: dict[str, Any] | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_set_size: Annotated[int, Field(ge=0)] = 0
+    class_counts: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    dataset_image_query_ids: list[str] | None = None
+    training_job_id: str | None = None
+    trainer: Annotated[str, Field(min_length=1, max_length=40)] = "manual"
+    activate: bool = False
+    decision_reason: Annotated[str, Field(max_length=2000)] | None = Field(
+        default=None, description="Why the trainer (de)activated it; recorded in the version's decision."
+    )
+
+
+class ModelCompare(WireModel):
+    a: ModelVersion
+    b: ModelVersion
+    metric_deltas: dict[str, float]
+
+
+# --- edges --------------------------------------------------------------------------
+
+
+class EdgeRegister(StrictRequest):
+    name: Name
+    software_version: Annotated[str, Field(min_length=1, max_length=50)]
+    detector_ids: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=1000)
+
+
+class EdgeDetectorVersions(StrictRequest):
+    detector_id: Annotated[str, Field(max_length=64)]
+    primary_version: int | None = None
+    oodd_version: int | None = None
+
+
+class EdgeHeartbeat(StrictRequest):
+    software_version: Annotated[str, Field(min_length=1, max_length=50)]
+    detectors: list[EdgeDetectorVersions] = Field(default_factory=list, max_length=1000)
+    counters: dict[str, float] | None = None
+
+
+class EdgeHourly(WireModel):
+    detector_id: str
+    hour: datetime
+    counters: dict[str, float]
+
+
+class EdgeOut(WireModel):
+    id: str
+    name: str
+    last_seen: datetime | None
+    software_version: str
+    detector_ids: list[str]
+    detectors: list[dict[str, Any]]
+    counters: dict[str, float] | None = None
+    created_at: datetime
+    hourly: list[EdgeHourly] = Field(default_factory=list)
+
+
+class EdgeMetricsEntry(StrictRequest):
+    detector_id: Annotated[str, Field(max_length=64)]
+    hour: datetime
+    counters: dict[str, float]
+
+
+class EdgeMetricsReport(StrictRequest):
+    edge_id: Annotated[str, Field(max_length=64)]
+    entries: list[EdgeMetricsEntry] = Field(max_length=10_000)
+
+
+# --- training jobs ------------------------------------------------------------------
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class EpochMetrics(WireModel):
+    epoch: int
+    loss: float | None = None
+    accuracy: float | None = None
+    val_accuracy: float | None = None
+
+
+class EpochMetricsIn(StrictRequest):
+    epoch: Annotated[int, Field(ge=0)]
+    loss: float | None = None
+    accuracy: float | None = None
+    val_accuracy: float | None = None
+
+
+class TrainingJob(WireModel):
+    id: str
+    detector_id: str
+    status: JobStatus
+    trigger: Literal["manual", "labels", "schedule"]
+    trainer: str
+    progress: float
+    eta_s: float | None
+    message: str | None
+    epochs: list[EpochMetrics]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    model_version: int | None
+    attempts: int
+
+
+class TrainingJobCreate(StrictRequest):
+    trainer: Literal["fast", "finetune", "auto"] = "auto"
+
+
+class TrainingProgress(StrictRequest):
+    progress: Annotated[float, Field(ge=0.0, le=1.0)]
+    eta_s: Annotated[float, Field(ge=0.0)] | None = None
+    message: Annotated[str, Field(max_length=2000)] | None = None
+    epoch: EpochMetricsIn | None = None
+
+
+class TrainingComplete(StrictRequest):
+    model_version: int | None = None
+    error: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class Health(WireModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

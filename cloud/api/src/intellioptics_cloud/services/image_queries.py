@@ -1,0 +1,278 @@
+"""Image queries: submit (answer from the active model or send to review), get, list, image.
+
+Escalations from edges arrive here too, with ``image_query_id`` set: a retry with the
+same id returns the stored query and never makes a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from intellioptics_cloud.auth import Principal
+from intellioptics_cloud.inference import ModelRef
+from intellioptics_cloud.models import DetectorRow, ImageQueryRow, ModelVersionRow, ReviewItemRow, utcnow
+from intellioptics_cloud.resources import Resources
+from intellioptics_cloud.services.detectors import get_detector
+from intellioptics_common.confidence import is_confident
+from intellioptics_common.errors import (
+    ConflictError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedMediaTypeError,
+)
+from intellioptics_common.ids import is_valid_id, new_id
+from intellioptics_common.imaging import decode_image, sniff_format
+from intellioptics_common.model_package import PipelineConfig, sha256_bytes
+from intellioptics_common.schemas import RESULT_TYPE_BY_MODE, DetectorMode, EdgeEscalationMetadata
+
+logger = logging.getLogger(__name__)
+
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp"}
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    detector_id: str
+    image: bytes
+    content_type: str | None
+    confidence_threshold: float | None = None
+    patience_time: float | None = None
+    human_review: str | None = None
+    metadata: dict[str, Any] | None = None
+    inspection_id: str | None = None
+    image_query_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    row: ImageQueryRow
+    created: bool  # False when an idempotent retry returned the stored query
+
+
+@dataclass(frozen=True)
+class Answer:
+    result: dict[str, Any] | None
+    confident: bool
+    model_version: int | None
+    reason: str | None  # why it goes to review, or None
+
+
+def get_image_query(session: Session, principal: Principal, image_query_id: str) -> ImageQueryRow:
+    row = session.get(ImageQueryRow, image_query_id)
+    if row is None or row.account_id != principal.account_id:
+        raise NotFoundError(f"Image query {image_query_id} not found.")
+    return row
+
+
+def list_image_queries(
+    session: Session, principal: Principal, page: int, page_size: int, detector_id: str | None
+) -> tuple[list[ImageQueryRow], int]:
+    where = [ImageQueryRow.account_id == principal.account_id]
+    if detector_id:
+        where.append(ImageQueryRow.detector_id == detector_id)
+    count = session.scalar(select(func.count()).select_from(ImageQueryRow).where(*where)) or 0
+    rows = session.scalars(
+        select(ImageQueryRow)
+        .where(*where)
+        .order_by(ImageQueryRow.created_at.desc(), ImageQueryRow.id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return list(rows), count
+
+
+def active_model_refs(
+    session: Session, detector: DetectorRow
+) -> tuple[ModelVersionRow, ModelRef, ModelRef | None] | None:
+    if detector.active_model_version is None:
+        return None
+    model = session.scalar(
+        select(ModelVersionRow).where(
+            ModelVersionRow.detector_id == detector.id, ModelVersionRow.version == detector.active_model_version
+        )
+    )
+    if model is None:
+        return None
+    primary = ModelRef(
+        model.primary_blob_key, model.primary_sha256, PipelineConfig.from_dict(model.primary_pipeline_config)
+    )
+    oodd = None
+    if model.oodd_blob_key and model.oodd_sha256 and model.oodd_pipeline_config:
+        oodd = ModelRef(model.oodd_blob_key, model.oodd_sha256, PipelineConfig.from_dict(model.oodd_pipeline_config))
+    return model, primary, oodd
+
+
+def _placeholder(result_type: str) -> dict[str, Any]:
+    # What the SDK reads as "not answered yet": it keeps polling while source is STILL_PROCESSING.
+    return {
+        "result_type": result_type,
+        "label": "UNCLEAR",
+        "confidence": None,
+        "source": "STILL_PROCESSING",
+        "from_edge": False,
+    }
+
+
+def _edge_result(result_type: str, escalation: EdgeEscalationMetadata) -> dict[str, Any] | None:
+    if escalation.edge_result is None:
+        return None
+    return {
+        "result_type": result_type,
+        "label": escalation.edge_result.label,
+        "confidence": escalation.edge_result.confidence,
+        "source": "EDGE",
+        "from_edge": True,
+    }
+
+
+def _answer(
+    resources: Resources, session: Session, detector: DetectorRow, image: bytes, threshold: float, result_type: str
+) -> Answer:
+    refs = active_model_refs(session, detector)
+    if refs is None:
+        return Answer(None, False, None, "no_model")
+    model, primary, oodd = refs
+    try:
+        prediction = resources.runner.predict(primary, oodd, image)
+    except (ImageDecodeError, ImageTooLargeError):
+        raise
+    except Exception:  # a broken model must not lose the query: a person answers instead
+        logger.exception("active model %s v%s failed on %s", detector.id, model.version, detector.name)
+        return Answer(None, False, None, "model_error")
+    label = prediction.label
+    if detector.mode == DetectorMode.BINARY.value:
+        label = label.upper()
+    result = {
+        "result_type": result_type,
+        "label": label,
+        "confidence": round(float(prediction.confidence), 6),
+        "source": "ALGORITHM",
+        "from_edge": False,
+    }
+    confident = is_confident(prediction.confidence, threshold)
+    reason = None
+    if not confident:
+        reason = "out_of_domain" if prediction.p_out is not None and prediction.p_out > 0.5 else "low_confidence"
+    return Answer(result, confident, model.version, reason)
+
+
+def _existing(session: Session, principal: Principal, image_query_id: str) -> ImageQueryRow | None:
+    row = session.get(ImageQueryRow, image_query_id)
+    if row is None:
+        return None
+    if row.account_id != principal.account_id:
+        raise ConflictError(f"image_query_id {image_query_id} is already in use; send a new id.")
+    return row
+
+
+def submit(resources: Resources, session: Session, principal: Principal, request: SubmitRequest) -> Submitted:
+    if request.image_query_id is not None:
+        if not is_valid_id(request.image_query_id, "iq"):
+            raise InvalidInputError("image_query_id must look like iq_<letters and digits>.")
+        existing = _existing(session, principal, request.image_query_id)
+        if existing is not None:
+            return Submitted(existing, created=False)
+    detector = get_detector(session, principal, request.detector_id)
+    if detector.status == "OFF":
+        raise ConflictError(f"Detector {detector.id} is OFF; turn it ON to submit image queries.")
+    if not (request.content_type or "").lower().startswith("image/"):
+        raise UnsupportedMediaTypeError("Send the raw image bytes with a Content-Type of image/jpeg, image/png, ...")
+    decode_image(request.image, resources.limits)  # refuses non-images (400) and oversize ones (413)
+    fmt = sniff_format(request.image) or "JPEG"
+
+    metadata = request.metadata
+    try:
+        escalation = EdgeEscalationMetadata.model_validate(metadata or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInputError(f"metadata.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+    threshold = detector.confidence_threshold if request.confidence_threshold is None else request.confidence_threshold
+    result_type = RESULT_TYPE_BY_MODE[DetectorMode(detector.mode)].value
+    answer = _answer(resources, session, detector, request.image, threshold, result_type)
+
+    human_review = request.human_review or "DEFAULT"
+    # use_enum_values: the parsed reason is its plain string value.
+    edge_reason = str(escalation.escalation_reason) if escalation.escalation_reason is not None else None
+    reason = answer.reason
+    if edge_reason is not None and not answer.confident:
+        reason = edge_reason
+    if human_review == "ALWAYS":
+        reason = "human_review_always"
+    elif edge_reason == "audit":
+        reason = "audit"
+    needs_review = reason is not None and human_review != "NEVER" and detector.escalation_type != "NO_HUMAN_LABELING"
+    result = answer.result or _edge_result(result_type, escalation) or _placeholder(result_type)
+
+    iq_id = request.image_query_id or new_id("iq")
+    blob_key = f"images/{principal.account_id}/{detector.id}/{iq_id}-{secrets.token_hex(4)}"
+    row = ImageQueryRow(
+        id=iq_id,
+        account_id=principal.account_id,
+        detector_id=detector.id,
+        created_at=utcnow(),
+        query=detector.query,
+        result_type=result_type,
+        result=result,
+        confidence_threshold=threshold,
+        patience_time=detector.patience_time if request.patience_time is None else request.patience_time,
+        metadata_json=metadata,
+        rois=None,
+        done_processing=answer.confident and not needs_review,
+        human_review=human_review,
+        inspection_id=request.inspection_id,
+        image_blob_key=blob_key,
+        image_sha256=sha256_bytes(request.image),
+        image_content_type=_CONTENT_TYPES[fmt],
+        from_edge=escalation.edge_result is not None or bool(escalation.is_from_edge),
+        escalation_reason=edge_reason,
+        edge_result=escalation.edge_result.model_dump() if escalation.edge_result else None,
+        model_version=answer.model_version,
+    )
+    resources.blobs.put(blob_key, request.image, _CONTENT_TYPES[fmt])
+    try:
+        session.add(row)
+        if needs_review:
+            session.flush()
+            session.add(
+                ReviewItemRow(
+                    id=new_id("rvw"),
+                    account_id=principal.account_id,
+                    detector_id=detector.id,
+                    image_query_id=iq_id,
+                    reason=reason,
+                    status="pending",
+                    sort_at=row.created_at,
+                    created_at=row.created_at,
+                )
+            )
+        session.commit()
+    except IntegrityError:
+        # Two retries of one escalation raced: the other one won; answer with its query.
+        session.rollback()
+        resources.blobs.delete(blob_key)
+        if request.image_query_id is not None:
+            existing = _existing(session, principal, request.image_query_id)
+            if existing is not None:
+                return Submitted(existing, created=False)
+        raise
+    except BaseException:
+        session.rollback()
+        resources.blobs.delete(blob_key)
+        raise
+    return Submitted(row, created=True)
+
+
+def get_image(resources: Resources, session: Session, principal: Principal, image_query_id: str) -> tuple[bytes, str]:
+    row = get_image_query(session, principal, image_query_id)
+    return resources.blobs.get(row.image_blob_key), row.image_content_type

@@ -1,0 +1,87 @@
+"""Migrations: they build exactly the ORM schema, on SQLite and PostgreSQL, and several
+replicas migrating at once do not trip over each other. Also the first-start bootstrap."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from intellioptics_cloud.db import alembic_config, make_engine, run_migrations
+from intellioptics_cloud.models import Base
+from intellioptics_cloud.settings import CloudSettings
+
+
+def test_migrated_schema_matches_the_models(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    engine.dispose()
+    assert diff == []
+    assert version == "0001"
+
+
+def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'rt.db'}"
+    engine = make_engine(url)
+    run_migrations(engine)
+    command.downgrade(alembic_config(url), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    run_migrations(engine)
+    assert "image_queries" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_replicas_migrating_together(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if backend == "postgres":
+        pg = request.getfixturevalue("pg")
+        url = pg.create_database(f"m_{uuid.uuid4().hex[:10]}")
+    else:
+        url = f"sqlite:///{tmp_path / 'replicas.db'}"
+    env = {"INTELLIOPTICS_DATABASE_URL": url, "INTELLIOPTICS_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "intellioptics_cloud", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], outputs
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+    engine.dispose()
+
+
+def test_first_start_generates_and_prints_a_token_once(tmp_path: Path, capsys, make_api) -> None:
+    settings = CloudSettings(data_dir=tmp_path / "data", environment="test")
+    first = make_api(settings)
+    printed = re.search(r"admin token \(shown once\): (\S+)", capsys.readouterr().out)
+    assert printed is not None
+    token = printed.group(1)
+    assert first.as_token(token).get("/v1/me").json()["role"] == "admin"
+    make_api(settings)  # a restart: nothing new, nothing printed
+    assert "shown once" not in capsys.readouterr().out
+    assert (tmp_path / "data" / "cloud" / "cloud.db").is_file()
+
+
+def test_placeholder_secret_is_refused_in_production() -> None:
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        CloudSettings(environment="production")
+    with pytest.raises(ValueError, match="BOOTSTRAP_TOKEN"):
+        CloudSettings(bootstrap_token="short")
+    assert CloudSettings(environment="production", secret_key="a-real-secret-value").secret_key

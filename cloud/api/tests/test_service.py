@@ -1,0 +1,77 @@
+"""Health, Prometheus metrics, OpenAPI, error bodies for unknown routes, and the static web UI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def test_health(client, settings) -> None:
+    assert client.get("/health/live").json() == {"status": "alive", "checks": {}}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "blob_store": "ok"}
+
+
+def test_ready_is_503_when_the_blob_store_is_gone(client, settings) -> None:
+    import shutil
+
+    shutil.rmtree(settings.resolved_blob_dir)
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json()["checks"]["blob_store"].startswith("error")
+
+
+def test_metrics_count_requests_by_route_template(admin, client) -> None:
+    detector = admin.create_detector()
+    admin.get(f"/v1/detectors/{detector['id']}")
+    text = client.get("/metrics").text
+    assert (
+        'intellioptics_cloud_requests_total{method="GET",route="/v1/detectors/{detector_id}",status="200"} 1.0' in text
+    )
+    assert "intellioptics_cloud_request_seconds_bucket" in text
+
+
+def test_openapi_documents_the_api(client) -> None:
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    for path in (
+        "/v1/me",
+        "/v1/detectors",
+        "/v1/image-queries",
+        "/v1/labels",
+        "/v1/review/claim",
+        "/v1/detectors/{detector_id}/models",
+        "/edge-api/v1/fetch-model-urls/{detector_id}",
+        "/v1/training-jobs/claim",
+        "/v1/edges/register",
+    ):
+        assert path in paths, path
+    assert "ReviewItem" in schema["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_unknown_routes_and_methods_are_json_errors(client) -> None:
+    missing = client.get("/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    wrong = client.request("PUT", "/v1/me")
+    assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+
+
+@pytest.fixture
+def web_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "dist"
+    (root / "assets").mkdir(parents=True)
+    (root / "index.html").write_text("<html>IntelliOptics</html>")
+    (root / "assets" / "app.js").write_text("console.log(1)")
+    return root
+
+
+def test_web_ui_is_served_with_spa_fallback(settings, web_dir, make_api) -> None:
+    api = make_api(settings.model_copy(update={"web_dir": web_dir}))
+    assert api.client.get("/").text == "<html>IntelliOptics</html>"
+    assert api.client.get("/assets/app.js").text == "console.log(1)"
+    assert api.client.get("/review/queue/somewhere").text == "<html>IntelliOptics</html>"
+    assert api.client.get("/../../etc/passwd").text == "<html>IntelliOptics</html>"
+    api_miss = api.client.get("/v1/not-a-route")
+    assert api_miss.status_code == 404 and api_miss.json()["code"] == "not_found"
+    assert api.get("/v1/me").status_code == 200
