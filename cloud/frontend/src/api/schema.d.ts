@@ -2898,6 +2898,8 @@ export interface operations {
         parameters: {
             query?: {
                 detector_id?: string | null;
+                /** @description Claim a further item even while holding one */
+                ahead?: boolean;
             };
             header?: never;
             path?: never;
