@@ -26,12 +26,14 @@ from intellioptics_cloud.routes import (
     review,
     training,
 )
+from intellioptics_cloud.security import install_security
 from intellioptics_cloud.services import accounts
 from intellioptics_cloud.services.triggers import RetrainScheduler
 from intellioptics_cloud.settings import CloudSettings, get_settings
 from intellioptics_cloud.web import install_web
 from intellioptics_cloud.workqueue import DatabaseWorkQueue, ServiceBusWorkQueue, WorkQueue
 from intellioptics_common.imaging import ImageLimits
+from intellioptics_common.ratelimit import FailedAuthLimiter
 
 logger = logging.getLogger("intellioptics_cloud")
 
@@ -103,8 +105,11 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = Metrics()
+    app.state.auth_limiter = FailedAuthLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
+    app.state.trusted_proxies = settings.trusted_proxy_networks
     install_error_handlers(app)
     install_metrics(app, app.state.metrics)
+    install_security(app, settings)
     app.include_router(health.router)
     for router in API_ROUTERS:
         app.include_router(router, prefix="/v1")

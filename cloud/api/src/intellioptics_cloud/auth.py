@@ -82,4 +82,5 @@ def sign(secret: str, message: str) -> str:
 
 
 def verify_signature(secret: str, message: str, signature: str) -> bool:
-    return hmac.compare_digest(sign(secret, message), signature)
+    # Bytes, not str: compare_digest raises TypeError on non-ASCII str (a fuzzed URL gave a 500).
+    return hmac.compare_digest(sign(secret, message).encode(), signature.encode())

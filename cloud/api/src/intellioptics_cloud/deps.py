@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from intellioptics_cloud.auth import Permission, Principal
 from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.services import accounts
+from intellioptics_common.errors import AuthenticationError
+from intellioptics_common.ratelimit import FailedAuthLimiter, client_address
 
 
 def get_resources(request: Request) -> Resources:
@@ -44,7 +46,20 @@ def _raw_token(request: Request) -> str | None:
 
 
 def get_principal(request: Request, session: SessionDep) -> Principal:
-    principal = accounts.authenticate(session, _raw_token(request))
+    limiter: FailedAuthLimiter = request.app.state.auth_limiter
+    client = client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        request.app.state.trusted_proxies,
+    )
+    limiter.check(client)  # before the lookup: a blocked client costs no query
+    raw = _raw_token(request)
+    try:
+        principal = accounts.authenticate(session, raw)
+    except AuthenticationError:
+        if raw:  # a missing token is a mistake, a wrong one may be a guess
+            limiter.record_failure(client)
+        raise
     request.state.principal = principal
     return principal
 

@@ -13,6 +13,10 @@ Hierarchy (on top of :mod:`intellioptics_common.errors`)::
     │   └── ClaimError           409  review claim missing or expired
     └── ServiceUnavailableError  503  (common) database or blob store down
 
+SQLAlchemy's OperationalError/InterfaceError (database down or restarting) also map
+to 503 ``database_unavailable``; RateLimitedError errors with ``retry_after_s`` (429
+after repeated refused tokens) carry a Retry-After header.
+
 Another account's object answers 404, never 403: its existence is not leaked.
 """
 
@@ -23,6 +27,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intellioptics_common.errors import (
@@ -94,7 +99,11 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IntelliOpticsError)
     if exc.status_code >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return _body(exc.status_code, exc.public_message, exc.code, request)
+    response = _body(exc.status_code, exc.public_message, exc.code, request)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -115,6 +124,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A dropped or refused database connection is an outage, not a bug: 503, so that
+    clients retry; pool_pre_ping replaces the dead connections once the database is back."""
+    logger.error("%s %s: database unavailable: %s", request.method, request.url.path, str(exc).splitlines()[0])
+    response = _body(503, "The database is unavailable; retry shortly.", "database_unavailable", request)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return _body(500, "Internal server error; the request was not applied.", "internal_error", request)
@@ -125,4 +143,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IntelliOpticsError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(InterfaceError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

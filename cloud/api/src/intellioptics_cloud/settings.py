@@ -45,6 +45,13 @@ class CloudSettings(BaseServiceSettings):
     )
     model_url_ttl_s: int = Field(default=3600, ge=10)
     public_url: str | None = Field(default=None, description="Base URL put in signed download links")
+    # Refused tokens per client address before 429 (0: no limit), counted over the window.
+    auth_max_failures: int = Field(default=20, ge=0)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
+    # Peers whose X-Forwarded-For names the client (the cloud nginx); comma-separated CIDRs.
+    trusted_proxies: str = "127.0.0.0/8,::1/128"
+    # Browser origins allowed by CORS, comma-separated (empty: same-origin only).
+    cors_allow_origins: str = ""
 
     @field_validator("bootstrap_token")
     @classmethod
@@ -58,6 +65,14 @@ class CloudSettings(BaseServiceSettings):
 
     def secret_fields(self) -> dict[str, str | None]:
         return {"secret_key": self.secret_key if self.secret_key != DEVELOPMENT_SECRET else ""}
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
 
     @property
     def cloud_dir(self) -> Path:

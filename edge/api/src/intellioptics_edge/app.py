@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,8 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import ImageLimits
+from intellioptics_common.ratelimit import FailedAuthLimiter
 from intellioptics_common.schemas import ErrorBody
 from intellioptics_edge.auth import TokenVerifier
+from intellioptics_edge.background import start_background
 from intellioptics_edge.cloud import CloudClient
 from intellioptics_edge.detectors import DetectorDirectory
 from intellioptics_edge.edge_config import EdgeConfigManager
@@ -50,7 +54,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: IntelliOpticsError) -> JSONResponse:
         if exc.status_code >= 500:
             logger.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _error(request, exc.status_code, exc.public_message, exc.code)
+        response = _error(request, exc.status_code, exc.public_message, exc.code)
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,6 +72,19 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         return _error(request, exc.status_code, detail, code)
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.OperationalError)
+    async def storage_error(request: Request, exc: Exception) -> JSONResponse:
+        # A full or failing data disk is an operator's problem, not a bug: say so, in JSON.
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "full" in str(exc)
+        if not full and not isinstance(exc, sqlite3.OperationalError):
+            return await unexpected_error(request, exc)
+        logger.error("%s %s: edge storage failed: %s", request.method, request.url.path, exc)
+        if full:
+            detail = "The edge's data disk is full; nothing was stored. Free space in the edge data directory."
+            return _error(request, 507, detail, "insufficient_storage")
+        return _error(request, 503, "The edge's local database is unavailable; retry shortly.", "storage_unavailable")
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -103,14 +124,29 @@ def create_app(
         inference = InferenceClient(inference_http)
         detectors = DetectorDirectory(config, cloud, settings.detector_cache_ttl_s, settings.device_token)
         stats = EdgeStats()
+        outbox = Outbox(database)
+        background = start_background(
+            settings,
+            database=database,
+            outbox=outbox,
+            config=config,
+            inference=inference,
+            stats=stats,
+            transport=cloud_transport,
+        )
         app.state.edge = EdgeState(
             settings=settings,
             config=config,
             store=store,
-            outbox=Outbox(database),
+            outbox=outbox,
             inference=inference,
             cloud=cloud,
-            tokens=TokenVerifier(settings.local_tokens(), cloud, settings.token_cache_ttl_s),
+            tokens=TokenVerifier(
+                settings.local_tokens(),
+                cloud,
+                settings.token_cache_ttl_s,
+                FailedAuthLimiter(settings.auth_max_failures, settings.auth_failure_window_s),
+            ),
             detectors=detectors,
             stats=stats,
             service=ImageQueryService(
@@ -121,8 +157,11 @@ def create_app(
                 store=store,
                 stats=stats,
                 limits=limits,
+                answer_timeout_s=settings.cloud_answer_timeout_s,
+                device_token=settings.device_token,
             ),
             limits=limits,
+            background=background,
         )
         # Ask the inference service to load the configured detectors now, not on the first query.
         warm_up = asyncio.create_task(_warm_up(inference, [d.detector_id for d in config.current().detectors]))
@@ -136,6 +175,7 @@ def create_app(
             yield
         finally:
             warm_up.cancel()
+            await background.stop()
             await inference_http.aclose()
             if cloud_http is not None:
                 await cloud_http.aclose()

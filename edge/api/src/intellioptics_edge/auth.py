@@ -2,7 +2,8 @@
 
 Cloud answers are cached for ``token_cache_ttl_s``; while the cloud is unreachable a
 token it accepted before keeps working (the edge must keep answering through an
-outage), but a token never seen cannot be checked and is refused with 503.
+outage), but a token never seen cannot be checked and is refused with 503. Refused
+tokens are counted per client address; too many within a window answer 429.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from intellioptics_common.errors import AuthenticationError
+from intellioptics_common.ratelimit import FailedAuthLimiter
 from intellioptics_common.schemas import Group, Me
 from intellioptics_edge.cloud import CloudClient, CloudUnreachable
 from intellioptics_edge.errors import CloudUnavailableError
@@ -28,19 +30,38 @@ class _Cached:
 
 
 class TokenVerifier:
-    def __init__(self, local_tokens: frozenset[str], cloud: CloudClient | None, ttl_s: float) -> None:
+    def __init__(
+        self,
+        local_tokens: frozenset[str],
+        cloud: CloudClient | None,
+        ttl_s: float,
+        limiter: FailedAuthLimiter | None = None,
+    ) -> None:
         self._local = tuple(local_tokens)
         self._cloud = cloud
         self._ttl_s = ttl_s
         self._cache: dict[str, _Cached] = {}
+        self._limiter = limiter or FailedAuthLimiter(0, 1.0)
 
     def is_local(self, token: str) -> bool:
         encoded = token.encode()
         # Constant-time comparison against every entry: no timing hint about near misses.
         return any(hmac.compare_digest(encoded, known.encode()) for known in self._local)
 
-    async def verify(self, token: str | None) -> Me:
-        """The caller's identity; raises 401 for a missing or refused token."""
+    async def verify(self, token: str | None, client: str | None = None) -> Me:
+        """The caller's identity; raises 401 for a missing or refused token, and 429 when
+        ``client`` (its address) sent too many refused tokens lately."""
+        if client is None:
+            return await self._verify(token)
+        self._limiter.check(client)
+        try:
+            return await self._verify(token)
+        except AuthenticationError:
+            if token:  # a missing token is a mistake, a wrong one may be a guess
+                self._limiter.record_failure(client)
+            raise
+
+    async def _verify(self, token: str | None) -> Me:
         if not token:
             raise AuthenticationError("Missing x-api-token header: send your IntelliOptics API token in x-api-token.")
         if self.is_local(token):

@@ -81,8 +81,10 @@ class CloudClient:
         )
         return _as_cloud_response(response)
 
-    async def get_image_query(self, image_query_id: str, token: str) -> CloudResponse:
-        return _as_cloud_response(await self._request("GET", f"/device-api/v1/image-queries/{image_query_id}", token))
+    async def get_image_query(self, image_query_id: str, token: str, timeout_s: float | None = None) -> CloudResponse:
+        extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
+        path = f"/device-api/v1/image-queries/{image_query_id}"
+        return _as_cloud_response(await self._request("GET", path, token, **extra))
 
 
 def _as_cloud_response(response: httpx.Response) -> CloudResponse:

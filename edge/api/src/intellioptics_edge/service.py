@@ -23,6 +23,7 @@ Every edge answer is stored with its image so that ``GET image-queries/{id}`` an
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -107,6 +108,8 @@ class ImageQueryService:
         stats: EdgeStats,
         limits: ImageLimits,
         random_source: Callable[[], float] = random.random,
+        answer_timeout_s: float | None = None,
+        device_token: str | None = None,
     ) -> None:
         self._config = config
         self._detectors = detectors
@@ -116,6 +119,8 @@ class ImageQueryService:
         self._stats = stats
         self._limits = limits
         self._random = random_source
+        self._answer_timeout_s = answer_timeout_s
+        self._device_token = device_token
         self._last_escalation: dict[str, float] = {}
 
     async def submit(self, request: SubmitRequest) -> SubmitOutcome:
@@ -284,16 +289,29 @@ class ImageQueryService:
         return EdgeAnswer(image_query)
 
     async def get(self, image_query_id: str, token: str) -> str | CloudResponse:
-        """The stored answer (JSON), or the cloud's newer one for a query still in progress."""
+        """The stored answer (JSON), or the cloud's newer one for a query still in progress.
+
+        An escalated query asks the cloud (short timeout: the caller is polling and the
+        edge's answer is a fine answer meanwhile); once the cloud's answer is final (a
+        person labelled it, or the cloud's model was confident) it replaces the stored
+        one, so later reads need no cloud. The edge asks with its device token when it
+        has one: the outbox delivered the query with it, so the cloud files it under the
+        edge's account, whatever local token the caller used.
+        """
         stored = await anyio.to_thread.run_sync(self._store.get, image_query_id)
         if stored is None:
             raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
         if not stored.done_processing and self._cloud is not None:
             try:
-                response = await self._cloud.get_image_query(image_query_id, token)
+                response = await self._cloud.get_image_query(
+                    image_query_id, self._device_token or token, self._answer_timeout_s
+                )
             except CloudUnreachable:
                 return stored.body
+            # 404: the escalation is still in the outbox; the edge's answer stands for now.
             if response.status_code == 200 and isinstance(response.body, dict):
+                if response.body.get("done_processing") is True and response.body.get("id") == image_query_id:
+                    await anyio.to_thread.run_sync(self._store.finish, image_query_id, json.dumps(response.body))
                 return response
         return stored.body
 

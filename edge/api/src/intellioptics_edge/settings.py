@@ -5,6 +5,7 @@ Documented for operators in ``docs/edge-config.md``.
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,8 +41,39 @@ class EdgeSettings(BaseServiceSettings):
     store_max_queries: int = Field(default=10_000, ge=1)
     store_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
 
+    # Outbox sender (delivery of escalations and audits to the cloud).
+    outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    outbox_batch_size: int = Field(default=20, ge=1, le=1000)
+    outbox_backoff_base_s: float = Field(default=1.0, gt=0)
+    outbox_backoff_cap_s: float = Field(default=300.0, gt=0)
+    outbox_max_items: int = Field(default=50_000, ge=1)
+    outbox_max_bytes: int = Field(default=2 * 1024**3, ge=1)
+    outbox_keep_finished_s: float = Field(default=24 * 3600.0, ge=0)
+    outbox_request_timeout_s: float = Field(default=30.0, gt=0)
+    # GET image-queries/{id} of an escalated query asks the cloud for the human answer.
+    cloud_answer_timeout_s: float = Field(default=1.5, gt=0)
+
+    # Registration, heartbeat and hourly counters.
+    edge_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    heartbeat_interval_s: float = Field(default=60.0, gt=0)
+    metrics_report_interval_s: float = Field(default=300.0, gt=0)
+
+    # Model updater: the directory the inference service reads (INTELLIOPTICS_MODELS_DIR).
+    models_dir: Path = Path("data/edge/models")
+    model_download_timeout_s: float = Field(default=300.0, gt=0)
+
+    # Refused tokens per client address before 429 (0: no limit); the gateway's
+    # X-Forwarded-For names the client when the peer is one of trusted_proxies (CIDRs).
+    auth_max_failures: int = Field(default=20, ge=0)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
+    trusted_proxies: str = "127.0.0.0/8,::1/128"
+
     def secret_fields(self) -> dict[str, str | None]:
         return {"device_token": self.device_token}
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
 
     @property
     def offline(self) -> bool:
@@ -58,6 +90,10 @@ class EdgeSettings(BaseServiceSettings):
     @property
     def database_path(self) -> Path:
         return self.edge_data_dir / "edge.sqlite3"
+
+    @property
+    def edge_id_path(self) -> Path:
+        return self.edge_data_dir / "edge_id"
 
     def local_tokens(self) -> frozenset[str]:
         """Tokens accepted without the cloud (read once at start; restart to change)."""

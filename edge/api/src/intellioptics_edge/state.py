@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_edge.auth import TokenVerifier
+from intellioptics_edge.background import Background
 from intellioptics_edge.cloud import CloudClient
 from intellioptics_edge.detectors import DetectorDirectory
 from intellioptics_edge.edge_config import EdgeConfigManager
@@ -29,3 +30,4 @@ class EdgeState:
     stats: EdgeStats
     service: ImageQueryService
     limits: ImageLimits
+    background: Background

@@ -10,14 +10,16 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from intellioptics_common.schemas import InferenceResult
 
 _LATENCY_WINDOW = 2000
+HISTOGRAM_BINS = 10  # confidence histogram of the hourly counters: [0, 0.1), ..., [0.9, 1.0]
 _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -39,6 +41,32 @@ class DetectorStats:
     last_answer_at: float | None = None
 
 
+def hour_key(moment: datetime) -> str:
+    """The UTC hour a moment falls in, as the cloud's hourly metrics key it."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0).isoformat()
+
+
+_HOURLY_NAMES = {
+    "edge": "edge_only",
+    "escalated": "escalations",
+    "audited": "audits",
+    "cloud": "forwarded_to_cloud",
+    "refused": "refused",
+}
+
+
+def _hourly_names(outcome: Outcome, inference: InferenceResult | None, confident: bool) -> list[str]:
+    names = ["queries", _HOURLY_NAMES[outcome.value]]
+    if outcome in (Outcome.EDGE, Outcome.ESCALATED, Outcome.AUDITED):
+        names.append("edge_answers")
+    if confident:
+        names.append("confident")
+    if inference is not None:
+        index = min(HISTOGRAM_BINS - 1, max(0, int(inference.confidence * HISTOGRAM_BINS)))
+        names.append(f"confidence_bin_{index}")
+    return names
+
+
 def _percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
@@ -53,10 +81,19 @@ class EdgeStats:
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._detectors: dict[str, DetectorStats] = {}
+        # (detector_id, hour) -> counter -> increments not yet taken by the reporter
+        self._hourly: dict[tuple[str, str], dict[str, int]] = {}
         self._queries = Counter(
             "intellioptics_edge_image_queries",
             "Image queries by detector and outcome",
             ["detector_id", "outcome"],
+            registry=self.registry,
+        )
+        self._outbox = Gauge(
+            "intellioptics_edge_outbox",
+            "Outbox: pending items and bytes, oldest pending age (s), and totals since the database was created "
+            "(delivered, retries, dead letters, dropped)",
+            ["counter"],
             registry=self.registry,
         )
         self._latency = Histogram(
@@ -83,11 +120,25 @@ class EdgeStats:
             if outcome is not Outcome.REFUSED:
                 stats.latencies.append(seconds)
                 stats.last_answer_at = time.time()
+            hourly = self._hourly.setdefault((detector_id, hour_key(datetime.now(UTC))), {})
+            for name in _hourly_names(outcome, inference, confident):
+                hourly[name] = hourly.get(name, 0) + 1
             if inference is not None:
                 stats.primary_model_version = inference.primary_model_version
                 stats.oodd_model_version = inference.oodd_model_version
         self._queries.labels(detector_id=detector_id, outcome=outcome.value).inc()
         self._latency.labels(outcome=outcome.value).observe(seconds)
+
+    def set_outbox(self, values: dict[str, float]) -> None:
+        """Outbox gauges for /metrics, read from SQLite at scrape time (they survive restarts)."""
+        for name, value in values.items():
+            self._outbox.labels(counter=name).set(value)
+
+    def take_hourly(self) -> dict[tuple[str, str], dict[str, int]]:
+        """The hourly increments since the last call (the reporter adds them to SQLite)."""
+        with self._lock:
+            taken, self._hourly = self._hourly, {}
+        return taken
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -54,7 +54,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, next_attempt_at);
+CREATE TABLE IF NOT EXISTS outbox_counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hourly_counters (
+    detector_id TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    counters TEXT NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (detector_id, hour)
+);
 """
+# Columns added after the first release: (name, declaration), added when missing.
+_ADDED_COLUMNS = (("outbox", "dead_at", "REAL"), ("outbox", "image_bytes", "INTEGER NOT NULL DEFAULT 0"))
 
 _PRUNE_EVERY = 200
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
@@ -103,6 +116,28 @@ class OutboxItem:
     attempts: int
 
 
+@dataclass(frozen=True)
+class OutboxSummary:
+    pending_escalations: int
+    pending_audits: int
+    pending_bytes: int
+    oldest_pending_age_s: float | None
+    # Since the database was created (persisted, so they survive restarts):
+    delivered: int
+    retries: int
+    dead: int
+    dropped_audits: int
+    dropped_escalations: int
+
+
+def _bump(connection: sqlite3.Connection, name: str, by: int = 1) -> None:
+    connection.execute(
+        "INSERT INTO outbox_counters (name, value) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        (name, by),
+    )
+
+
 class EdgeDatabase:
     """Owns the connection and the image directory; QueryStore and Outbox share them."""
 
@@ -119,6 +154,10 @@ class EdgeDatabase:
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=NORMAL")
             self.connection.executescript(_SCHEMA)
+            for table, column, declaration in _ADDED_COLUMNS:
+                present = {row[1] for row in self.connection.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    self.connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def image_path(self, name: str) -> Path:
         if not _SAFE_NAME.match(name):
@@ -127,11 +166,15 @@ class EdgeDatabase:
 
     def write_image(self, name: str, data: bytes, *, durable: bool) -> None:
         path = self.image_path(name)
-        with path.open("wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+        try:
+            with path.open("wb") as handle:
+                handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except OSError:
+            path.unlink(missing_ok=True)  # disk full: no half-written image left behind
+            raise
         if durable:
             descriptor = os.open(self.images_dir, os.O_RDONLY)
             try:
@@ -182,10 +225,11 @@ def _insert_outbox(
     edge_answer: dict[str, Any] | None,
     metadata: dict[str, Any] | None,
     now: float,
+    image_bytes: int = 0,
 ) -> int:
     cursor = connection.execute(
         "INSERT INTO outbox (kind, image_query_id, detector_id, image_ref, content_type, edge_answer, metadata,"
-        " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, next_attempt_at, image_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             OutboxKind(kind).value,
             image_query_id,
@@ -196,6 +240,7 @@ def _insert_outbox(
             None if metadata is None else json.dumps(metadata),
             now,
             now,
+            image_bytes,
         ),
     )
     return int(cursor.lastrowid or 0)
@@ -249,6 +294,7 @@ class QueryStore:
                         edge_answer=entry.edge_answer,
                         metadata=entry.metadata,
                         now=now,
+                        image_bytes=len(image),
                     )
             self._writes += 1
             if self._writes % _PRUNE_EVERY == 0:
@@ -264,6 +310,13 @@ class QueryStore:
         if row is None:
             return None
         return StoredQuery(id=row[0], detector_id=row[1], created_at=row[2], done_processing=bool(row[3]), body=row[4])
+
+    def finish(self, image_query_id: str, body: str) -> None:
+        """Replace an escalated query's answer with the final one (the cloud's human answer)."""
+        with self._db.lock:
+            self._db.connection.execute(
+                "UPDATE image_queries SET body = ?, done_processing = 1 WHERE id = ?", (body, image_query_id)
+            )
 
     def image(self, image_query_id: str) -> StoredImage | None:
         with self._db.lock:
@@ -297,7 +350,10 @@ class QueryStore:
 
     def _prune_locked(self, now: float) -> None:
         connection = self._db.connection
-        pending = {row[0] for row in connection.execute("SELECT image_ref FROM outbox WHERE delivered_at IS NULL")}
+        pending = {
+            row[0]
+            for row in connection.execute("SELECT image_ref FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL")
+        }
         expired = connection.execute(
             "SELECT id FROM image_queries WHERE created_at < ? OR id NOT IN "
             "(SELECT id FROM image_queries ORDER BY created_at DESC LIMIT ?)",
@@ -347,6 +403,7 @@ class Outbox:
                     edge_answer=edge_answer,
                     metadata=metadata,
                     now=time.time(),
+                    image_bytes=len(image or b""),
                 )
 
     def pending(self, limit: int = 50, now: float | None = None) -> list[OutboxItem]:
@@ -354,7 +411,7 @@ class Outbox:
         with self._db.lock:
             rows = self._db.connection.execute(
                 "SELECT seq, kind, image_query_id, detector_id, image_ref, content_type, edge_answer, metadata,"
-                " created_at, attempts FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
+                " created_at, attempts FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?"
                 " ORDER BY seq LIMIT ?",
                 (time.time() if now is None else now, limit),
             ).fetchall()
@@ -378,21 +435,106 @@ class Outbox:
         return self._db.read_image(item.image_ref)
 
     def mark_delivered(self, seq: int) -> None:
-        with self._db.lock:
-            self._db.connection.execute("UPDATE outbox SET delivered_at = ? WHERE seq = ?", (time.time(), seq))
+        with self._db.lock, self._db.transaction(durable=False) as connection:
+            connection.execute("UPDATE outbox SET delivered_at = ? WHERE seq = ?", (time.time(), seq))
+            _bump(connection, "delivered")
 
     def mark_failed(self, seq: int, error: str, retry_at: float) -> None:
-        with self._db.lock:
-            self._db.connection.execute(
+        with self._db.lock, self._db.transaction(durable=False) as connection:
+            connection.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE seq = ?",
                 (error[:2000], retry_at, seq),
             )
+            _bump(connection, "retries")
+
+    def mark_dead(self, seq: int, error: str) -> None:
+        """Park an item the cloud will never accept (a dead letter): kept for inspection, not retried."""
+        with self._db.lock, self._db.transaction(durable=False) as connection:
+            connection.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, dead_at = ? WHERE seq = ?",
+                (error[:2000], time.time(), seq),
+            )
+            _bump(connection, "dead")
+
+    def enforce_limits(self, *, max_items: int, max_bytes: int) -> dict[str, int]:
+        """Drop pending items until within both limits: oldest audits first, then oldest
+        escalations. Returns how many of each kind were dropped (the caller logs them)."""
+        dropped = {kind.value: 0 for kind in OutboxKind}
+        with self._db.lock:
+            connection = self._db.connection
+            count, size = connection.execute(
+                "SELECT COUNT(*), COALESCE(SUM(image_bytes), 0) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL"
+            ).fetchone()
+            if count <= max_items and size <= max_bytes:
+                return dropped
+            doomed: list[int] = []
+            for kind in (OutboxKind.AUDIT, OutboxKind.ESCALATION):
+                rows = connection.execute(
+                    "SELECT seq, image_bytes FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND kind = ?"
+                    " ORDER BY seq",
+                    (kind.value,),
+                ).fetchall()
+                for seq, image_bytes in rows:
+                    if count <= max_items and size <= max_bytes:
+                        break
+                    doomed.append(seq)
+                    count, size = count - 1, size - image_bytes
+                    dropped[kind.value] += 1
+            with self._db.transaction(durable=False):
+                connection.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in doomed])
+                for kind, number in dropped.items():
+                    if number:
+                        _bump(connection, f"dropped_{kind}", number)
+        return dropped
+
+    def forget_finished(self, older_than: float) -> int:
+        """Delete delivered and dead rows finished before ``older_than`` (their counters stay)."""
+        with self._db.lock:
+            cursor = self._db.connection.execute(
+                "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?)"
+                " OR (dead_at IS NOT NULL AND dead_at < ?)",
+                (older_than, older_than),
+            )
+            return cursor.rowcount
+
+    def summary(self, now: float | None = None) -> OutboxSummary:
+        """Everything the status page and /metrics show about the outbox."""
+        now = time.time() if now is None else now
+        with self._db.lock:
+            connection = self._db.connection
+            oldest, size = connection.execute(
+                "SELECT MIN(created_at), COALESCE(SUM(image_bytes), 0) FROM outbox"
+                " WHERE delivered_at IS NULL AND dead_at IS NULL"
+            ).fetchone()
+            counters = dict(connection.execute("SELECT name, value FROM outbox_counters").fetchall())
+        pending = self.counts()
+        return OutboxSummary(
+            pending_escalations=pending[OutboxKind.ESCALATION.value],
+            pending_audits=pending[OutboxKind.AUDIT.value],
+            pending_bytes=int(size),
+            oldest_pending_age_s=None if oldest is None else max(0.0, now - oldest),
+            delivered=int(counters.get("delivered", 0)),
+            retries=int(counters.get("retries", 0)),
+            dead=int(counters.get("dead", 0)),
+            dropped_audits=int(counters.get("dropped_audit", 0)),
+            dropped_escalations=int(counters.get("dropped_escalation", 0)),
+        )
+
+    def dead_letters(self, limit: int = 50) -> list[tuple[str, str, str | None]]:
+        """(image_query_id, kind, last_error) of parked items, newest first."""
+        with self._db.lock:
+            rows = self._db.connection.execute(
+                "SELECT image_query_id, kind, last_error FROM outbox WHERE dead_at IS NOT NULL"
+                " ORDER BY dead_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Pending items per kind (for the status page)."""
         with self._db.lock:
             rows = self._db.connection.execute(
-                "SELECT kind, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY kind"
+                "SELECT kind, COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL GROUP BY kind"
             ).fetchall()
         counts = {kind.value: 0 for kind in OutboxKind}
         counts.update({row[0]: int(row[1]) for row in rows})

@@ -1,0 +1,1 @@
+"""IntelliOptics edge inference service: model packages in, verified ONNX answers out."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile, status
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +17,11 @@ from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.schemas import EdgeModelInfo
 
 router = APIRouter(tags=["models"])
+
+# Bounded to the database's INTEGER: a 20-digit version must be a 422, not a driver overflow (500).
+_MAX_VERSION = 2**31 - 1
+VersionPath = Annotated[int, Path(ge=0, le=_MAX_VERSION)]
+VersionQuery = Annotated[int, Query(ge=0, le=_MAX_VERSION)]
 edge_router = APIRouter(tags=["edge"])
 
 
@@ -71,7 +76,7 @@ async def upload_model(
 
 
 @router.get("/detectors/{detector_id}/models/compare", response_model=ModelCompare)
-def compare(detector_id: str, a: int, b: int, principal: Reader, session: SessionDep) -> ModelCompare:
+def compare(detector_id: str, a: VersionQuery, b: VersionQuery, principal: Reader, session: SessionDep) -> ModelCompare:
     row_a = registry.get_version(session, principal, detector_id, a)
     row_b = registry.get_version(session, principal, detector_id, b)
     return ModelCompare(
@@ -85,18 +90,18 @@ def rollback(detector_id: str, principal: Admin, session: SessionDep) -> ModelVe
 
 
 @router.get("/detectors/{detector_id}/models/{version}", response_model=ModelVersion)
-def get_model(detector_id: str, version: int, principal: Reader, session: SessionDep) -> ModelVersion:
+def get_model(detector_id: str, version: VersionPath, principal: Reader, session: SessionDep) -> ModelVersion:
     return version_out(registry.get_version(session, principal, detector_id, version))
 
 
 @router.post("/detectors/{detector_id}/models/{version}/activate", response_model=ModelVersion)
-def activate(detector_id: str, version: int, principal: Admin, session: SessionDep) -> ModelVersion:
+def activate(detector_id: str, version: VersionPath, principal: Admin, session: SessionDep) -> ModelVersion:
     return version_out(registry.activate(session, principal, detector_id, version))
 
 
 @router.delete("/detectors/{detector_id}/models/{version}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_model(
-    detector_id: str, version: int, principal: Admin, session: SessionDep, resources: ResourcesDep
+    detector_id: str, version: VersionPath, principal: Admin, session: SessionDep, resources: ResourcesDep
 ) -> None:
     registry.delete_version(resources, session, principal, detector_id, version)
 
@@ -108,7 +113,7 @@ def delete_model(
 )
 def download(
     detector_id: str,
-    version: int,
+    version: VersionPath,
     principal: ModelReader,
     session: SessionDep,
     resources: ResourcesDep,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from intellioptics_edge.background import outbox_counters
 from intellioptics_edge.deps import StateDep
 
 router = APIRouter(tags=["health"])
@@ -32,4 +33,5 @@ async def ready(state: StateDep) -> Response:
 
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
+    state.stats.set_outbox(await outbox_counters(state.outbox))
     return Response(generate_latest(state.stats.registry), media_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from intellioptics_edge.deps import StateDep
+from intellioptics_edge.outbox_sender import summary_as_dict
 from intellioptics_edge.state import EdgeState
 
 router = APIRouter(tags=["status"])
@@ -24,7 +25,7 @@ async def collect_status(state: EdgeState) -> dict[str, Any]:
     models = await state.inference.model_states()
     cache_size, states = models if models is not None else (None, {})
     ids = sorted(set(configured) | set(per_detector) | set(states))
-    outbox = await asyncio.to_thread(state.outbox.counts)
+    outbox = summary_as_dict(await asyncio.to_thread(state.outbox.summary))
     stored = await asyncio.to_thread(state.store.count)
     detectors = []
     for detector_id in ids:
@@ -48,7 +49,9 @@ async def collect_status(state: EdgeState) -> dict[str, Any]:
         "cloud_url": state.settings.cloud_base or None,
         "edge_config": {"path": str(state.config.path), "error": config_state.error},
         "inference": {"reachable": models is not None, "cache_size": cache_size},
-        "outbox_pending": outbox,
+        "outbox_pending": outbox["pending"],
+        "outbox": outbox,
+        "cloud_sync": state.background.status(),
         "stored_image_queries": stored,
         "detectors": detectors,
     }
@@ -69,6 +72,23 @@ async def status_page(state: StateDep, format: str = "html") -> Response:
 
 def _cell(value: Any) -> str:
     return f"<td>{html.escape('—' if value is None else str(value))}</td>"
+
+
+def render_outbox(status: dict[str, Any]) -> str:
+    outbox, sync = status["outbox"], status["cloud_sync"]
+    age = outbox["oldest_pending_age_s"]
+    parts = [
+        f"delivered {outbox['delivered']}",
+        f"retries {outbox['retries']}",
+        f"dead letters {outbox['dead']}",
+        f"dropped {outbox['dropped']['audit']} audits / {outbox['dropped']['escalation']} escalations",
+        f"oldest pending {'—' if age is None else f'{age:.0f} s'}",
+    ]
+    if not sync["enabled"]:
+        parts.append(f"<b>cloud sync off</b>: {html.escape(str(sync['disabled_reason']))}")
+    elif sync["sender_last_error"]:
+        parts.append(f"last delivery error: {html.escape(str(sync['sender_last_error']))}")
+    return "outbox: " + ", ".join(parts)
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -98,7 +118,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}.err{{color:#b00}
 <p>Mode: <b>{html.escape(status["mode"])}</b> · up {status["uptime_s"]} s ·
 inference cache: {status["inference"]["cache_size"] or "unreachable"} ·
 outbox pending: {status["outbox_pending"]["escalation"]} escalations, {status["outbox_pending"]["audit"]} audits ·
-stored answers: {status["stored_image_queries"]} · <a href="/status.json">JSON</a> · <a href="/metrics">metrics</a></p>
+stored answers: {status["stored_image_queries"]} ·
+{render_outbox(status)} · <a href="/status.json">JSON</a> · <a href="/metrics">metrics</a></p>
 {warning}
 <table><tr>{"".join(f"<th>{h}</th>" for h in headers)}</tr>{"".join(rows)}</table>
 </body></html>"""

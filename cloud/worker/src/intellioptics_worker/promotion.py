@@ -1,0 +1,78 @@
+"""Promotion policy: does the new version replace the active one?
+
+Both versions were scored on the same evaluation images, which the active version did
+not train on where that was possible. "Not worse" is judged on balanced accuracy first
+(the edge's answers must be right on every class, not just the common one), then, when
+that is a tie, on what the edge will actually do at the detector's threshold: the
+accuracy of its confident answers must not drop, and a higher confident coverage (fewer
+escalations) breaks the tie in favour of the new version. A tie within one image's worth
+of score counts as "not worse": on a few dozen images, one image is noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from intellioptics_worker.scoring import Metrics
+
+ACTIVATE = "activate"
+CANDIDATE = "candidate"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # ACTIVATE | CANDIDATE
+    reason: str
+
+    @property
+    def activate(self) -> bool:
+        return self.action == ACTIVATE
+
+    def to_dict(self) -> dict[str, str]:
+        return {"action": self.action, "reason": self.reason}
+
+
+def decide(
+    policy: str,
+    new: Metrics | None,
+    active: Metrics | None,
+    *,
+    active_version: int | None = None,
+    note: str | None = None,
+) -> Decision:
+    """``new`` and ``active`` must be measured on the same images; ``note`` is appended to the reason."""
+    suffix = f" ({note})" if note else ""
+    if new is None or active is None:
+        if policy == "manual":
+            return Decision(CANDIDATE, f"promotion policy is manual; no active version to compare with{suffix}")
+        return Decision(ACTIVATE, f"no active version to compare with: this one becomes active{suffix}")
+    tolerance = 1.0 / (max(1, len(new.support)) * max(1, min(new.support.values(), default=1))) + 1e-9
+    name = f"v{active_version}" if active_version is not None else "the active version"
+    summary = (
+        f"on {new.n} evaluation images: balanced accuracy {new.balanced_accuracy:.3f} vs {active.balanced_accuracy:.3f} "
+        f"({name}); confident accuracy {_fmt(new.confident_accuracy)} vs {_fmt(active.confident_accuracy)}, "
+        f"coverage {new.confident_coverage:.2f} vs {active.confident_coverage:.2f} at threshold {new.threshold:g}"
+    )
+    verdict, why = _compare(new, active, tolerance)
+    if policy == "manual":
+        return Decision(CANDIDATE, f"promotion policy is manual (new version {why}) {summary}{suffix}")
+    return Decision(ACTIVATE if verdict else CANDIDATE, f"{why} {summary}{suffix}")
+
+
+def _compare(new: Metrics, active: Metrics, tolerance: float) -> tuple[bool, str]:
+    delta = new.balanced_accuracy - active.balanced_accuracy
+    if delta < -tolerance:
+        return False, "worse than the active version:"
+    if delta > tolerance:
+        return True, "better than the active version:"
+    new_ca = new.confident_accuracy if new.confident_accuracy is not None else 1.0
+    active_ca = active.confident_accuracy if active.confident_accuracy is not None else 1.0
+    if new.confident_accuracy is not None and new_ca < active_ca - tolerance:
+        return False, "ties on balanced accuracy but its confident answers are less accurate:"
+    if new.confident_coverage + tolerance < active.confident_coverage:
+        return False, "ties on balanced accuracy but answers fewer images confidently:"
+    return True, "not worse than the active version:"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

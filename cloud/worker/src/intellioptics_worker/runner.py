@@ -1,0 +1,344 @@
+"""One training job, from claim to registration.
+
+Order matters for crash safety: everything (download, training, evaluation of both
+versions) happens in memory and in scratch space; the only write to the cloud's
+registry is one multipart upload at the very end, which the cloud stores atomically.
+A worker killed at any earlier point therefore leaves no trace but a job whose lease
+runs out, and the cloud hands it to the next worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from intellioptics_common.errors import IntelliOpticsError
+from intellioptics_common.model_package import PipelineConfig
+from intellioptics_worker.cloud import CloudClient, DetectorInfo, EpochReport, Job, ModelVersionInfo, Registration
+from intellioptics_worker.dataset import (
+    EvaluationPlan,
+    LabeledImage,
+    check_trainable,
+    download_images,
+    plan_evaluation,
+    select_examples,
+)
+from intellioptics_worker.errors import CloudError, DatasetError, JobInterrupted, WorkerError
+from intellioptics_worker.progress import ProgressReporter
+from intellioptics_worker.promotion import CANDIDATE, Decision, decide
+from intellioptics_worker.scoring import ModelFiles, Scored, Scorer, measure
+from intellioptics_worker.settings import WorkerSettings
+from intellioptics_worker.training import TrainedVersion, Trainer
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODES = ("BINARY", "MULTI_CLASS")
+# Share of the job's progress bar per phase: download, training runs, active-model scoring, upload.
+_DOWNLOAD, _TRAIN_END, _COMPARE_END = 0.10, 0.88, 0.95
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: str
+    status: str  # succeeded | failed | cancelled | interrupted
+    model_version: int | None = None
+    decision: Decision | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _ActiveModel:
+    version: int
+    files: ModelFiles | None
+    trained_on: frozenset[str] | None
+    unusable_reason: str | None = None
+    obsolete: bool = False  # answers other classes than the detector has now: no yardstick
+
+
+class JobRunner:
+    def __init__(
+        self,
+        client: CloudClient,
+        trainer: Trainer,
+        settings: WorkerSettings,
+        stop_requested: threading.Event | None = None,
+        scoring_threads: int = 0,
+    ) -> None:
+        self._client = client
+        self._trainer = trainer
+        self._settings = settings
+        self._stop_requested = stop_requested or threading.Event()
+        self._threads = scoring_threads
+
+    def run(self, job: Job) -> JobOutcome:
+        """Run ``job`` and report its end to the cloud; never raises for a job-level failure."""
+        logger.info("job %s: detector %s, trainer %s, attempt %d", job.id, job.detector_id, job.trainer, job.attempts)
+        reporter = ProgressReporter(
+            self._client, job.id, heartbeat_s=self._settings.heartbeat_s, stop_requested=self._stop_requested
+        )
+        try:
+            with reporter:
+                version, decision = self._run(job, reporter)
+        except JobInterrupted as exc:
+            status = "cancelled" if exc.code == "job_cancelled" else "interrupted"
+            logger.info("job %s %s: %s", job.id, status, exc)
+            return JobOutcome(job.id, status, error=str(exc))
+        except IntelliOpticsError as exc:  # WorkerError, and the common errors of decoding and packages
+            return self._fail(job, exc.public_message)
+        except Exception as exc:
+            logger.exception("job %s crashed", job.id)
+            return self._fail(job, f"internal worker error: {exc!r}")
+        try:
+            self._client.complete_job(job.id, model_version=version)
+        except WorkerError as exc:
+            # The version is registered; only the job's bookkeeping is missing. Its lease runs
+            # out and the cloud re-queues or fails it; the version stays valid either way.
+            logger.warning("job %s: version %d registered but the job not completed: %s", job.id, version, exc)
+        logger.info("job %s succeeded: version %d, %s (%s)", job.id, version, decision.action, decision.reason)
+        return JobOutcome(job.id, "succeeded", model_version=version, decision=decision)
+
+    def _fail(self, job: Job, message: str) -> JobOutcome:
+        logger.warning("job %s failed: %s", job.id, message)
+        try:
+            self._client.complete_job(job.id, error=message)
+        except WorkerError as exc:
+            # The lease will expire and the cloud retries the job or marks it failed.
+            logger.warning("job %s: could not report the failure: %s", job.id, exc)
+        return JobOutcome(job.id, "failed", error=message)
+
+    # --- the job itself -------------------------------------------------------------
+
+    def _run(self, job: Job, reporter: ProgressReporter) -> tuple[int, Decision]:
+        reporter.update(0.0, "reading the detector and its labels")
+        reporter.flush()
+        detector = self._client.get_detector(job.detector_id)
+        if detector.mode not in SUPPORTED_MODES:
+            raise DatasetError(
+                f"Detectors of mode {detector.mode} cannot be trained yet (supported: BINARY, MULTI_CLASS)."
+            )
+        selection = select_examples(self._client.get_dataset(job.detector_id), detector.mode, detector.class_names)
+        labels = [example.label for example in selection.examples]
+        class_counts = check_trainable(labels, detector.class_names, self._settings.min_per_class)
+        reporter.check()
+
+        def downloaded(done: int, total: int) -> None:
+            reporter.update(_DOWNLOAD * done / total, f"downloading images {done}/{total}")
+            reporter.check()
+
+        images = download_images(selection.examples, self._client.get_image, downloaded)
+        active = self._active_model(detector)
+        fresh = [
+            active is None or active.trained_on is None or image.image_query_id not in active.trained_on
+            for image in images
+        ]
+        plan = plan_evaluation(
+            labels,
+            fresh=fresh,
+            cv_min_per_class=self._settings.cv_min_per_class,
+            cv_folds=self._settings.cv_folds,
+            holdout_fraction=self._settings.holdout_fraction,
+            seed=self._settings.seed,
+        )
+        final, predictions = self._train_and_evaluate(job, detector, images, plan, reporter)
+        evaluated = plan.evaluation_indices
+        eval_labels = [images[i].label for i in evaluated]
+        new_metrics = measure(
+            eval_labels, [predictions[i] for i in evaluated], detector.class_names, detector.confidence_threshold
+        )
+
+        reporter.update(_TRAIN_END, "scoring the active version on the same images")
+        reporter.flush()
+        decision, comparison = self._decide(detector, images, predictions, evaluated, fresh, active)
+        reporter.check()
+
+        reporter.update(_COMPARE_END, f"registering the new version ({decision.action})")
+        reporter.flush()
+        trained_ids = [images[i].image_query_id for i in self._final_train_indices(plan, len(images))]
+        metrics = {
+            **new_metrics.to_dict(),
+            "evaluation": {
+                "method": plan.method,
+                "folds": len(plan.folds),
+                "image_query_ids": [images[i].image_query_id for i in evaluated],
+            },
+            "comparison": comparison,
+            "promotion": decision.to_dict(),
+            "skipped_labels": selection.skipped,
+        }
+        registered = self._client.register_model(
+            job.detector_id,
+            Registration(
+                primary_model=final.files.primary,
+                oodd_model=final.files.oodd,
+                manifest=self._manifest(job, final, metrics, trained_ids, class_counts, images, decision),
+            ),
+        )
+        return int(registered["version"]), decision
+
+    def _train_and_evaluate(
+        self,
+        job: Job,
+        detector: DetectorInfo,
+        images: Sequence[LabeledImage],
+        plan: EvaluationPlan,
+        reporter: ProgressReporter,
+    ) -> tuple[TrainedVersion, dict[int, Scored]]:
+        """Out-of-sample predictions for every evaluation image, and the version to register."""
+        runs = len(plan.folds) + (1 if plan.method == "cv" else 0)
+        predictions: dict[int, Scored] = {}
+        final: TrainedVersion | None = None
+        for run, fold in enumerate(plan.folds):
+            is_final = plan.method == "holdout"
+            label = "training" if is_final else f"cross-validation fold {run + 1}/{len(plan.folds)}"
+            trained = self._train(job, detector, [images[i] for i in fold.train], reporter, run, runs, label, is_final)
+            scorer = Scorer(trained.files, self._threads)
+            for i in fold.evaluate:
+                predictions[i] = scorer.score(images[i].image)
+                reporter.check()
+            if is_final:
+                final = trained
+        if final is None:
+            final = self._train(job, detector, list(images), reporter, runs - 1, runs, "training on all labels", True)
+        return final, predictions
+
+    def _train(
+        self,
+        job: Job,
+        detector: DetectorInfo,
+        images: Sequence[LabeledImage],
+        reporter: ProgressReporter,
+        run: int,
+        runs: int,
+        label: str,
+        report_epochs: bool,
+    ) -> TrainedVersion:
+        span = (_TRAIN_END - _DOWNLOAD) / runs
+        start = _DOWNLOAD + run * span
+
+        def on_progress(fraction: float, message: str | None, epoch: EpochReport | None) -> None:
+            reporter.update(start + span * min(max(fraction, 0.0), 1.0), f"{label}: {message}" if message else label)
+            if epoch is not None and report_epochs:
+                reporter.epoch(epoch)
+
+        reporter.update(start, f"{label} on {len(images)} images")
+        reporter.flush()
+        reporter.check()
+        return self._trainer.train(
+            images,
+            detector_id=detector.id,
+            mode=detector.mode,
+            class_names=detector.class_names,
+            trainer=job.trainer,
+            on_progress=on_progress,
+            cancel_check=reporter.check,
+        )
+
+    @staticmethod
+    def _final_train_indices(plan: EvaluationPlan, count: int) -> tuple[int, ...]:
+        return plan.folds[0].train if plan.method == "holdout" else tuple(range(count))
+
+    # --- the active version and the decision ----------------------------------------
+
+    def _active_model(self, detector: DetectorInfo) -> _ActiveModel | None:
+        versions: list[ModelVersionInfo] = self._client.list_models(detector.id)
+        active = next((v for v in versions if v.status == "active"), None)
+        if active is None:
+            return None
+        trained_on = None if active.dataset_image_query_ids is None else frozenset(active.dataset_image_query_ids)
+        try:
+            configs = self._client.get_version_configs(detector.id, active)
+        except CloudError as exc:
+            configs, why = None, exc.public_message
+        else:
+            why = "the cloud did not return its pipeline configuration"
+        if configs is None:
+            return _ActiveModel(active.version, None, trained_on, f"it could not be read: {why}", obsolete=False)
+        try:
+            primary_config = PipelineConfig.from_dict(configs.primary)
+            oodd_config = PipelineConfig.from_dict(configs.oodd) if configs.oodd else None
+        except IntelliOpticsError as exc:
+            reason = f"its pipeline configuration is invalid: {exc.public_message}"
+            return _ActiveModel(active.version, None, trained_on, reason, obsolete=False)
+        if tuple(primary_config.class_names) != tuple(detector.class_names):
+            reason = (
+                f"its classes {list(primary_config.class_names)} are not the detector's {list(detector.class_names)}"
+            )
+            return _ActiveModel(active.version, None, trained_on, reason, obsolete=True)
+        primary = self._client.download_model(detector.id, active.version, "primary")
+        oodd = self._client.download_model(detector.id, active.version, "oodd") if oodd_config else None
+        return _ActiveModel(active.version, ModelFiles(primary, primary_config, oodd, oodd_config), trained_on)
+
+    def _decide(
+        self,
+        detector: DetectorInfo,
+        images: Sequence[LabeledImage],
+        predictions: dict[int, Scored],
+        evaluated: Sequence[int],
+        fresh: Sequence[bool],
+        active: _ActiveModel | None,
+    ) -> tuple[Decision, dict[str, object]]:
+        policy = detector.promotion_policy
+        threshold = detector.confidence_threshold
+        if active is None:
+            return decide(policy, None, None), {"active_version": None}
+        if active.files is None:
+            note = f"active version {active.version} cannot be compared: {active.unusable_reason}"
+            if active.obsolete:
+                return decide(policy, None, None, note=note), {"active_version": active.version, "note": note}
+            # Not knowing whether the new version is better is not a reason to replace a working one.
+            return Decision(CANDIDATE, note), {"active_version": active.version, "note": note}
+        compare = [i for i in evaluated if fresh[i]]
+        note = None if active.trained_on is not None else f"v{active.version} does not record its training images"
+        compare_labels = {images[i].label for i in compare}
+        if len(compare_labels) < len({images[i].label for i in evaluated}):
+            compare = list(evaluated)
+            note = f"too few images that v{active.version} did not train on; compared on all evaluation images"
+        scorer = Scorer(active.files, self._threads)
+        active_predictions = [scorer.score(images[i].image) for i in compare]
+        labels = [images[i].label for i in compare]
+        new_metrics = measure(labels, [predictions[i] for i in compare], detector.class_names, threshold)
+        active_metrics = measure(labels, active_predictions, detector.class_names, threshold)
+        decision = decide(policy, new_metrics, active_metrics, active_version=active.version, note=note)
+        comparison = {
+            "active_version": active.version,
+            "image_query_ids": [images[i].image_query_id for i in compare],
+            "new": new_metrics.to_dict(),
+            "active": active_metrics.to_dict(),
+        }
+        if note:
+            comparison["note"] = note
+        return decision, comparison
+
+    def _manifest(
+        self,
+        job: Job,
+        final: TrainedVersion,
+        metrics: dict[str, object],
+        trained_ids: list[str],
+        class_counts: dict[str, int],
+        images: Sequence[LabeledImage],
+        decision: Decision,
+    ) -> dict[str, object]:
+        files = final.files
+        trained = set(trained_ids)
+        counts = {name: 0 for name in class_counts}
+        for image in images:
+            if image.image_query_id in trained:
+                counts[image.label] = counts.get(image.label, 0) + 1
+        primary_metadata = {**final.primary_metadata, "metrics": metrics}
+        return {
+            "primary_pipeline_config": files.primary_config.to_dict(),
+            "oodd_pipeline_config": files.oodd_config.to_dict() if files.oodd_config else None,
+            "primary_metadata": primary_metadata,
+            "oodd_metadata": final.oodd_metadata,
+            "metrics": metrics,
+            "training_set_size": len(trained_ids),
+            "class_counts": counts,
+            "dataset_image_query_ids": trained_ids,
+            "training_job_id": job.id,
+            "trainer": final.trainer,
+            "activate": decision.activate,
+            "decision_reason": decision.reason[:2000],
+        }

@@ -1,0 +1,244 @@
+"""Delivers the outbox (escalations and audits) to the cloud, at least once.
+
+Why it is shaped this way:
+
+- **State only in SQLite.** What is pending, its attempt count and its next attempt
+  time live in the outbox table, so a restarted edge carries on where it stopped and a
+  cloud outage of any length only makes the queue longer.
+- **Idempotent by image query id.** Each item is sent as ``POST /v1/image-queries`` with
+  the id the client already got (``image_query_id=iq_…``); the cloud answers a retry of
+  a stored id with the stored query (200) and never makes a second one. A crash between
+  the cloud's answer and ``mark_delivered`` therefore costs a duplicate request, not a
+  duplicate query.
+- **Exponential backoff with a cap and jitter** per item, so a cloud coming back is not
+  hit by every edge at the same second, and one poisoned item does not block the others
+  (items are taken oldest first among those due).
+- **Dead letters.** A 4xx that cannot succeed later (bad image, unknown detector, id taken
+  by another account, body refused) parks the item (``dead_at``) with its error and
+  counts it; it is never retried. 401/403/408/429 and 5xx are retried: a token can be
+  fixed and a cloud can recover.
+- **Bounded.** Each pass enforces ``outbox_max_items`` / ``outbox_max_bytes`` on what is
+  pending: the oldest audits go first; escalations only when audits alone cannot make
+  room, and every drop is counted and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from intellioptics_common.schemas import MAX_METADATA_BYTES, EdgeResultReport
+from intellioptics_edge.store import Outbox, OutboxItem, OutboxKind, OutboxSummary
+
+logger = logging.getLogger(__name__)
+
+# Statuses that will never succeed however often the item is sent.
+PERMANENT_STATUSES = frozenset({400, 404, 409, 410, 413, 415, 422})
+# Keys the edge sets in the escalation's metadata (intellioptics_common EdgeEscalationMetadata).
+_RESERVED_KEYS = ("edge_result", "escalation_reason", "is_from_edge")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_s: float = 1.0
+    cap_s: float = 300.0
+
+    def delay(self, attempts: int, jitter: float) -> float:
+        """Delay before attempt ``attempts + 1``: base·2^attempts, capped, then scaled by
+        ``jitter`` in [0.5, 1] ("equal jitter": never less than half the nominal delay)."""
+        nominal = min(self.cap_s, self.base_s * (2 ** min(attempts, 40)))
+        return nominal * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
+
+
+@dataclass(frozen=True)
+class OutboxLimits:
+    max_items: int
+    max_bytes: int
+    keep_finished_s: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one attempt came to (for logs and tests)."""
+
+    seq: int
+    image_query_id: str
+    outcome: str  # delivered | retry | dead
+    detail: str = ""
+
+
+def escalation_params(item: OutboxItem, edge_id: str | None) -> dict[str, str]:
+    """The query string of the cloud's ``POST image-queries`` for one outbox item."""
+    request = item.metadata or {}
+    params: dict[str, str] = {"detector_id": item.detector_id, "image_query_id": item.image_query_id}
+    for key in ("confidence_threshold", "patience_time"):
+        if request.get(key) is not None:
+            params[key] = str(request[key])
+    if request.get("human_review"):
+        params["human_review"] = str(request["human_review"])
+    if request.get("inspection_id"):
+        params["inspection_id"] = str(request["inspection_id"])
+    params["metadata"] = _encode_metadata(item, request, edge_id)
+    return params
+
+
+def _encode_metadata(item: OutboxItem, request: dict[str, Any], edge_id: str | None) -> str:
+    reserved: dict[str, Any] = {"is_from_edge": True, "escalation_reason": request.get("escalation_reason")}
+    answer = item.edge_answer
+    if answer is not None:
+        report = EdgeResultReport(
+            label=str(answer.get("label")),
+            confidence=min(max(float(answer.get("confidence", 0.0)), 0.0), 1.0),
+            raw_primary_confidence=answer.get("raw_primary_confidence"),
+            oodd_in_domain_score=answer.get("oodd_in_domain_score"),
+            primary_model_version=answer.get("primary_model_version"),
+            oodd_model_version=answer.get("oodd_model_version"),
+            edge_id=edge_id,
+        )
+        reserved["edge_result"] = report.model_dump(exclude_none=True)
+    caller = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+    merged = {**{k: v for k, v in caller.items() if k not in _RESERVED_KEYS}, **reserved}
+    raw = json.dumps(merged, separators=(",", ":")).encode()
+    if len(raw) > MAX_METADATA_BYTES:
+        # The caller's metadata (itself <= 1 KB) plus the edge's report can pass the
+        # cloud's limit: the edge's own keys win, the escalation must still arrive.
+        logger.warning("metadata of %s too large with the edge report: caller keys left out", item.image_query_id)
+        raw = json.dumps({**reserved, "caller_metadata_omitted": True}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+class OutboxSender:
+    """One background task; :meth:`run_once` is one pass (tests call it directly)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: httpx.AsyncClient,
+        token: str,
+        *,
+        policy: RetryPolicy,
+        limits: OutboxLimits,
+        batch_size: int = 20,
+        edge_id: Callable[[], str | None] = lambda: None,
+        jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outbox = outbox
+        self._client = client
+        self._token = token
+        self._policy = policy
+        self._limits = limits
+        self._batch_size = batch_size
+        self._edge_id = edge_id
+        self._jitter = jitter
+        self._clock = clock
+        self.last_error: str | None = None
+        self.last_delivery_at: float | None = None
+
+    async def run(self, interval_s: float) -> None:
+        """Forever: a pass, then a pause when nothing was due (a full batch goes again at once)."""
+        while True:
+            try:
+                deliveries = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the sender must outlive any one bad pass
+                logger.exception("outbox pass failed")
+                deliveries = []
+            if len(deliveries) < self._batch_size:
+                await asyncio.sleep(interval_s)
+
+    async def run_once(self) -> list[Delivery]:
+        now = self._clock()
+        dropped = await anyio.to_thread.run_sync(
+            lambda: self._outbox.enforce_limits(max_items=self._limits.max_items, max_bytes=self._limits.max_bytes)
+        )
+        if any(dropped.values()):
+            logger.error(
+                "outbox full (max %d items / %d bytes): dropped %d oldest audits and %d oldest escalations",
+                self._limits.max_items,
+                self._limits.max_bytes,
+                dropped[OutboxKind.AUDIT.value],
+                dropped[OutboxKind.ESCALATION.value],
+            )
+        if self._limits.keep_finished_s > 0:
+            await anyio.to_thread.run_sync(self._outbox.forget_finished, now - self._limits.keep_finished_s)
+        items = await anyio.to_thread.run_sync(lambda: self._outbox.pending(self._batch_size, now))
+        deliveries = []
+        for item in items:
+            delivery = await self._deliver(item)
+            deliveries.append(delivery)
+            if delivery.outcome == "retry" and delivery.detail.startswith("unreachable"):
+                # The cloud is down: the rest of the batch would fail the same way.
+                # Their attempt counts stay as they are (they were not tried).
+                break
+        return deliveries
+
+    async def _deliver(self, item: OutboxItem) -> Delivery:
+        image = await anyio.to_thread.run_sync(self._outbox.image, item)
+        if image is None:
+            return await self._dead(item, "the image file is missing; nothing can be sent")
+        try:
+            response = await self._client.post(
+                "/v1/image-queries",
+                params=escalation_params(item, self._edge_id()),
+                content=image,
+                headers={"content-type": item.content_type, "x-api-token": self._token},
+            )
+        except httpx.HTTPError as exc:
+            return await self._retry(item, f"unreachable: {type(exc).__name__}: {exc}")
+        if response.status_code in (200, 201):
+            await anyio.to_thread.run_sync(self._outbox.mark_delivered, item.seq)
+            self.last_delivery_at = self._clock()
+            self.last_error = None
+            return Delivery(item.seq, item.image_query_id, "delivered")
+        detail = f"HTTP {response.status_code}: {_error_detail(response)}"
+        if response.status_code in PERMANENT_STATUSES:
+            return await self._dead(item, detail)
+        return await self._retry(item, detail)
+
+    async def _retry(self, item: OutboxItem, detail: str) -> Delivery:
+        retry_at = self._clock() + self._policy.delay(item.attempts, self._jitter())
+        await anyio.to_thread.run_sync(self._outbox.mark_failed, item.seq, detail, retry_at)
+        self.last_error = detail
+        logger.info("outbox %s %s: %s (attempt %d)", item.kind.value, item.image_query_id, detail, item.attempts + 1)
+        return Delivery(item.seq, item.image_query_id, "retry", detail)
+
+    async def _dead(self, item: OutboxItem, detail: str) -> Delivery:
+        await anyio.to_thread.run_sync(self._outbox.mark_dead, item.seq, detail)
+        self.last_error = detail
+        logger.error("outbox %s %s parked as a dead letter: %s", item.kind.value, item.image_query_id, detail)
+        return Delivery(item.seq, item.image_query_id, "dead", detail)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict) and body.get("detail") is not None:
+        return str(body["detail"])[:500]
+    return str(body)[:200]
+
+
+def summary_as_dict(summary: OutboxSummary) -> dict[str, Any]:
+    age = summary.oldest_pending_age_s
+    return {
+        "pending": {"escalation": summary.pending_escalations, "audit": summary.pending_audits},
+        "pending_bytes": summary.pending_bytes,
+        "oldest_pending_age_s": None if age is None else round(age, 1),
+        "delivered": summary.delivered,
+        "retries": summary.retries,
+        "dead": summary.dead,
+        "dropped": {"audit": summary.dropped_audits, "escalation": summary.dropped_escalations},
+    }

@@ -1,0 +1,243 @@
+"""A loaded detector: primary (+ OODD) ONNX sessions behind one template method.
+
+``predict`` = ``pre_process`` (decode once, one tensor per distinct input spec) →
+``forward`` (the subclass runs its sessions) → ``post_process`` (OODD-adjusted
+confidence, probabilities by class name). Two forward strategies exist:
+
+- :class:`FusedDetectorModel`: primary and OODD name the same backbone and were fused
+  into one graph, so the backbone runs once per image;
+- :class:`SeparateDetectorModel`: one session per package (or no OODD at all).
+
+What a model computes never changes after construction (only its ``load_s``
+bookkeeping is set once by the loader), and ``InferenceSession.run`` is thread-safe, so
+instances are shared between threads and a hot swap is one reference assignment.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from intellioptics_common.confidence import Prediction, predict_from_probabilities
+from intellioptics_common.errors import PackageError
+from intellioptics_common.imaging import ImageLimits, decode_image
+from intellioptics_common.model_package import InputSpec, ModelPackage
+from intellioptics_common.preprocessing import draft_size, to_input_tensor
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """ONNX Runtime knobs, applied to every session the service creates."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    execution_mode: str = "sequential"
+    allow_spinning: bool = False
+
+    def session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if self.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spin = "1" if self.allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        options.log_severity_level = 3
+        return options
+
+    def session(self, model_bytes: bytes, what: str) -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(model_bytes, self.session_options(), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises its own untyped exceptions
+            raise PackageError(f"{what}: ONNX Runtime refused the model ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class DiskState:
+    """Newest version directories on disk; a change means "look again"."""
+
+    primary: int | None
+    oodd: int | None
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    tensors: tuple[np.ndarray, ...]  # one per distinct InputSpec, in the model's spec order
+    decode_s: float
+    preprocess_s: float
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    probabilities: np.ndarray  # shape (num_classes,)
+    in_domain_score: float | None
+    model_s: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    prediction: Prediction
+    probabilities: dict[str, float]
+    in_domain_score: float | None
+    decode_s: float
+    preprocess_s: float
+    model_s: float
+
+
+class DetectorModel(ABC):
+    """Template method over a detector's packages; subclasses implement :meth:`forward`."""
+
+    def __init__(
+        self,
+        primary: ModelPackage,
+        oodd: ModelPackage | None,
+        *,
+        disk_state: DiskState,
+        size_bytes: int,
+        load_s: float = 0.0,
+    ) -> None:
+        self.primary = primary
+        self.oodd = oodd
+        self.disk_state = disk_state
+        self.size_bytes = size_bytes
+        self.load_s = load_s
+        self.class_names = primary.pipeline.class_names
+        specs = [primary.pipeline.input] + ([oodd.pipeline.input] if oodd is not None else [])
+        self.specs: tuple[InputSpec, ...] = tuple(dict.fromkeys(specs))
+        # Decode once at the largest scale any spec needs (JPEG draft never goes below it).
+        drafts = [draft_size(spec) for spec in self.specs]
+        self.draft_size = (max(w for w, _ in drafts), max(h for _, h in drafts))
+
+    @property
+    def detector_id(self) -> str:
+        return self.primary.detector_id
+
+    @property
+    def versions(self) -> tuple[int, int | None]:
+        return self.primary.version, None if self.oodd is None else self.oodd.version
+
+    @property
+    def fused(self) -> bool:
+        return False
+
+    def predict(self, image: bytes, limits: ImageLimits) -> Answer:
+        prepared = self.pre_process(image, limits)
+        outputs = self.forward(prepared)
+        return self.post_process(prepared, outputs)
+
+    def pre_process(self, image: bytes, limits: ImageLimits) -> PreparedImage:
+        start = time.perf_counter()
+        rgb = decode_image(image, limits, draft_size=self.draft_size).rgb
+        decoded = time.perf_counter()
+        tensors = tuple(to_input_tensor(rgb, spec) for spec in self.specs)
+        return PreparedImage(tensors, decode_s=decoded - start, preprocess_s=time.perf_counter() - decoded)
+
+    @abstractmethod
+    def forward(self, prepared: PreparedImage) -> ModelOutputs: ...
+
+    def post_process(self, prepared: PreparedImage, outputs: ModelOutputs) -> Answer:
+        probabilities = [float(p) for p in outputs.probabilities]
+        prediction = predict_from_probabilities(probabilities, self.class_names, outputs.in_domain_score)
+        return Answer(
+            prediction=prediction,
+            probabilities=dict(zip(self.class_names, probabilities, strict=True)),
+            in_domain_score=outputs.in_domain_score,
+            decode_s=prepared.decode_s,
+            preprocess_s=prepared.preprocess_s,
+            model_s=outputs.model_s,
+        )
+
+    def tensor_for(self, prepared: PreparedImage, spec: InputSpec) -> np.ndarray:
+        return prepared.tensors[self.specs.index(spec)]
+
+    def warm_up(self) -> None:
+        """One run on a blank image: checks output shapes before the model serves, and
+        pays ONNX Runtime's first-run allocations here instead of on a request."""
+        tensors = tuple(np.zeros((1, 3, s.height, s.width), dtype=np.float32) for s in self.specs)
+        self.forward(PreparedImage(tensors, 0.0, 0.0))
+
+
+def probabilities_from(value: np.ndarray, class_names: tuple[str, ...], what: str) -> np.ndarray:
+    flat = np.asarray(value, dtype=np.float32).reshape(-1)
+    if flat.shape[0] != len(class_names):
+        raise PackageError(f"{what}: the model gives {flat.shape[0]} probabilities for {len(class_names)} classes")
+    if not np.all(np.isfinite(flat)):
+        raise PackageError(f"{what}: the model gives non-finite probabilities")
+    return np.clip(flat, 0.0, 1.0)
+
+
+def in_domain_from(value: np.ndarray, what: str) -> float:
+    flat = np.asarray(value, dtype=np.float32).reshape(-1)
+    if flat.shape[0] != 1 or not np.isfinite(flat[0]):
+        raise PackageError(f"{what}: the OODD model must give one finite in-domain score, got shape {flat.shape}")
+    return float(min(max(flat[0], 0.0), 1.0))
+
+
+class SeparateDetectorModel(DetectorModel):
+    """One session per package: two backbone passes when both exist."""
+
+    def __init__(
+        self,
+        primary: ModelPackage,
+        oodd: ModelPackage | None,
+        primary_session: ort.InferenceSession,
+        oodd_session: ort.InferenceSession | None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(primary, oodd, **kwargs)  # type: ignore[arg-type]
+        self._primary_session = primary_session
+        self._primary_feed = primary_session.get_inputs()[0].name
+        self._primary_outputs = [primary.pipeline.output]
+        self._oodd_session = oodd_session
+        self._oodd_feed = oodd_session.get_inputs()[0].name if oodd_session is not None else ""
+        self._oodd_outputs = [oodd.pipeline.output] if oodd is not None else []
+
+    def forward(self, prepared: PreparedImage) -> ModelOutputs:
+        start = time.perf_counter()
+        tensor = self.tensor_for(prepared, self.primary.pipeline.input)
+        (raw,) = self._primary_session.run(self._primary_outputs, {self._primary_feed: tensor})
+        probabilities = probabilities_from(raw, self.class_names, "primary")
+        in_domain = None
+        if self._oodd_session is not None and self.oodd is not None:
+            tensor = self.tensor_for(prepared, self.oodd.pipeline.input)
+            (score,) = self._oodd_session.run(self._oodd_outputs, {self._oodd_feed: tensor})
+            in_domain = in_domain_from(score, "oodd")
+        return ModelOutputs(probabilities, in_domain, model_s=time.perf_counter() - start)
+
+
+class FusedDetectorModel(DetectorModel):
+    """Primary and OODD heads on one shared backbone pass: one session, two outputs."""
+
+    def __init__(
+        self,
+        primary: ModelPackage,
+        oodd: ModelPackage,
+        session: ort.InferenceSession,
+        primary_output: str,
+        oodd_output: str,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(primary, oodd, **kwargs)  # type: ignore[arg-type]
+        self._session = session
+        self._feed = session.get_inputs()[0].name
+        self._outputs = [primary_output, oodd_output]
+
+    @property
+    def fused(self) -> bool:
+        return True
+
+    def forward(self, prepared: PreparedImage) -> ModelOutputs:
+        start = time.perf_counter()
+        raw, score = self._session.run(self._outputs, {self._feed: prepared.tensors[0]})
+        return ModelOutputs(
+            probabilities_from(raw, self.class_names, "primary"),
+            in_domain_from(score, "oodd"),
+            model_s=time.perf_counter() - start,
+        )

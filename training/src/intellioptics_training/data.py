@@ -1,0 +1,133 @@
+"""Training data: an ImageFolder tree or an in-memory list of (image, label).
+
+Binary labels are normalised by the common rule (YES/NO, PASS/FAIL; UNCLEAR is kept
+but never trained on). Unreadable files are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from intellioptics_common.confidence import BINARY_CLASS_NAMES, normalize_binary_label
+from intellioptics_common.errors import ImageDecodeError, ImageTooLargeError
+from intellioptics_common.imaging import decode_image
+from intellioptics_common.model_package import InputSpec
+from intellioptics_common.preprocessing import draft_size, resize_rgb
+from intellioptics_training.errors import DatasetError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+UNCLEAR = "UNCLEAR"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: ``image`` is encoded bytes or an HxWx3 uint8 array."""
+
+    image: bytes | np.ndarray
+    label: str
+    name: str = ""
+
+
+@dataclass
+class Dataset:
+    """Decoded images at model input size, with integer labels into ``class_names``."""
+
+    rgb: list[np.ndarray]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    names: list[str] = field(default_factory=list)
+    skipped: int = 0
+    unclear: int = 0
+
+    def class_counts(self) -> dict[str, int]:
+        return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
+
+
+def read_image_folder(root: Path) -> list[Sample]:
+    """``root/<label>/<file>`` → samples (bytes, label); unknown suffixes are ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory")
+    samples = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(Sample(path.read_bytes(), folder.name, str(path)))
+    if not samples:
+        raise DatasetError(f"{root} holds no images; expected {root}/<label>/*.jpg|png|webp|bmp")
+    return samples
+
+
+def normalize_label(label: str, mode: str) -> str:
+    if mode == "binary":
+        try:
+            return normalize_binary_label(label).value
+        except ValueError as exc:
+            raise DatasetError(f"{label!r} is not a binary label; use folders YES and NO (or PASS/FAIL)") from exc
+    return label
+
+
+def prepare(
+    samples: list[Sample],
+    mode: str,
+    spec: InputSpec,
+    class_names: tuple[str, ...] | None = None,
+    *,
+    require_two_classes: bool = True,
+) -> Dataset:
+    """Decode and resize; drop UNCLEAR; refuse data a classifier cannot learn from."""
+    if mode not in ("binary", "multiclass"):
+        raise DatasetError(f"mode must be binary or multiclass, not {mode!r}")
+    if mode == "binary":
+        class_names = BINARY_CLASS_NAMES
+    elif class_names is None:
+        class_names = tuple(sorted({s.label for s in samples if s.label.upper() != UNCLEAR}))
+    index = {name: i for i, name in enumerate(class_names)}
+    rgb, labels, names = [], [], []
+    skipped = unclear = 0
+    for sample in samples:
+        label = normalize_label(sample.label, mode)
+        if label.upper() == UNCLEAR:
+            unclear += 1
+            continue
+        if label not in index:
+            raise DatasetError(f"label {label!r} is not one of the classes {list(class_names)}")
+        try:
+            if isinstance(sample.image, np.ndarray):
+                pixels = np.asarray(sample.image, dtype=np.uint8)
+                if pixels.ndim != 3 or pixels.shape[2] != 3:
+                    raise ImageDecodeError("array images must be HxWx3 uint8")
+            else:
+                pixels = decode_image(sample.image, draft_size=draft_size(spec)).rgb
+        except (ImageDecodeError, ImageTooLargeError):
+            skipped += 1
+            continue
+        rgb.append(resize_rgb(pixels, spec))
+        labels.append(index[label])
+        names.append(sample.name)
+    dataset = Dataset(rgb, np.asarray(labels, dtype=np.int64), tuple(class_names), names, skipped, unclear)
+    if require_two_classes:
+        present = [name for name, count in dataset.class_counts().items() if count > 0]
+        if not rgb:
+            raise DatasetError(f"no readable images ({skipped} unreadable skipped)")
+        if len(present) < 2:
+            raise DatasetError(
+                f"training needs at least two classes with images; found only {present or 'none'} "
+                f"({skipped} unreadable skipped)"
+            )
+    return dataset
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held_out) with ``fraction`` of every class held out (at least one)."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        k = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
+        held.extend(members[:k])
+        train.extend(members[k:])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))

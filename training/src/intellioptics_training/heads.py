@@ -1,0 +1,148 @@
+"""Heads on the frozen backbone maps, and their export into one ONNX graph each.
+
+Primary head (multiple-instance): a 1x1-conv classifier scores every position of the
+stride-8 and stride-16 maps, fed with the feature *and its difference from the image's
+own mean feature* (a defect is what the rest of the surface is not, whatever the
+surface); the image score per class is the max over positions, plus a linear term on
+the globally pooled head map. A thin scratch changes a few positions strongly, which
+max pooling keeps and a global average dilutes.
+
+OODD head: cosine distance of the pooled, L2-normalised head embedding to the nearest
+training embedding, mapped to an in-domain probability by a logistic anchored at the
+leave-one-out distances of the training images.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import torch
+from onnx import compose
+from torch import nn
+
+PRIMARY_PREFIX = "primary/"
+OODD_PREFIX = "oodd/"
+PRIMARY_INPUTS = ("feat_s8", "feat_s16", "feat_head")
+OODD_INPUTS = ("feat_head",)
+PROBABILITIES = "probabilities"
+IN_DOMAIN = "in_domain"
+_CHANNELS = {"feat_s8": 40, "feat_s16": 112, "feat_head": 1280}
+
+
+class Standardize(nn.Module):
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("scale", 1.0 / torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.scale
+
+
+class PrimaryHead(nn.Module):
+    """feat_s8, feat_s16, feat_head → class probabilities (softmax of logits / temperature)."""
+
+    def __init__(self, num_classes: int, stats: dict[str, tuple[np.ndarray, np.ndarray]], hidden: int = 16) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.norms = nn.ModuleDict()
+        self.scorers = nn.ModuleDict()
+        for name in ("feat_s8", "feat_s16"):
+            self.norms[name] = Standardize(*stats[name])
+            self.scorers[name] = nn.Sequential(
+                nn.Conv2d(2 * _CHANNELS[name], hidden, 1), nn.ReLU(), nn.Dropout(0.2), nn.Conv2d(hidden, num_classes, 1)
+            )
+        self.norms["feat_head"] = Standardize(*stats["feat_head"])
+        self.global_linear = nn.Linear(_CHANNELS["feat_head"], num_classes)
+        self.register_buffer("temperature", torch.ones(1))
+
+    def prepare(
+        self, feat_s8: torch.Tensor, feat_s16: torch.Tensor, feat_head: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fixed (not learned) part: standardise, add the self-contrast, pool the head."""
+        pooled = self.norms["feat_head"](feat_head).mean(dim=(2, 3))
+        out = []
+        for name, x in (("feat_s8", feat_s8), ("feat_s16", feat_s16)):
+            x = self.norms[name](x)
+            out.append(torch.cat([x, x - x.mean(dim=(2, 3), keepdim=True)], dim=1))
+        return out[0], out[1], pooled
+
+    def logits_prepared(self, s8: torch.Tensor, s16: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        total = self.global_linear(pooled)
+        total = total + self.scorers["feat_s8"](s8).amax(dim=(2, 3))
+        return total + self.scorers["feat_s16"](s16).amax(dim=(2, 3))
+
+    def logits(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor, feat_head: torch.Tensor) -> torch.Tensor:
+        return self.logits_prepared(*self.prepare(feat_s8, feat_s16, feat_head))
+
+    def forward(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor, feat_head: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(feat_s8, feat_s16, feat_head) / self.temperature, dim=1)
+
+
+class OoddHead(nn.Module):
+    """feat_head → in-domain probability, shape [N, 1]."""
+
+    def __init__(self, bank: np.ndarray, center: float, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("bank_t", torch.as_tensor(bank.T.copy(), dtype=torch.float32))
+        self.center = float(center)
+        self.scale = float(scale)
+
+    @staticmethod
+    def embed(feat_head: torch.Tensor) -> torch.Tensor:
+        pooled = feat_head.mean(dim=(2, 3))
+        return pooled / (pooled.norm(dim=1, keepdim=True) + 1e-6)
+
+    def forward(self, feat_head: torch.Tensor) -> torch.Tensor:
+        distance = 1.0 - (self.embed(feat_head) @ self.bank_t).amax(dim=1, keepdim=True)
+        return torch.sigmoid((self.center - distance) / self.scale)
+
+
+def _export_head(module: nn.Module, input_names: tuple[str, ...], output: str) -> onnx.ModelProto:
+    module = module.eval()
+    dummies = tuple(torch.zeros(1, _CHANNELS[name], 4, 4) for name in input_names)
+    dynamic = {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in input_names}
+    dynamic[output] = {0: "batch"}
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            dummies,
+            buffer,
+            input_names=list(input_names),
+            output_names=[output],
+            dynamic_axes=dynamic,
+            opset_version=17,
+            dynamo=False,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def merge_with_backbone(
+    backbone_bytes: bytes, head: nn.Module, input_names: tuple[str, ...], output: str, prefix: str
+) -> bytes:
+    """One graph: image → output. Backbone names are kept as exported (identical in the
+    primary and OODD graphs); head names get ``prefix`` so the two can be fused."""
+    backbone = onnx.load_from_string(backbone_bytes)
+    head_model = _export_head(head, input_names, output)
+    head_model.ir_version = backbone.ir_version
+    merged = compose.merge_models(
+        backbone,
+        head_model,
+        io_map=[(name, name) for name in input_names],
+        outputs=[prefix + output],
+        prefix2=prefix,
+    )
+    # Expose the plain output name (``probabilities`` / ``in_domain``) for readers.
+    merged.graph.node.append(onnx.helper.make_node("Identity", [prefix + output], [output], name=prefix + "output"))
+    old = merged.graph.output[0]
+    new = onnx.helper.make_tensor_value_info(output, old.type.tensor_type.elem_type, None)
+    new.type.CopyFrom(old.type)
+    del merged.graph.output[:]
+    merged.graph.output.append(new)
+    onnx.checker.check_model(merged)
+    return merged.SerializeToString()
