@@ -31,7 +31,9 @@ def _image_tensor(seed: int) -> np.ndarray:
 def _random_heads(seed: int = 0) -> tuple[PrimaryHead, OoddHead]:
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    stats = {name: (rng.normal(size=c), rng.uniform(0.5, 2, size=c)) for name, c in (("feat_s8", 40), ("feat_s16", 112), ("feat_head", 1280))}
+    stats = {
+        name: (rng.normal(size=c), rng.uniform(0.5, 2, size=c)) for name, c in (("feat_s8", 40), ("feat_s16", 112))
+    }
     primary = PrimaryHead(2, stats).eval()
     primary.temperature.fill_(1.7)
     bank = rng.normal(size=(20, 1280))
@@ -44,7 +46,7 @@ def test_exported_heads_match_torch(runner: BackboneRunner) -> None:
     x = _image_tensor(3)
     with torch.no_grad():
         s8, s16, _, head = load_pretrained().features(torch.from_numpy(x))
-        want_p = primary(s8, s16, head).numpy()
+        want_p = primary(s8, s16).numpy()
         want_d = oodd(head).numpy()
     p_model = merge_with_backbone(runner.model_bytes, primary, PRIMARY_INPUTS, PROBABILITIES, PRIMARY_PREFIX)
     d_model = merge_with_backbone(runner.model_bytes, oodd, OODD_INPUTS, IN_DOMAIN, OODD_PREFIX)
@@ -57,7 +59,10 @@ def test_exported_heads_match_torch(runner: BackboneRunner) -> None:
 
 def test_fused_model_equals_separate_runs(trained) -> None:
     fused = fuse_primary_oodd(trained.primary_onnx, trained.oodd_onnx)
-    sessions = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in (trained.primary_onnx, trained.oodd_onnx, fused)]
+    sessions = [
+        ort.InferenceSession(m, providers=["CPUExecutionProvider"])
+        for m in (trained.primary_onnx, trained.oodd_onnx, fused)
+    ]
     names = [o.name for o in sessions[2].get_outputs()]
     assert names == [PROBABILITIES, IN_DOMAIN]
     # The backbone appears once: the fused graph has barely more nodes than the primary.

@@ -1,6 +1,7 @@
 """A real worker process (``intellioptics_worker.__main__.main``: claim loop, signals,
 progress thread, cloud client) whose trainer is the colour trainer, slowed to
-``COLOUR_EPOCH_S`` per epoch so a test can act mid-training. Run as a script."""
+``COLOUR_EPOCH_S`` per epoch so a test can act mid-training; ``COLOUR_SHUFFLE=1`` trains
+it on shuffled labels (a real, worse model). Run as a script."""
 
 from __future__ import annotations
 
@@ -19,4 +20,5 @@ from intellioptics_worker.__main__ import main  # noqa: E402
 
 if __name__ == "__main__":
     epoch_s = float(os.environ.get("COLOUR_EPOCH_S", "0.3"))
-    sys.exit(main(trainer_factory=lambda settings: colour.ColorTrainer(epochs=10, epoch_s=epoch_s)))
+    shuffle = os.environ.get("COLOUR_SHUFFLE") == "1"
+    sys.exit(main(trainer_factory=lambda settings: colour.ColorTrainer(shuffle, epochs=10, epoch_s=epoch_s)))

@@ -167,3 +167,22 @@ def test_client_errors_are_not_retried(cloud, status):
     with pytest.raises(CloudError) as info:
         client.claim_job()
     assert info.value.http_status == status and len(calls) == 1
+
+
+def test_upload_racing_another_version_is_retried(cloud, color_trainer_class, settings):
+    _label(cloud, 10)
+    cloud.add_job()
+    original = cloud.handle
+    conflicts = []
+
+    def racing(request):
+        if request.method == "POST" and request.url.path.endswith("/models") and not conflicts:
+            conflicts.append(request)
+            return httpx.Response(
+                409, json={"detail": "Another version was uploaded at the same moment", "code": "conflict"}
+            )
+        return original(request)
+
+    cloud.handle = racing
+    outcome = _runner(cloud, color_trainer_class(), settings).run(cloud.client().claim_job())
+    assert outcome.status == "succeeded" and len(conflicts) == 1 and len(cloud.models) == 1

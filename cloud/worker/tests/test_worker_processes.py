@@ -24,10 +24,9 @@ PER_CLASS = 12
 LAUNCHER = Path(__file__).with_name("colour_worker.py")
 
 
-def _worker(cloud, name: str, *args: str) -> ManagedProcess:
-    return ManagedProcess(
-        name, [sys.executable, str(LAUNCHER), *args], cloud.log_dir / f"{name}.log", env=cloud.worker_env(name)
-    )
+def _worker(cloud, name: str, *args: str, shuffle: bool = False) -> ManagedProcess:
+    env = {**cloud.worker_env(name), "COLOUR_SHUFFLE": "1" if shuffle else "0"}
+    return ManagedProcess(name, [sys.executable, str(LAUNCHER), *args], cloud.log_dir / f"{name}.log", env=env)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +53,33 @@ def test_a_job_is_claimed_trained_registered_and_promoted(real_cloud, detector):
     # --once with an empty queue: exits 0 at once
     idle = _worker(real_cloud, "worker-idle", "--once").start()
     assert real_cloud.wait_exit(idle, 30) == 0 and "no queued training job" in idle.tail(5)
+
+
+def test_a_worse_version_stays_candidate_with_the_reason_recorded(real_cloud, detector, make_png_module):
+    active = next((m for m in real_cloud.models(detector) if m["status"] == "active"), None)
+    if active is None:
+        test_a_job_is_claimed_trained_registered_and_promoted(real_cloud, detector)
+        active = next(m for m in real_cloud.models(detector) if m["status"] == "active")
+    # Fresh labels the active version never trained on, then a version trained on shuffled labels.
+    real_cloud.label(
+        detector,
+        [(make_png_module(label, 9000 + 2 * i + k), label) for i in range(4) for k, label in enumerate(("NO", "YES"))],
+    )
+    job_id = real_cloud.create_job(detector)
+    worker = _worker(real_cloud, "worker-shuffled", "--once", shuffle=True).start()
+    assert real_cloud.wait_exit(worker, 60) == 0, worker.tail(60)
+    job = real_cloud.job(job_id)
+    assert job["status"] == "succeeded", job
+    versions = {m["version"]: m for m in real_cloud.models(detector)}
+    new = versions[job["model_version"]]
+    assert new["status"] == "candidate" and versions[active["version"]]["status"] == "active"
+    promotion = new["metrics"]["promotion"]
+    assert promotion["action"] == "candidate" and promotion["reason"].startswith("worse than the active version")
+    assert new["decision"]["action"] == "keep_candidate" and new["decision"]["reason"] == promotion["reason"]
+    comparison = new["metrics"]["comparison"]
+    assert comparison["active_version"] == active["version"]
+    assert comparison["new"]["balanced_accuracy"] < comparison["active"]["balanced_accuracy"]
+    assert not set(comparison["image_query_ids"]) & set(active["dataset_image_query_ids"])
 
 
 def test_cancellation_reaches_the_worker_and_nothing_is_registered(real_cloud, detector):

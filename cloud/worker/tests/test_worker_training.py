@@ -1,17 +1,21 @@
 """The worker with the REAL training library (fast trainer) on the generated hard
-development set, labelled through a REAL cloud API process: a job is trained,
-evaluated, registered with its metrics and promoted; a worse version (trained on
-flipped labels) stays a candidate with the reason recorded."""
+development set, labelled through a REAL cloud API process: a job is claimed, trained,
+evaluated, registered with its metrics and promoted, and the registered binaries are the
+ones that were evaluated (re-scored here from the registry: same numbers).
+
+On this set a dozen labels per class leave any model near chance, so the test checks
+that the metrics are true, not that they are high; "a worse version stays a candidate"
+is tested with a model that is worse by construction in ``test_worker_processes.py``."""
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.support.procs import REPO_ROOT, ManagedProcess, python_module
+from intellioptics_common.model_package import PipelineConfig
+from intellioptics_worker.scoring import ModelFiles, Scorer, measure
+from tests.support.procs import REPO_ROOT, python_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -30,14 +34,14 @@ def _hard_images(per_class: int, seed: int) -> list[tuple[bytes, str]]:
     return [(encode_png(image.rgb), image.label) for image in generate("binary", per_class, seed)]
 
 
-@pytest.fixture(scope="module")
-def detector(real_cloud, library_env) -> str:
-    detector_id = real_cloud.create_detector("hard-surfaces")
-    real_cloud.label(detector_id, _hard_images(PER_CLASS, seed=11))
-    return detector_id
+def library_config(real_cloud, detector_id: str, key: str) -> dict:
+    return real_cloud.call("GET", f"/edge-api/v1/fetch-model-urls/{detector_id}").json()[key]
 
 
-def test_job_is_trained_evaluated_registered_and_promoted(real_cloud, library_env, detector):
+def test_job_is_trained_evaluated_registered_and_promoted(real_cloud, library_env):
+    detector = real_cloud.create_detector("hard-surfaces")
+    images = _hard_images(PER_CLASS, seed=11)
+    labels = dict(zip(real_cloud.label(detector, images), [label for _, label in images], strict=True))
     job_id = real_cloud.create_job(detector, trainer="fast")
     started = time.monotonic()
     worker = python_module("worker-library", "intellioptics_worker", real_cloud.log_dir, library_env, "--once").start()
@@ -49,30 +53,21 @@ def test_job_is_trained_evaluated_registered_and_promoted(real_cloud, library_en
     metrics = model["metrics"]
     assert model["status"] == "active" and model["decision"]["reason"] == metrics["promotion"]["reason"]
     assert metrics["evaluation"]["method"] == "holdout" and metrics["n"] == 6
-    # Real training on the hard set, judged on images it never saw: better than chance.
-    assert metrics["balanced_accuracy"] >= 0.5 and metrics["accuracy"] > 0.5, metrics
+    # The registered binaries, downloaded and run on the evaluation images, give the recorded metrics.
+    files = ModelFiles(
+        primary=real_cloud.call(
+            "GET", f"/v1/detectors/{detector}/models/{model['version']}/download?kind=primary"
+        ).content,
+        primary_config=PipelineConfig.from_dict(library_config(real_cloud, detector, "pipeline_config")),
+        oodd=real_cloud.call("GET", f"/v1/detectors/{detector}/models/{model['version']}/download?kind=oodd").content,
+        oodd_config=PipelineConfig.from_dict(library_config(real_cloud, detector, "oodd_pipeline_config")),
+    )
+    scorer = Scorer(files)
+    evaluated = metrics["evaluation"]["image_query_ids"]
+    predictions = [scorer.score(real_cloud.call("GET", f"/v1/image-queries/{iq}/image").content) for iq in evaluated]
+    again = measure([labels[iq] for iq in evaluated], predictions, ("NO", "YES"), 0.9).to_dict()
+    for key in ("n", "accuracy", "balanced_accuracy", "confident_coverage", "confident_accuracy"):
+        assert again[key] == metrics[key], (key, again, metrics)
+    assert not set(evaluated) & set(model["dataset_image_query_ids"])
     assert model["trainer"].startswith("fast") and model["training_set_size"] == 18  # the job asked for fast
     print(f"\nfirst job, worker start to registered version: {elapsed:.1f} s; metrics: {metrics}")
-
-
-def test_worse_version_stays_candidate_with_the_reason_recorded(real_cloud, library_env, detector):
-    if not any(m["status"] == "active" for m in real_cloud.models(detector)):
-        test_job_is_trained_evaluated_registered_and_promoted(real_cloud, library_env, detector)
-    active = next(m for m in real_cloud.models(detector) if m["status"] == "active")
-    real_cloud.label(detector, _hard_images(4, seed=12))  # fresh images the active version never saw
-    job_id = real_cloud.create_job(detector, trainer="fast")
-    command = [sys.executable, str(Path(__file__).with_name("flipped_worker.py")), "--once"]
-    worker = ManagedProcess("worker-flipped", command, real_cloud.log_dir / "worker-flipped.log", env=library_env)
-    assert real_cloud.wait_exit(worker.start(), 150) == 0, worker.tail(60)
-    job = real_cloud.job(job_id)
-    assert job["status"] == "succeeded", job
-    versions = {m["version"]: m for m in real_cloud.models(detector)}
-    new = versions[job["model_version"]]
-    assert new["status"] == "candidate" and versions[active["version"]]["status"] == "active"
-    promotion = new["metrics"]["promotion"]
-    assert promotion["action"] == "candidate" and promotion["reason"].startswith("worse than the active version")
-    assert new["decision"]["action"] == "keep_candidate" and new["decision"]["reason"] == promotion["reason"]
-    comparison = new["metrics"]["comparison"]
-    assert comparison["active_version"] == active["version"]
-    assert comparison["new"]["balanced_accuracy"] < comparison["active"]["balanced_accuracy"]
-    assert not set(comparison["image_query_ids"]) & set(active["dataset_image_query_ids"])

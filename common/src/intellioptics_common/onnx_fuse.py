@@ -57,7 +57,7 @@ def fuse_primary_oodd(primary_bytes: bytes, oodd_bytes: bytes) -> bytes:
     return fused.SerializeToString()
 
 
-def _same_values(a, b, numpy_helper) -> bool:  # noqa: ANN001 - onnx types are imported lazily
+def _same_values(a, b, numpy_helper) -> bool:
     import numpy as np
 
     return bool(np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b)))

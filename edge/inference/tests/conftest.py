@@ -42,27 +42,32 @@ def tiny_model(
 ) -> bytes:
     """image (1x3x32x32) -> conv -> relu ("feat") -> GAP -> Gemm -> softmax | sigmoid.
 
-    ``padding_floats`` adds an unused initializer, to make the file as big as a test needs."""
+    As in the training library's exports, backbone names are the same in both kinds and
+    head names carry a ``<kind>/`` prefix, so the two graphs can be fused.
+    ``padding_floats`` adds an unused initializer, to make the file as big as a test needs.
+    """
     rng = np.random.default_rng(11)
     outputs = num_classes if kind == "primary" else 1
     weights = rng.normal(0, 0.5, size=(4, outputs)).astype(np.float32)
+    h = f"{kind}/"
     if kind == "primary":
         bias = np.zeros(outputs, dtype=np.float32)
         bias[-1] = yes_bias
-        head = [helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+        head = [helper.make_node("Softmax", [h + "logits"], ["probabilities"], axis=1)]
         out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, outputs])
     else:
         bias = np.full(outputs, in_domain_bias, dtype=np.float32)
-        head = [helper.make_node("Sigmoid", ["logits"], ["in_domain"])]
+        head = [helper.make_node("Sigmoid", [h + "logits"], ["in_domain"])]
         out = helper.make_tensor_value_info("in_domain", TensorProto.FLOAT, [1, 1])
     nodes = [
         helper.make_node("Conv", ["image", "conv_w"], ["conv"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["conv"], ["feat"]),
-        helper.make_node("GlobalAveragePool", ["feat"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "head_w", "head_b"], ["logits"]),
+        helper.make_node("GlobalAveragePool", ["feat"], [h + "pooled"]),
+        helper.make_node("Flatten", [h + "pooled"], [h + "flat"]),
+        helper.make_node("Gemm", [h + "flat", h + "head_w", h + "head_b"], [h + "logits"]),
         *head,
     ]
+    padding = [numpy_helper.from_array(np.ones(padding_floats, np.float32), h + "padding")] if padding_floats else []
     graph = helper.make_graph(
         nodes,
         f"tiny_{kind}",
@@ -70,9 +75,9 @@ def tiny_model(
         [out],
         initializer=[
             numpy_helper.from_array(_BACKBONE_WEIGHTS, "conv_w"),
-            numpy_helper.from_array(weights, "head_w"),
-            numpy_helper.from_array(bias, "head_b"),
-            *([numpy_helper.from_array(np.ones(padding_floats, np.float32), "padding")] if padding_floats else []),
+            numpy_helper.from_array(weights, h + "head_w"),
+            numpy_helper.from_array(bias, h + "head_b"),
+            *padding,
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -53,3 +53,5 @@ async def test_service_answers_like_the_training_library(app_client, trained, mo
             for name, value in reference["raw"].items():
                 assert result.probabilities[name] == pytest.approx(value, abs=2e-4)
         assert result.primary_model_version == 1 and result.oodd_model_version == 1
+        # The training library's packages share the backbone: one session, one backbone pass.
+        assert (await client.get("/detectors/det_trained/ready")).json()["fused"] is True

@@ -73,7 +73,14 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
 @click.option("--epochs", type=click.IntRange(1, 1000), default=25)
 @click.option("--json", "as_json", is_flag=True)
 def train(
-    data: Path, mode: str, out_dir: Path, detector_id: str, trainer: str, classes: str | None, epochs: int, as_json: bool
+    data: Path,
+    mode: str,
+    out_dir: Path,
+    detector_id: str,
+    trainer: str,
+    classes: str | None,
+    epochs: int,
+    as_json: bool,
 ) -> None:
     """Train primary + OODD models on DATA/<label>/* and write a new package version."""
     from tqdm import tqdm
@@ -130,7 +137,9 @@ def train(
 @click.option("--ood", "ood_dir", type=click.Path(path_type=Path), default=None, help="Folder of unrelated images.")
 @click.option("--detector-id", default=None)
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(pkg: Path, test: Path, threshold: float, ood_dir: Path | None, detector_id: str | None, as_json: bool) -> None:
+def evaluate(
+    pkg: Path, test: Path, threshold: float, ood_dir: Path | None, detector_id: str | None, as_json: bool
+) -> None:
     """Evaluate the latest package version on TEST/<label>/*."""
     from intellioptics_training.data import Sample, prepare, read_image_folder
     from intellioptics_training.evaluate import compute_report, load_detector, score_images
@@ -191,7 +200,13 @@ def predict(pkg: Path, images: tuple[Path, ...], detector_id: str | None, as_jso
             raw = {name: round(float(p), 4) for name, p in zip(names, scored.probabilities[0], strict=True)}
             if as_json:
                 _print_json(
-                    {"image": str(path), "label": pred.label, "confidence": pred.confidence, "raw": raw, "in_domain": in_domain}
+                    {
+                        "image": str(path),
+                        "label": pred.label,
+                        "confidence": pred.confidence,
+                        "raw": raw,
+                        "in_domain": in_domain,
+                    }
                 )
             else:
                 click.echo(f"{path}: {pred.label} confidence={pred.confidence:.4f} raw={raw} in_domain={in_domain}")

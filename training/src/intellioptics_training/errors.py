@@ -19,5 +19,5 @@ class DatasetError(InvalidInputError):
         super().__init__(public_message)
 
 
-class TrainingCancelled(Exception):  # noqa: N818 - it is an outcome, not a fault
+class TrainingCancelled(Exception):
     """Raised between steps when ``cancel_check()`` returns True."""

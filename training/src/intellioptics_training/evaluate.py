@@ -32,7 +32,9 @@ class Scored:
         if self.in_domain is None:
             return raw
         k = self.probabilities.shape[1]
-        return np.array([adjust_confidence(float(c), 1.0 - float(d), k) for c, d in zip(raw, self.in_domain, strict=True)])
+        return np.array(
+            [adjust_confidence(float(c), 1.0 - float(d), k) for c, d in zip(raw, self.in_domain, strict=True)]
+        )
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,12 @@ def compute_report(
         ece=expected_calibration_error(confidence, correct),
         roc_auc=auc,
         per_class={
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(class_names)
         },
         confusion_matrix=confusion_matrix(labels, predicted, labels=list(range(k))).tolist(),
@@ -132,5 +139,7 @@ def compute_report(
     )
     if ood is not None:
         escalated = ood.adjusted() < threshold
-        report = EvaluationReport(**{**asdict(report), "ood_escalation_rate": float(escalated.mean()), "ood_n": len(escalated)})
+        report = EvaluationReport(
+            **{**asdict(report), "ood_escalation_rate": float(escalated.mean()), "ood_n": len(escalated)}
+        )
     return report

@@ -73,7 +73,9 @@ class BackboneRunner:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             batch = np.concatenate([to_input_tensor(np.ascontiguousarray(apply_view(r, v)), spec) for v, r in chunk])
-            for store, value in zip(outputs, self.session.run(list(FEATURE_OUTPUTS), {spec.tensor_name: batch}), strict=True):
+            for store, value in zip(
+                outputs, self.session.run(list(FEATURE_OUTPUTS), {spec.tensor_name: batch}), strict=True
+            ):
                 store.append(value)
             if progress is not None:
                 progress(min(start + batch_size, len(jobs)), len(jobs))

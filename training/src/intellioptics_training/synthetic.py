@@ -27,7 +27,18 @@ SIZE = 320
 SURFACES = ("metal", "wood", "fabric", "concrete", "leather", "brick", "grass", "gravel")
 DEFECTS = ("crack", "scratch", "stain", "pits")
 MULTICLASS_NAMES = ("clean", *DEFECTS)
-OOD_PHOTOS = ("astronaut", "coffee", "chelsea", "camera", "rocket", "horse", "hubble_deep_field", "coins", "moon", "page")
+OOD_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "camera",
+    "rocket",
+    "horse",
+    "hubble_deep_field",
+    "coins",
+    "moon",
+    "page",
+)
 
 Rng = np.random.Generator
 

@@ -104,7 +104,9 @@ def train_detector(
     fit_rgb = [data.rgb[i] for i in fit_idx]
     val_rgb = [data.rgb[i] for i in val_idx]
     fit_maps = runner.maps(fit_rgb, spec, TRAIN_VIEWS, progress=lambda s, t: report("features", s, t + len(val_idx)))
-    val_maps = runner.maps(val_rgb, spec, progress=lambda s, t: report("features", len(fit_idx) * len(TRAIN_VIEWS) + s, t))
+    val_maps = runner.maps(
+        val_rgb, spec, progress=lambda s, t: report("features", len(fit_idx) * len(TRAIN_VIEWS) + s, t)
+    )
     fit_y = np.tile(data.labels[fit_idx], len(TRAIN_VIEWS))
     val_y = data.labels[val_idx]
 
@@ -182,7 +184,9 @@ def _fit_primary(
         head.eval()
         with torch.no_grad():
             val_pred = head.logits_prepared(*val_inputs).argmax(1).numpy()
-        report("primary", epoch + 1, epochs, loss=total / len(order), val_accuracy=float((val_pred == val_labels).mean()))
+        report(
+            "primary", epoch + 1, epochs, loss=total / len(order), val_accuracy=float((val_pred == val_labels).mean())
+        )
     return head.eval()
 
 
@@ -227,14 +231,19 @@ def export_package(
 
     paths = {}
     mode = MODE_NAMES.get(trained.mode, trained.mode)
-    for kind, model, output in (("primary", trained.primary_onnx, PROBABILITIES), ("oodd", trained.oodd_onnx, IN_DOMAIN)):
+    for kind, model, output in (
+        ("primary", trained.primary_onnx, PROBABILITIES),
+        ("oodd", trained.oodd_onnx, IN_DOMAIN),
+    ):
         pipeline = PipelineConfig(
             kind=kind,
             mode=mode,
             class_names=trained.class_names,
             input=trained.input_spec,
             output=output,
-            backbone=BackboneRef(id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16,feat_head"),
+            backbone=BackboneRef(
+                id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16,feat_head"
+            ),
         )
         metadata = PredictorMetadata(
             detector_id=detector_id,
@@ -248,6 +257,12 @@ def export_package(
         )
         model_id = (model_ids[0] if kind == "primary" else model_ids[1]) if model_ids else new_id("mdl")
         paths[kind] = write_version(
-            Path(models_dir), detector_id, kind, model_bytes=model, pipeline=pipeline, metadata=metadata, model_id=model_id
+            Path(models_dir),
+            detector_id,
+            kind,
+            model_bytes=model,
+            pipeline=pipeline,
+            metadata=metadata,
+            model_id=model_id,
         )
     return paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from intellioptics_worker.errors import CloudError, CloudUnavailableError, JobCa
 logger = logging.getLogger(__name__)
 
 _BACKOFF_CAP_S = 8.0
+_UPLOAD_CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -241,8 +243,20 @@ class CloudClient:
         if registration.oodd_model is not None:
             files["oodd"] = ("model.buf", registration.oodd_model, "application/octet-stream")
         data = {"manifest": json.dumps(registration.manifest)}
-        # Not retried: a lost response after a stored version would register it twice.
-        return self._request("POST", f"/v1/detectors/{detector_id}/models", files=files, data=data, retry=False).json()
+        path = f"/v1/detectors/{detector_id}/models"
+        for attempt in range(1, _UPLOAD_CONFLICT_RETRIES + 1):
+            try:
+                # No retry on network errors: a lost response after a stored version would
+                # register it twice.
+                return self._request("POST", path, files=files, data=data, retry=False).json()
+            except CloudError as exc:
+                # 409: another version of this detector was stored at the same moment (two
+                # workers finishing together); the cloud stored nothing of ours. Try again.
+                if exc.http_status != 409 or attempt == _UPLOAD_CONFLICT_RETRIES:
+                    raise
+                logger.info("upload raced another version of %s; retrying (%d)", detector_id, attempt)
+                self._sleep(random.uniform(0.05, 0.5) * attempt)
+        raise AssertionError("unreachable")
 
     # --- plumbing -------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ def main() -> None:
         port=settings.inference_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # The edge API keeps pooled connections to us; uvicorn's 5 s default would make
+        # it reconnect after every quiet moment on the line.
+        timeout_keep_alive=75,
     )
 
 

@@ -144,6 +144,15 @@ class Poster:
             self.local.conn = None
 
     def __call__(self) -> str | None:
+        reused = getattr(self.local, "conn", None) is not None
+        error = self._post()
+        if error is not None and reused and error.startswith(_STALE):
+            # The server closed an idle keep-alive connection (uvicorn does after its
+            # keep-alive timeout); like any HTTP client, reconnect once and resend.
+            error = self._post()
+        return error
+
+    def _post(self) -> str | None:
         conn = getattr(self.local, "conn", None)
         if conn is None:
             conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
@@ -156,6 +165,9 @@ class Poster:
             self.local.conn = None
             return repr(exc)
         return None if response.status == 200 else f"HTTP {response.status}: {data[:200]!r}"
+
+
+_STALE = ("BrokenPipeError", "ConnectionResetError", "RemoteDisconnected")
 
 
 def http_load(
