@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PARTS := common training edge/inference edge/api cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
-.PHONY: help install system-deps backbone frontend frontend-client test lint format run bench bench-frontend clean
+.PHONY: help install system-deps backbone web-ui frontend frontend-client test lint format run bench bench-frontend clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,9 +48,13 @@ format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-run: install ## Start the stack as local processes
-	@echo "make run: the stack is not assembled yet; see the open issues. Built so far: common/, training/ (intellioptics CLI)."
-	@$(BIN)/intellioptics --help
+run: install web-ui ## Start the whole stack as local processes (Ctrl-C stops it)
+	$(BIN)/python scripts/run_stack.py
+
+web-ui: ## Build the web UI once (cloud/frontend/dist), when npm is available
+	@if [ -f cloud/frontend/dist/index.html ]; then exit 0; fi; \
+	if command -v npm >/dev/null; then cd cloud/frontend && npm ci --no-audit --no-fund && npm run build; \
+	else echo "npm not found: the cloud API runs without the web UI"; fi
 
 bench: install ## Long measurements; writes docs/benchmarks.md
 	$(BIN)/python -m intellioptics_training.bench

@@ -14,6 +14,8 @@ compose files use, so ``INTELLIOPTICS_DATABASE_URL=postgresql+psycopg2://…`` o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import secrets
 import signal
@@ -182,16 +184,16 @@ def _upload_latest(client: httpx.Client, build_dir: Path, detector_id: str) -> N
     manifest = {
         "primary_pipeline_config": primary.pipeline.to_dict(),
         "oodd_pipeline_config": oodd.pipeline.to_dict(),
-        "primary_metadata": primary.metadata.__dict__,
-        "oodd_metadata": oodd.metadata.__dict__,
+        "primary_metadata": dataclasses.asdict(primary.metadata),
+        "oodd_metadata": dataclasses.asdict(oodd.metadata),
         "metrics": primary.metadata.metrics,
         "training_set_size": primary.metadata.training_set_size,
         "class_counts": primary.metadata.class_counts,
         "dataset_image_query_ids": [],
+        "trainer": primary.metadata.trainer,
         "activate": True,
-        "decision": {"action": "activate", "reason": "demo model seeded by make run"},
+        "decision_reason": "demo model seeded by make run",
     }
-    import json
 
     client.post(
         f"/v1/detectors/{detector_id}/models",
