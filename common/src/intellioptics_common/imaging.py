@@ -19,6 +19,7 @@ from intellioptics_common.errors import ImageDecodeError, ImageTooLargeError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+_EXIF_ORIENTATION = 0x0112
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -93,7 +94,9 @@ def decode_image(
             if draft_size is not None and fmt == "JPEG":
                 image.draft("RGB", draft_size)
             image.load()
-            image = ImageOps.exif_transpose(image) or image
+            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                # Only rotated images pay for the transpose copy (most cameras write 1).
+                image = ImageOps.exif_transpose(image) or image
             rgb = _to_rgb(image)
     except (ImageTooLargeError, ImageDecodeError):
         raise
