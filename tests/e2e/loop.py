@@ -41,9 +41,10 @@ class Example:
     label: str  # YES (defect) / NO (clean) / OOD
 
 
-def binary_examples(per_class: int, seed: int) -> list[Example]:
-    """The training library's hard development set: subtle defects on textured surfaces."""
-    return [Example(encode_png(g.rgb), g.label) for g in generate("binary", per_class, seed)]
+def binary_examples(per_class: int, seed: int, strength: float = 1.0) -> list[Example]:
+    """The training library's hard development set: subtle defects on textured surfaces
+    (``strength`` > 1 makes the defects plainer)."""
+    return [Example(encode_png(g.rgb), g.label) for g in generate("binary", per_class, seed, strength)]
 
 
 def ood_examples(count: int, seed: int = OOD_SEED) -> list[Example]:

@@ -20,6 +20,9 @@ pytest.importorskip("intellioptics_training.api", reason="the training library's
 
 TRAIN_PER_CLASS = 20
 THRESHOLD = 0.7
+# The test is about the loop, not model quality (run_curve_bench measures that on the hard
+# set): with 20 labels per class, defects this plain are learnt well enough to be answered.
+STRENGTH = 2.5
 
 
 def _value(field: object) -> object:
@@ -41,7 +44,7 @@ def test_the_loop(loop: Loop) -> None:
     assert loop.edge_status()["detectors"][0]["model_state"] == "not_installed"
 
     # (2) With no model, images go to the cloud and wait for review.
-    train = binary_examples(TRAIN_PER_CLASS, seed=1)
+    train = binary_examples(TRAIN_PER_CLASS, seed=1, strength=STRENGTH)
     truth: dict[str, str] = {}
     for example in train:
         iq = loop.submit(detector_id, example.image)
@@ -59,7 +62,7 @@ def test_the_loop(loop: Loop) -> None:
     timings["label_to_edge_serving_s"] = served - last_label
 
     # (5) New in-domain images are answered at the edge; an out-of-domain photo is escalated.
-    dev = binary_examples(8, seed=DEV_SEED)
+    dev = binary_examples(8, seed=DEV_SEED, strength=STRENGTH)
     answers = [(loop.submit(detector_id, example.image), example.label) for example in dev]
     assert all(iq.result.from_edge for iq, _ in answers)
     confident = [(iq, label) for iq, label in answers if iq.done_processing]
@@ -81,7 +84,7 @@ def test_the_loop(loop: Loop) -> None:
 
     # (6) The cloud stops; the edge keeps answering and queues escalations; the cloud comes back.
     loop.cloud.stop()
-    offline = [*binary_examples(3, seed=DEV_SEED + 1), *ood_examples(3, seed=7)]
+    offline = [*binary_examples(3, seed=DEV_SEED + 1, strength=STRENGTH), *ood_examples(3, seed=7)]
     offline_answers = [loop.submit(detector_id, example.image) for example in offline]
     assert all(iq.result.from_edge for iq in offline_answers)
     queued = {iq.id for iq in offline_answers if not iq.done_processing}

@@ -148,6 +148,9 @@ def edge_processes(
     preset: str = "no_cloud",
     data_dir: Path | None = None,
     extra_env: dict[str, str] | None = None,
+    cloud_url: str = "",
+    device_token: str | None = None,
+    audit_rate: float = 0.0,
 ) -> Iterator[EdgeProcesses]:
     """Inference + edge API + nginx (offline) on free ports, a brightness model per detector."""
     import yaml
@@ -160,7 +163,7 @@ def edge_processes(
     for detector_id in detectors:
         install_brightness_model(models_dir, detector_id)
     config = {
-        "global_config": {"confident_audit_rate": 0},
+        "global_config": {"confident_audit_rate": audit_rate},
         "detectors": [
             {"detector_id": d, "edge_inference_config": preset, "name": d, "query": "bright?"} for d in detectors
         ],
@@ -189,7 +192,8 @@ def edge_processes(
             "INTELLIOPTICS_EDGE_API_HOST": "127.0.0.1",
             "INTELLIOPTICS_EDGE_API_PORT": str(ports["edge"]),
             "INTELLIOPTICS_INFERENCE_URL": f"http://127.0.0.1:{ports['inference']}",
-            "INTELLIOPTICS_CLOUD_URL": "",
+            "INTELLIOPTICS_CLOUD_URL": cloud_url,
+            **({"INTELLIOPTICS_DEVICE_TOKEN": device_token} if device_token else {}),
             "INTELLIOPTICS_EDGE_DATA_DIR": str(data_dir),
             "INTELLIOPTICS_EDGE_CONFIG": str(config_path),
             "INTELLIOPTICS_EDGE_TOKENS": EDGE_TOKEN,

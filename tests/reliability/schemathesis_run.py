@@ -37,6 +37,8 @@ def run_schemathesis(
     """Every phase (coverage, fuzzing, stateful) with the one check that matters here:
     no 5xx. ``base_url`` sends the requests somewhere other than the schema's server
     (the edge's schema, fetched from the edge API, tried through nginx)."""
+    if not SCHEMATHESIS.exists():
+        raise FileNotFoundError(f"{SCHEMATHESIS} not found: pip install schemathesis (pinned in constraints.txt)")
     report_dir.mkdir(parents=True, exist_ok=True)
     ndjson = report_dir / "events.ndjson"
     args = [

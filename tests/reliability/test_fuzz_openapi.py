@@ -15,7 +15,7 @@ from tests.support.edge_stack import edge_stack
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAX_EXAMPLES = 5
-MAX_TIME_S = 25  # per API, so that make test stays in budget; soak runs without it
+MAX_TIME_S = 15  # per API, so that make test stays in budget; soak runs without it
 DETECTOR = "det_" + "FuzzTarget0Brightness000001"
 
 
@@ -31,7 +31,7 @@ def test_cloud_openapi_has_no_server_errors(tmp_path: Path) -> None:
         )
         assert server.process.poll() is None, "the cloud API died under fuzzing"
     print(f"cloud: {result.cases} schemathesis cases, {result.failures} server errors")
-    assert result.cases > 500, result.output[-3000:]
+    assert result.cases > 200, result.output[-3000:]
     assert result.returncode == 0, result.output[result.output.find("FAILURES") :][:6000]
 
 

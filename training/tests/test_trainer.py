@@ -55,3 +55,25 @@ def test_stratified_split_keeps_every_class() -> None:
     train, held = stratified_split(labels, 0.25)
     assert set(labels[held]) == {0, 1} and set(labels[train]) == {0, 1}
     assert len(set(train) & set(held)) == 0 and len(train) + len(held) == len(labels)
+
+
+@pytest.mark.slow
+def test_finetune_trainer_one_epoch_on_cpu(runner, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    samples = [Sample(g.rgb, g.label) for g in generate("binary", 4, seed=5, strength=3.0)]
+    events = []
+    trained = train_detector(
+        samples, "binary", trainer="finetune", epochs=1, runner=runner, progress_callback=events.append
+    )
+    assert trained.trainer == "finetune-mil" and not trained.primary_shares_backbone
+    assert any(e.stage == "primary" and "loss" in e.metrics for e in events)
+    x = np.zeros((1, 3, 320, 320), dtype=np.float32)
+    probs = ort.InferenceSession(trained.primary_onnx, providers=["CPUExecutionProvider"]).run(
+        ["probabilities"], {"image": x}
+    )[0]
+    assert probs.shape == (1, 2) and abs(float(probs.sum()) - 1.0) < 1e-5
+    export_package(tmp_path, "det_ft", trained)
+    primary = read_latest(tmp_path, "det_ft", "primary")
+    assert primary is not None and primary.pipeline.backbone is None
+    assert read_latest(tmp_path, "det_ft", "oodd").pipeline.backbone is not None

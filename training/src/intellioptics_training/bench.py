@@ -53,7 +53,7 @@ def bench_training(n_per_class: int, threshold: float = 0.9) -> dict:
 
     trained = train_detector(train, "binary", runner=runner)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = export_package(Path(tmp), "det_bench", trained)
+        export_package(Path(tmp), "det_bench", trained)
         from intellioptics_training.evaluate import load_detector
 
         detector = load_detector(Path(tmp) / "det_bench")
@@ -64,7 +64,6 @@ def bench_training(n_per_class: int, threshold: float = 0.9) -> dict:
             threshold,
             score_images(detector, ood.rgb),
         )
-        del paths
     results["fast"] = {**_summary(report.to_dict()), "train_seconds": round(trained.train_seconds, 1)}
     return results
 

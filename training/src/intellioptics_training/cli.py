@@ -70,7 +70,7 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
 @click.option("--detector-id", default="det_local")
 @click.option("--trainer", type=click.Choice(["fast", "auto", "finetune"]), default="fast")
 @click.option("--classes", default=None, help="Comma-separated class names (multiclass).")
-@click.option("--epochs", type=click.IntRange(1, 1000), default=25)
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="[default: fast 25, finetune 8]")
 @click.option("--json", "as_json", is_flag=True)
 def train(
     data: Path,

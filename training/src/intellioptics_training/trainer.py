@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from intellioptics_common.ids import new_id
-from intellioptics_common.model_package import InputSpec, PipelineConfig, PredictorMetadata, write_version
+from intellioptics_common.model_package import BackboneRef, InputSpec, PipelineConfig, PredictorMetadata, write_version
 from intellioptics_training.backbone import DEFAULT_INPUT
 from intellioptics_training.config import get_settings
 from intellioptics_training.data import Dataset, Sample, prepare, stratified_split
@@ -37,6 +37,8 @@ from intellioptics_training.heads import (
 FEATURE_INDEX = {"feat_s8": 0, "feat_s16": 1, "feat_s32": 2, "feat_head": 3}
 # Two views (the image and its half turn): more views helped less than they cost on 2 cores.
 TRAIN_VIEWS = ("identity", "rot180")
+FAST_EPOCHS = 25
+FINETUNE_EPOCHS = 8
 MODE_NAMES = {"binary": "BINARY", "multiclass": "MULTI_CLASS"}
 
 
@@ -69,6 +71,7 @@ class TrainedModels:
     skipped: int
     validation: dict[str, float]
     train_seconds: float
+    primary_shares_backbone: bool = True
 
 
 def train_detector(
@@ -77,14 +80,16 @@ def train_detector(
     class_names: tuple[str, ...] | None = None,
     *,
     trainer: str = "fast",
-    epochs: int = 25,
+    epochs: int | None = None,
     seed: int = 0,
     progress_callback: ProgressCallback | None = None,
     cancel_check: Callable[[], bool] | None = None,
     runner: BackboneRunner | None = None,
 ) -> TrainedModels:
-    if trainer not in ("fast", "auto"):
-        raise DatasetError(f"trainer {trainer!r} is not available in this build; use 'fast'")
+    if trainer not in ("fast", "auto", "finetune"):
+        raise DatasetError(f"trainer must be fast, finetune or auto, not {trainer!r}")
+    if epochs is None:
+        epochs = FINETUNE_EPOCHS if trainer == "finetune" else FAST_EPOCHS
     started = time.perf_counter()
     spec = DEFAULT_INPUT
     data = samples if isinstance(samples, Dataset) else prepare(samples, mode, spec, class_names)
@@ -110,8 +115,19 @@ def train_detector(
     fit_y = np.tile(data.labels[fit_idx], len(TRAIN_VIEWS))
     val_y = data.labels[val_idx]
 
-    head = _fit_primary(fit_maps, fit_y, val_maps, val_y, len(data.class_names), epochs, report)
-    validation = _calibrate(head, val_maps, val_y)
+    if trainer == "finetune":
+        from intellioptics_training.finetune import export_finetuned, finetune_primary, logits_of
+
+        head = PrimaryHead(len(data.class_names), _channel_stats(fit_maps))
+        model = finetune_primary(fit_rgb, data.labels[fit_idx], head, spec, epochs, report, seed)
+        validation = _calibrate(model.head, logits_of(model, val_rgb, spec), val_y)
+        primary_onnx = export_finetuned(model, spec)
+    else:
+        head = _fit_primary(fit_maps, fit_y, val_maps, val_y, len(data.class_names), epochs, report)
+        with torch.no_grad():
+            val_logits = head.logits(*_tensors(val_maps, PRIMARY_INPUTS))
+        validation = _calibrate(head, val_logits, val_y)
+        primary_onnx = merge_with_backbone(runner.model_bytes, head, PRIMARY_INPUTS, PROBABILITIES, PRIMARY_PREFIX)
     report("primary", epochs, epochs, **validation)
 
     # The OODD bank holds every training image (identity view), validation included.
@@ -119,7 +135,6 @@ def train_detector(
     oodd = _fit_oodd(all_head)
     report("oodd", 1, 1)
 
-    primary_onnx = merge_with_backbone(runner.model_bytes, head, PRIMARY_INPUTS, PROBABILITIES, PRIMARY_PREFIX)
     oodd_onnx = merge_with_backbone(runner.model_bytes, oodd, OODD_INPUTS, IN_DOMAIN, OODD_PREFIX)
     report("export", 1, 1)
     return TrainedModels(
@@ -130,7 +145,8 @@ def train_detector(
         oodd_onnx=oodd_onnx,
         backbone_id=runner.info.id,
         backbone_sha256=runner.info.sha256,
-        trainer="fast-mil",
+        trainer="finetune-mil" if trainer == "finetune" else "fast-mil",
+        primary_shares_backbone=trainer != "finetune",
         class_counts=data.class_counts(),
         training_set_size=len(data.labels),
         skipped=data.skipped,
@@ -190,11 +206,10 @@ def _fit_primary(
     return head.eval()
 
 
-def _calibrate(head: PrimaryHead, val_maps: list[np.ndarray], val_labels: np.ndarray) -> dict[str, float]:
+def _calibrate(head: PrimaryHead, logits: torch.Tensor, val_labels: np.ndarray) -> dict[str, float]:
     """Temperature scaling on the held-out images: the edge trusts confidences, so they
     must mean what they say."""
-    with torch.no_grad():
-        logits = head.logits(*_tensors(val_maps, PRIMARY_INPUTS)).double()
+    logits = logits.double()
     targets = torch.from_numpy(val_labels)
     best_t, best_loss = 1.0, float("inf")
     for t in np.exp(np.linspace(np.log(0.5), np.log(50.0), 80)):
@@ -227,8 +242,6 @@ def export_package(
     model_ids: tuple[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write primary and oodd versions; returns their directories."""
-    from intellioptics_training.backbone import BackboneRef
-
     paths = {}
     mode = MODE_NAMES.get(trained.mode, trained.mode)
     for kind, model, output in (
@@ -241,7 +254,9 @@ def export_package(
             class_names=trained.class_names,
             input=trained.input_spec,
             output=output,
-            backbone=BackboneRef(
+            backbone=None
+            if kind == "primary" and not trained.primary_shares_backbone
+            else BackboneRef(
                 id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16,feat_head"
             ),
         )
