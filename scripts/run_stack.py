@@ -88,10 +88,12 @@ class Stack:
                 if httpx.get(url, timeout=1.0).status_code == 200:
                     return
             time.sleep(0.2)
-        raise SystemExit(f"{name} did not become ready at {url} within {timeout:.0f} s; see {self.run_dir}/logs/{name}.log")
+        raise SystemExit(
+            f"{name} did not become ready at {url} within {timeout:.0f} s; see {self.run_dir}/logs/{name}.log"
+        )
 
     def stop_all(self) -> None:
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
@@ -130,9 +132,11 @@ def seed_demo(stack: Stack, admin_token: str) -> tuple[str, str]:
     if found["count"]:
         detector_id = found["results"][0]["id"]
     else:
-        detector_id = client.post(
-            "/v1/detectors", json={"name": DEMO_NAME, "query": DEMO_QUERY, "confidence_threshold": 0.9}
-        ).raise_for_status().json()["id"]
+        detector_id = (
+            client.post("/v1/detectors", json={"name": DEMO_NAME, "query": DEMO_QUERY, "confidence_threshold": 0.9})
+            .raise_for_status()
+            .json()["id"]
+        )
         print(f"  created demo detector {detector_id}")
 
     device_token_path = stack.run_dir / "device-token"
@@ -292,7 +296,15 @@ def main() -> int:
         nginx = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
         stack.start(
             "nginx",
-            [nginx, "-p", str(nginx_conf.parent), "-c", str(nginx_conf), "-g", f"daemon off; pid {nginx_conf.parent}/nginx.pid;"],
+            [
+                nginx,
+                "-p",
+                str(nginx_conf.parent),
+                "-c",
+                str(nginx_conf),
+                "-g",
+                f"daemon off; pid {nginx_conf.parent}/nginx.pid;",
+            ],
             {},
         )
         stack.wait_ready("inference", f"http://127.0.0.1:{stack.inference_port}/health/ready")
