@@ -108,7 +108,7 @@ def test_malformed_json_duplicates_and_bad_patches(admin) -> None:
 def test_settings_and_stats(admin, jpeg) -> None:
     detector = admin.create_detector()
     path = f"/v1/detectors/{detector['id']}"
-    assert admin.get(f"{path}/settings").json() == {"retrain_every_n_labels": None, "promotion_policy": "auto"}
+    assert admin.get(f"{path}/settings").json() == {"retrain_every_n_labels": 10, "promotion_policy": "auto"}
     assert admin.post(f"{path}/settings", json={"retrain_every_n_labels": 5}).json()["retrain_every_n_labels"] == 5
     updated = admin.post(f"{path}/settings", json={"promotion_policy": "manual"}).json()
     assert updated == {"retrain_every_n_labels": 5, "promotion_policy": "manual"}

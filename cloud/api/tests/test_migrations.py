@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     engine.dispose()
     assert diff == []
-    assert version == "0001"
+    assert version == "0002"
 
 
 def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
@@ -63,8 +64,41 @@ def test_replicas_migrating_together(backend: str, tmp_path: Path, request: pyte
     assert [p.returncode for p in processes] == [0, 0, 0], outputs
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration])]
+)
+def test_detectors_without_a_retrain_setting_keep_the_default(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Null used to mean the default of 10 and now means off: 0002 writes the 10 they ran with."""
+    if backend == "postgres":
+        url = request.getfixturevalue("pg").create_database(f"m_{uuid.uuid4().hex[:10]}")
+    else:
+        url = f"sqlite:///{tmp_path / 'retrain.db'}"
+    command.upgrade(alembic_config(url), "0001")
+    engine = create_engine(url)
+    now = datetime(2026, 1, 1)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'a', :now)"), {"now": now})
+        for detector_id, every in (("det_unset", None), ("det_three", 3)):
+            connection.execute(
+                text(
+                    "INSERT INTO detectors (id, account_id, name, query, group_name, confidence_threshold,"
+                    " patience_time, mode, status, escalation_type, retrain_every_n_labels, promotion_policy,"
+                    " created_at) VALUES (:id, 1, :id, 'q?', 'Default', 0.9, 30, 'BINARY', 'ON', 'STANDARD',"
+                    " :every, 'auto', :now)"
+                ),
+                {"id": detector_id, "every": every, "now": now},
+            )
+    command.upgrade(alembic_config(url), "head")
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, retrain_every_n_labels FROM detectors ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [("det_three", 3), ("det_unset", 10)]
 
 
 def test_first_start_generates_and_prints_a_token_once(tmp_path: Path, capsys, make_api) -> None:

@@ -50,6 +50,25 @@ def test_per_detector_setting(admin, helpers):
     assert len(_jobs(admin, detector)) == 1
 
 
+def test_null_turns_automatic_jobs_off_and_an_unset_field_keeps_the_setting(admin, helpers, client):
+    detector = admin.create_detector()["id"]
+    path = f"/v1/detectors/{detector}/settings"
+    assert admin.get(path).json()["retrain_every_n_labels"] == 10  # a new detector: the default
+    assert admin.post(path, json={"retrain_every_n_labels": None}).json()["retrain_every_n_labels"] is None
+    assert admin.post(path, json={"promotion_policy": "manual"}).json()["retrain_every_n_labels"] is None
+    _label(admin, helpers, detector, ["YES", "NO"] * 6)
+    assert _jobs(admin, detector) == []
+    resources = client.app.state.resources
+    assert RetrainScheduler(resources.sessions, resources.queue, interval_s=3600).tick() == []
+    # Manual jobs are still allowed, and turning it back on counts the labels since then.
+    assert admin.post(f"/v1/detectors/{detector}/training-jobs", json={}).status_code == 201
+    assert admin.post(path, json={"retrain_every_n_labels": 2}).json()["retrain_every_n_labels"] == 2
+    (manual,) = _jobs(admin, detector)
+    assert admin.post(f"/v1/training-jobs/{manual['id']}/cancel").status_code == 200
+    _label(admin, helpers, detector, ["YES", "NO"])
+    assert [j["trigger"] for j in _jobs(admin, detector)] == ["labels", "manual"]
+
+
 def test_schedule_queues_jobs_for_detectors_with_new_labels(admin, helpers, client):
     with_labels = admin.create_detector()["id"]
     without = admin.create_detector()["id"]

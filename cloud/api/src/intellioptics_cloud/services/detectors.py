@@ -26,6 +26,8 @@ from intellioptics_common.schemas import (
 )
 
 DEFAULT_GROUP = "Default"
+# Stored on each new detector, so that null in its settings can mean "no automatic jobs".
+DEFAULT_RETRAIN_EVERY_N_LABELS = 10
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def create_detector(session: Session, principal: Principal, body: DetectorCreate
         status="ON",
         escalation_type="STANDARD",
         pipeline_config=body.pipeline_config,
+        retrain_every_n_labels=DEFAULT_RETRAIN_EVERY_N_LABELS,
         promotion_policy="auto",
         created_at=utcnow(),
     )
@@ -135,7 +138,8 @@ def patch_detector(session: Session, principal: Principal, detector_id: str, bod
 
 
 def update_settings(session: Session, principal: Principal, detector_id: str, changes: DetectorSettings) -> DetectorRow:
-    """Only the fields sent change; ``retrain_every_n_labels: null`` turns automatic retraining off."""
+    """Only the fields sent change; ``retrain_every_n_labels: null`` turns automatic retraining
+    (after N labels and on the schedule) off for this detector."""
     row = get_detector(session, principal, detector_id)
     sent = changes.model_dump(exclude_unset=True)
     if "retrain_every_n_labels" in sent:

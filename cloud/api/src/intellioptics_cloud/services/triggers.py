@@ -4,6 +4,7 @@
 training job, whichever is later: a job that failed (say, too few labels of one class)
 is not re-created at every following label, only after N more. UNCLEAR answers are not
 counted: they add nothing to train on. At most one queued or running job per detector.
+A detector whose ``retrain_every_n_labels`` is null gets no automatic jobs at all.
 
 The schedule (``INTELLIOPTICS_RETRAIN_SCHEDULE_S``, 0 = off) creates a job for every
 detector with at least one new label since then, so labels that never reach N still
@@ -26,8 +27,6 @@ from intellioptics_cloud.services.training import enqueue_job, has_open_job
 from intellioptics_cloud.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_RETRAIN_EVERY_N_LABELS = 10
 
 
 def _since(session: Session, detector_id: str) -> datetime | None:
@@ -56,17 +55,19 @@ def new_labels(session: Session, detector_id: str) -> int:
 
 def after_label(session: Session, queue: WorkQueue, detector: DetectorRow) -> TrainingJobRow | None:
     """Call after a label is flushed (same transaction): queue a job once N new labels are in."""
-    every = detector.retrain_every_n_labels or DEFAULT_RETRAIN_EVERY_N_LABELS
-    if has_open_job(session, detector.id) or new_labels(session, detector.id) < every:
+    every = detector.retrain_every_n_labels
+    if every is None or has_open_job(session, detector.id) or new_labels(session, detector.id) < every:
         return None
     logger.info("detector %s: %d new labels, queueing a training job", detector.id, every)
     return enqueue_job(session, queue, detector, trainer="auto", trigger="labels")
 
 
 def scheduled_jobs(session: Session, queue: WorkQueue) -> list[str]:
-    """One scheduled tick: a job for each detector with new labels and no open job."""
+    """One scheduled tick: a job for each detector with new labels, no open job and
+    automatic retraining on."""
     created = []
-    for detector in session.scalars(select(DetectorRow).order_by(DetectorRow.id)):
+    automatic = select(DetectorRow).where(DetectorRow.retrain_every_n_labels.is_not(None))
+    for detector in session.scalars(automatic.order_by(DetectorRow.id)):
         if not has_open_job(session, detector.id) and new_labels(session, detector.id) > 0:
             created.append(enqueue_job(session, queue, detector, trainer="auto", trigger="schedule").id)
     session.commit()
