@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from intellioptics_common.ratelimit import FailedAuthLimiter
+
 
 def _metadata(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
@@ -111,6 +113,45 @@ def test_oversized_images_are_413(admin, jpeg, settings, helpers, client) -> Non
     response = admin.submit(detector["id"], jpeg(noise=60, size=(200, 200)))
     assert response.status_code == 413 and response.json()["code"] == "image_too_large"
     assert helpers.blob_files(settings) == []
+
+
+def test_a_refused_caller_is_answered_before_the_body_is_read(admin, client, settings, helpers) -> None:
+    detector = admin.create_detector()["id"]
+    pulled: list[int] = []
+
+    async def body():  # type: ignore[no-untyped-def]
+        for _ in range(16):  # 16 MiB in all, the default limit, sent only as the server reads
+            pulled.append(1)
+            yield bytes(1024 * 1024)
+
+    stranger = admin.as_token("io_notarealtokenatall_0123456789")
+    response = stranger.submit(detector, body())
+    assert response.status_code == 401 and response.json()["code"] == "unauthenticated"
+    assert pulled == []
+    declared = stranger.post(
+        "/v1/image-queries", params={"detector_id": detector}, content=b"x", headers={"content-length": "99999999"}
+    )
+    assert declared.status_code == 401  # not 413: who is asking comes before what is sent
+    assert admin.as_token("").submit(detector, body()).status_code == 401 and pulled == []
+
+    client.app.state.auth_limiter = FailedAuthLimiter(max_failures=1, window_s=60)
+    assert stranger.submit(detector, body()).status_code == 401
+    blocked = stranger.submit(detector, body())
+    assert blocked.status_code == 429 and blocked.json()["code"] == "too_many_failed_attempts"
+    assert pulled == []
+    assert helpers.count_rows(settings, "image_queries") == 0
+
+
+def test_a_streamed_image_from_a_valid_caller_is_read(admin, jpeg) -> None:
+    detector = admin.create_detector()["id"]
+    image = jpeg()
+
+    async def body():  # type: ignore[no-untyped-def]
+        for start in range(0, len(image), 256):
+            yield image[start : start + 256]
+
+    response = admin.submit(detector, body())
+    assert response.status_code == 201, response.text
 
 
 def test_a_failed_commit_leaves_no_rows_or_blobs(admin, jpeg, settings, helpers, client) -> None:

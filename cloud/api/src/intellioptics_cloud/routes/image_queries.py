@@ -17,8 +17,13 @@ from intellioptics_common.schemas import HumanReview, ImageQuery, Page
 router = APIRouter(tags=["image-queries"])
 
 
-async def raw_image(request: Request) -> bytes:
-    """Read the body, refusing it as soon as it passes the size limit."""
+async def raw_image(request: Request, _caller: Submitter) -> bytes:
+    """Read the body, refusing it as soon as it passes the size limit.
+
+    It depends on the caller so that a missing or wrong token (and a client the
+    failed-token limiter blocks) is answered before a byte of the body is read: an
+    unauthenticated client must not make the server take in up to the limit.
+    """
     limit = request.app.state.resources.settings.max_image_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
