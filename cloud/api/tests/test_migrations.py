@@ -111,11 +111,3 @@ def test_first_start_generates_and_prints_a_token_once(tmp_path: Path, capsys, m
     make_api(settings)  # a restart: nothing new, nothing printed
     assert "shown once" not in capsys.readouterr().out
     assert (tmp_path / "data" / "cloud" / "cloud.db").is_file()
-
-
-def test_placeholder_secret_is_refused_in_production() -> None:
-    with pytest.raises(ValueError, match="SECRET_KEY"):
-        CloudSettings(environment="production")
-    with pytest.raises(ValueError, match="BOOTSTRAP_TOKEN"):
-        CloudSettings(bootstrap_token="short")
-    assert CloudSettings(environment="production", secret_key="a-real-secret-value").secret_key

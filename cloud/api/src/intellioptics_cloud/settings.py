@@ -8,13 +8,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from intellioptics_common.settings import BaseServiceSettings
+from intellioptics_common.settings import PLACEHOLDER_SECRETS, BaseServiceSettings
 
 # The groundlight SDK refuses tokens whose first 20 characters are not [A-Za-z0-9_].
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_]{20}[A-Za-z0-9_\-]{4,}$")
 DEVELOPMENT_SECRET = "dev-secret-key-change-me"
+# Database passwords of images, templates and tutorials: in production they mean "not set".
+PLACEHOLDER_DATABASE_PASSWORDS = PLACEHOLDER_SECRETS | {"postgres", "password", "intellioptics", "admin", "root"}
 
 
 def _default_data_dir() -> Path:
@@ -62,6 +66,20 @@ class CloudSettings(BaseServiceSettings):
                 "(the groundlight SDK checks this format)"
             )
         return value or None
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_database_password(self) -> CloudSettings:
+        if self.environment != "production" or not self.database_url:
+            return self
+        try:
+            password = make_url(self.database_url).password
+        except ArgumentError:
+            raise ValueError("INTELLIOPTICS_DATABASE_URL is not a SQLAlchemy database URL") from None
+        if password is not None and str(password).strip().lower() in PLACEHOLDER_DATABASE_PASSWORDS:
+            raise ValueError(
+                "INTELLIOPTICS_DATABASE_URL has a placeholder password; set a real one outside development"
+            )
+        return self
 
     def secret_fields(self) -> dict[str, str | None]:
         return {"secret_key": self.secret_key if self.secret_key != DEVELOPMENT_SECRET else ""}
