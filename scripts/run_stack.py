@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import signal
 import string
 import subprocess
@@ -93,6 +94,10 @@ class Stack:
         )
 
     def stop_all(self) -> None:
+        # The children run in their own sessions, so nothing else stops them: a second
+        # Ctrl-C (or a SIGTERM) during shutdown must not abandon them half-way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _name, process in reversed(self.processes):
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -150,10 +155,10 @@ def seed_demo(stack: Stack, admin_token: str) -> tuple[str, str]:
 
     demo_dir = stack.data / "demo"
     train_dir, queue_dir = demo_dir / "train", demo_dir / "queue"
-    if not train_dir.exists():
-        print("  generating demo images (textured surfaces with subtle defects)")
-        _cli("dataset", "generate", str(train_dir), "--kind", "binary", "--n-per-class", "40", "--seed", "7")
-        _cli("dataset", "generate", str(queue_dir), "--kind", "binary", "--n-per-class", "3", "--seed", "99")
+    for images, per_class, seed in ((train_dir, 40, 7), (queue_dir, 3, 99)):
+        if not images.exists():
+            print(f"  generating demo images in {images.name}/ (textured surfaces with subtle defects)")
+            _generate_images(images, per_class, seed)
 
     if not client.get(f"/v1/detectors/{detector_id}/models").raise_for_status().json():
         print("  training the demo model (fast trainer)")
@@ -175,6 +180,15 @@ def seed_demo(stack: Stack, admin_token: str) -> tuple[str, str]:
 
 def _cli(*args: str) -> None:
     subprocess.run([str(BIN / "intellioptics"), *args], check=True, cwd=REPO)
+
+
+def _generate_images(images: Path, per_class: int, seed: int) -> None:
+    """Generate beside ``images`` and rename: a run stopped half-way leaves no partial set
+    that the next run would take for a finished one."""
+    partial = images.with_name(f".{images.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    _cli("dataset", "generate", str(partial), "--kind", "binary", "--n-per-class", str(per_class), "--seed", str(seed))
+    partial.rename(images)
 
 
 def _upload_latest(client: httpx.Client, build_dir: Path, detector_id: str) -> None:
@@ -232,7 +246,16 @@ def write_edge_config(stack: Stack, detector_id: str, refresh_rate: float = 10.0
 # --- main ---------------------------------------------------------------------------
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Piped into `tee` or a test, the banner must still arrive when printed.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # TextIO in typeshed
+    # `kill`, systemd and CI runners stop with SIGTERM, which would otherwise end this
+    # process at once and leave every service running in its own session.
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = Stack()
     stack.run_dir.mkdir(parents=True, exist_ok=True)
     admin_token = stack.secret("admin-token", "INTELLIOPTICS_BOOTSTRAP_TOKEN")
