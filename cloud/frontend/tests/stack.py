@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.support.procs import free_port, python_module, running, wait_http
@@ -35,6 +36,25 @@ BROWSER_SCRIPT = FRONTEND / "tests" / "browser.mjs"
 CHROMIUM = Path(os.environ.get("INTELLIOPTICS_CHROMIUM", "/usr/bin/chromium"))
 BOOTSTRAP_TOKEN = "io_frontendtestbootstrap0000000000000000"
 SOURCE_GLOBS = ("src/**/*", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json")
+
+
+def require_tools(*tools: str) -> None:
+    """Skip when a tool (``npm``, ``node``, ``chromium``) is missing on a developer's machine;
+    fail in CI (``CI`` set, as every CI service does), where a skip would let a machine
+    without them pass without ever testing the web UI."""
+    missing = [tool for tool in tools if not _tool_present(tool)]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} missing: run `make system-deps` (see docs/web-ui.md)"
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{message}; CI is set, so the web UI tests fail instead of skipping", pytrace=False)
+    pytest.skip(message)
+
+
+def _tool_present(tool: str) -> bool:
+    if tool == "chromium":
+        return CHROMIUM.exists()
+    return shutil.which(tool) is not None
 
 
 def _newest(paths: list[Path]) -> float:

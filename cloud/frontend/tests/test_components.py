@@ -4,17 +4,13 @@ covers them."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
-import pytest
-
-from cloud.frontend.tests.stack import FRONTEND, ensure_built
-
-pytestmark = pytest.mark.skipif(shutil.which("npm") is None, reason="npm is missing")
+from cloud.frontend.tests.stack import FRONTEND, ensure_built, require_tools
 
 
 def test_vitest_suite_passes() -> None:
+    require_tools("npm")
     ensure_built()
     completed = subprocess.run(
         ["npm", "test", "--silent", "--", "--reporter=dot"], cwd=FRONTEND, capture_output=True, text=True, timeout=300
@@ -24,6 +20,7 @@ def test_vitest_suite_passes() -> None:
 
 
 def test_typecheck_against_generated_schema() -> None:
+    require_tools("npm")
     ensure_built()
     completed = subprocess.run(
         ["npm", "run", "--silent", "typecheck"], cwd=FRONTEND, capture_output=True, text=True, timeout=300

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from cloud.frontend.tests.stack import (
-    CHROMIUM,
     FRONTEND,
     cloud_api,
     ensure_built,
     make_token,
     model_manifest,
+    require_tools,
     run_browser,
     seed_edge,
     submit_images,
@@ -33,8 +33,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is missing: run `make system-deps`"),
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is missing"),
 ]
 
 OUTPUT = FRONTEND / "test-output"
@@ -43,6 +41,8 @@ QUEUED = 9
 
 @pytest.fixture(scope="module")
 def built() -> None:
+    # npm builds dist/, node runs tests/browser.mjs, which drives Chromium.
+    require_tools("npm", "node", "chromium")
     ensure_built()
 
 
