@@ -23,21 +23,24 @@ from intellioptics_training.backbone import DEFAULT_INPUT
 from intellioptics_training.data import Sample, prepare
 from intellioptics_training.evaluate import Scored, compute_report, score_images
 from intellioptics_training.features import BackboneRunner, make_session
-from intellioptics_training.synthetic import generate
+from intellioptics_training.synthetic import SURFACES, generate
 from intellioptics_training.trainer import export_package, train_detector
 
 
-def _dataset(kind: str, n: int, seed: int):
-    samples = [Sample(g.rgb, g.label) for g in generate(kind, n, seed)]
+def _dataset(kind: str, n: int, seed: int, surface: str | None = None):
+    samples = [Sample(g.rgb, g.label) for g in generate(kind, n, seed, surface=surface)]
     if kind == "ood":
         return prepare(samples, "multiclass", DEFAULT_INPUT, ("OOD",), require_two_classes=False)
     return prepare(samples, "binary", DEFAULT_INPUT)
 
 
-def bench_training(n_per_class: int, threshold: float = 0.9) -> dict:
+def bench_training(n_per_class: int, threshold: float = 0.9, surface: str | None = None) -> dict:
+    """Baseline and fast trainer on one generated set: every surface mixed (the default),
+    or one ``surface`` throughout, as on a line that inspects one kind of part."""
     runner = BackboneRunner()
-    train, test, ood = _dataset("binary", n_per_class, 1), _dataset("binary", 100, 2), _dataset("ood", 60, 3)
-    results = {}
+    train = _dataset("binary", n_per_class, 1, surface)
+    test, ood = _dataset("binary", 100, 2, surface), _dataset("ood", 60, 3)
+    results: dict = {"surface": surface or "mixed", "n_per_class": n_per_class}
 
     started = time.perf_counter()
     maps_train = runner.maps(train.rgb, DEFAULT_INPUT)[3].mean(axis=(2, 3))
@@ -125,12 +128,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m intellioptics_training.bench")
     parser.add_argument("section", nargs="?", default="all", choices=["all", "training", "latency"])
     parser.add_argument("--n-per-class", type=int, default=100)
+    parser.add_argument(
+        "--surfaces",
+        default="mixed,leather,fabric,metal",
+        help="comma-separated generated sets: 'mixed' (every surface) or one of " + ", ".join(SURFACES),
+    )
     args = parser.parse_args(argv)
-    out: dict = {"machine": machine()}
+    out: dict = {"machine": machine(), "load_average": os.getloadavg()}
     if args.section in ("all", "latency"):
         out["latency"] = bench_latency()
     if args.section in ("all", "training"):
-        out["training"] = bench_training(args.n_per_class)
+        out["training"] = [
+            bench_training(args.n_per_class, surface=None if name == "mixed" else name)
+            for name in args.surfaces.split(",")
+        ]
+        out["load_average_after"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 
 

@@ -266,8 +266,15 @@ def _ood_scene(rng: Rng) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- public API
-def generate(kind: str, n_per_class: int, seed: int, strength: float = 1.0) -> Iterator[GeneratedImage]:
-    """Yield images in a fixed order; the same (kind, n, seed) always gives the same pixels."""
+def generate(
+    kind: str, n_per_class: int, seed: int, strength: float = 1.0, surface: str | None = None
+) -> Iterator[GeneratedImage]:
+    """Yield images in a fixed order; the same (kind, n, seed) always gives the same pixels.
+
+    ``surface`` fixes one surface for every image (a line inspects one kind of part);
+    by default each image draws its own."""
+    if surface is not None and surface not in SURFACES:
+        raise ValueError(f"surface must be one of {', '.join(SURFACES)}, not {surface!r}")
     if kind == "ood":
         for i in range(n_per_class):
             rng = np.random.default_rng([seed, 99, i])
@@ -285,12 +292,12 @@ def generate(kind: str, n_per_class: int, seed: int, strength: float = 1.0) -> I
     for i in range(n_per_class):
         for class_index, label in enumerate(labels):
             rng = np.random.default_rng([seed, class_index, i])
-            surface = SURFACES[int(rng.integers(0, len(SURFACES)))]
-            img = make_surface(rng, surface)
+            drawn = SURFACES[int(rng.integers(0, len(SURFACES)))]
+            img = make_surface(rng, surface or drawn)
             if label in ("YES", *DEFECTS):
                 defect = label if label in DEFECTS else DEFECTS[int(rng.integers(0, len(DEFECTS)))]
                 img = apply_defect(rng, img, defect, strength)
-            yield GeneratedImage(_finish(rng, img), label, surface)
+            yield GeneratedImage(_finish(rng, img), label, surface or drawn)
 
 
 def write_dataset(out_dir: Path, kind: str, n_per_class: int, seed: int, strength: float = 1.0) -> int:
