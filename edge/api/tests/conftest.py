@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -159,13 +160,14 @@ class Edge:
     config_path: Path
     inference: FakeInference
     settings: EdgeSettings
+    stop: Callable[[], None]  # ends the app's lifespan, as a restart does
 
-    def submit(self, detector_id: str, image: bytes, **params: object) -> httpx.Response:
+    def submit(self, detector_id: str, image: bytes, *, token: str = TOKEN, **params: object) -> httpx.Response:
         return self.client.post(
             "/device-api/v1/image-queries",
             params={"detector_id": detector_id, **params},
             content=image,
-            headers={"x-api-token": TOKEN, "content-type": "image/jpeg"},
+            headers={"x-api-token": token, "content-type": "image/jpeg"},
         )
 
     @property
@@ -174,6 +176,14 @@ class Edge:
 
 
 MakeEdge = Callable[..., Edge]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it is true (background tasks run in the app's own thread)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -200,8 +210,9 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
             inference_transport=httpx.MockTransport(inference.handle),
             cloud_transport=httpx.MockTransport(cloud) if cloud else None,
         )
-        client = SyncClient(app, stack)
-        return Edge(client, config_path, inference, settings)
+        own = stack.enter_context(contextlib.ExitStack())
+        client = SyncClient(app, own)
+        return Edge(client, config_path, inference, settings, own.close)
 
     with stack:
         yield make

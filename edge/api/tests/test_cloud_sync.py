@@ -5,14 +5,13 @@ registers, heartbeats and reports its hourly counters, and /status and /metrics 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
-from .conftest import DET_BINARY, TOKEN, MakeEdge, jpeg
+from .conftest import DET_BINARY, TOKEN, MakeEdge, jpeg, wait_for
 
 DEVICE_TOKEN = "devicetoken_0123456789abcdefghij"
 
@@ -74,13 +73,6 @@ def _cloud_iq(iq_id: str, human_label: str | None) -> dict:
         "result": result,
         "done_processing": human_label is not None,
     }
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_escalation_delivered_and_human_answer_back_through_the_edge(make_edge: MakeEdge, tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from intellioptics_edge.outbox_sender import OutboxLimits, OutboxSender, RetryPolicy
+from intellioptics_edge.background import Housekeeper
+from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy
+from intellioptics_edge.reporting import HourlyCounters
+from intellioptics_edge.stats import EdgeStats
 from intellioptics_edge.store import EdgeDatabase, Outbox, OutboxKind
 
 from .conftest import jpeg
@@ -55,16 +58,14 @@ class Clock:
         return self.now
 
 
-def make_sender(
-    outbox: Outbox, cloud: FakeCloud, clock: Clock, *, cap: float = 60.0, max_items: int = 1000, max_bytes: int = 10**9
-) -> OutboxSender:
+def make_sender(outbox: Outbox, cloud: FakeCloud, clock: Clock, *, cap: float = 60.0) -> OutboxSender:
     client = httpx.AsyncClient(base_url="http://cloud.test", transport=httpx.MockTransport(cloud.handle))
     return OutboxSender(
         outbox,
         client,
         DEVICE_TOKEN,
         policy=RetryPolicy(base_s=1.0, cap_s=cap),
-        limits=OutboxLimits(max_items=max_items, max_bytes=max_bytes, keep_finished_s=0),
+        keep_finished_s=0,
         batch_size=10,
         edge_id=lambda: "edge_test",
         jitter=lambda: 1.0,  # deterministic: the full nominal delay
@@ -193,7 +194,7 @@ def test_full_outbox_drops_oldest_audits_first_then_escalations_with_a_count(out
     for index in range(3):
         enqueue(outbox, f"iq_esc{index}")
         enqueue(outbox, f"iq_aud{index}", OutboxKind.AUDIT)
-    cloud, clock = FakeCloud(down=True), Clock()
+    clock = Clock()
     # Room for 4: the two oldest audits go, every escalation stays.
     dropped = outbox.enforce_limits(max_items=4, max_bytes=10**9)
     assert dropped == {"escalation": 0, "audit": 2}
@@ -201,7 +202,8 @@ def test_full_outbox_drops_oldest_audits_first_then_escalations_with_a_count(out
         "iq_esc0", "iq_esc1", "iq_esc2", "iq_aud2"
     }  # fmt: skip
     # Room for 2: the last audit goes, then the oldest escalation, counted apart.
-    asyncio.run(make_sender(outbox, cloud, clock, max_items=2).run_once())
+    housekeeper = Housekeeper(outbox, EdgeStats(), HourlyCounters(outbox._db), max_items=2, max_bytes=10**9)
+    assert asyncio.run(housekeeper.run_once()) == {"escalation": 1, "audit": 1}
     summary = outbox.summary()
     assert (summary.dropped_audits, summary.dropped_escalations) == (3, 1)
     assert {i.image_query_id for i in outbox.pending(now=clock.now + 10**6)} == {"iq_esc1", "iq_esc2"}

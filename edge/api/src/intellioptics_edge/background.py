@@ -1,8 +1,12 @@
-"""The edge's background work toward the cloud, started and stopped by the app's lifespan:
-the outbox sender, the model updater and the cloud reporter (see their modules).
+"""The edge's background work, started and stopped by the app's lifespan.
 
-They run only with a cloud and a device token (``INTELLIOPTICS_DEVICE_TOKEN``): the
-edge's own identity, never a caller's token, because they act when no caller is there.
+Toward the cloud: the outbox sender, the model updater and the cloud reporter (see their
+modules). They run only with a cloud and a device token (``INTELLIOPTICS_DEVICE_TOKEN``):
+the edge's own identity, never a caller's token, because they act when no caller is there.
+
+Local upkeep, in every mode: the :class:`Housekeeper` keeps the outbox within its limits
+and moves the hourly counters to SQLite. It must not depend on the sender, because an
+edge that is offline or has no device token is exactly the one whose outbox only grows.
 """
 
 from __future__ import annotations
@@ -13,26 +17,77 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 
 from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
 from intellioptics_edge.model_updater import ModelUpdater
-from intellioptics_edge.outbox_sender import OutboxLimits, OutboxSender, RetryPolicy, summary_as_dict
+from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy, summary_as_dict
 from intellioptics_edge.reporting import CloudReporter, EdgeIdentity, HourlyCounters
 from intellioptics_edge.settings import EdgeSettings
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, Outbox
+from intellioptics_edge.store import EdgeDatabase, Outbox, OutboxKind
 
 logger = logging.getLogger(__name__)
 
 
+class Housekeeper:
+    """Every ``interval_s``: hourly counters to SQLite, then the outbox bound.
+
+    The bound is the outbox's stated policy (:meth:`Outbox.enforce_limits`): the oldest
+    audits go first, escalations only when audits alone cannot make room, and every drop
+    is counted (``/status``, ``/metrics``) and logged at ERROR. Flushing the counters here
+    rather than only at each cloud report means a kill -9 loses at most one interval of
+    counts, and an offline edge keeps them at all.
+    """
+
+    def __init__(
+        self, outbox: Outbox, stats: EdgeStats, hourly: HourlyCounters, *, max_items: int, max_bytes: int
+    ) -> None:
+        self._outbox = outbox
+        self._stats = stats
+        self._hourly = hourly
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a full disk now must not end the upkeep for good
+                logger.exception("housekeeping pass failed")
+            await asyncio.sleep(interval_s)
+
+    async def run_once(self) -> dict[str, int]:
+        """One pass; returns how many items of each kind were dropped."""
+        await self.flush()
+        dropped = await anyio.to_thread.run_sync(
+            lambda: self._outbox.enforce_limits(max_items=self._max_items, max_bytes=self._max_bytes)
+        )
+        if any(dropped.values()):
+            logger.error(
+                "outbox full (max %d items / %d bytes): dropped %d oldest audits and %d oldest escalations",
+                self._max_items,
+                self._max_bytes,
+                dropped[OutboxKind.AUDIT.value],
+                dropped[OutboxKind.ESCALATION.value],
+            )
+        return dropped
+
+    async def flush(self) -> None:
+        """Move the in-memory hourly counts to SQLite."""
+        await anyio.to_thread.run_sync(self._hourly.add, self._stats.take_hourly())
+
+
 @dataclass
 class Background:
+    housekeeper: Housekeeper
     sender: OutboxSender | None = None
     updater: ModelUpdater | None = None
     reporter: CloudReporter | None = None
-    hourly: HourlyCounters | None = None
     disabled_reason: str | None = None
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -43,9 +98,8 @@ class Background:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.reporter is not None:
-            with contextlib.suppress(Exception):
-                await self.reporter.flush()  # keep this hour's counts across the restart
+        with contextlib.suppress(Exception):
+            await self.housekeeper.flush()  # keep this hour's counts across the restart
         for client in self._clients:
             await client.aclose()
 
@@ -80,12 +134,17 @@ def start_background(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Background:
     hourly = HourlyCounters(database)
+    housekeeper = Housekeeper(
+        outbox, stats, hourly, max_items=settings.outbox_max_items, max_bytes=settings.outbox_max_bytes
+    )
+    upkeep = asyncio.create_task(housekeeper.run(settings.housekeeping_interval_s), name="housekeeping")
     if settings.offline:
-        return Background(hourly=hourly, disabled_reason="offline: no INTELLIOPTICS_CLOUD_URL")
+        reason = "offline: no INTELLIOPTICS_CLOUD_URL"
+        return Background(housekeeper, disabled_reason=reason, _tasks=[upkeep])
     token = settings.device_token
     if not token:
         logger.warning("INTELLIOPTICS_DEVICE_TOKEN is not set: escalations stay in the outbox, no model updates")
-        return Background(hourly=hourly, disabled_reason="no INTELLIOPTICS_DEVICE_TOKEN")
+        return Background(housekeeper, disabled_reason="no INTELLIOPTICS_DEVICE_TOKEN", _tasks=[upkeep])
     client = httpx.AsyncClient(
         base_url=settings.cloud_base,
         timeout=httpx.Timeout(settings.outbox_request_timeout_s, connect=settings.cloud_connect_timeout_s),
@@ -108,7 +167,7 @@ def start_background(
         client,
         token,
         policy=RetryPolicy(settings.outbox_backoff_base_s, settings.outbox_backoff_cap_s),
-        limits=OutboxLimits(settings.outbox_max_items, settings.outbox_max_bytes, settings.outbox_keep_finished_s),
+        keep_finished_s=settings.outbox_keep_finished_s,
         batch_size=settings.outbox_batch_size,
         edge_id=lambda: identity.edge_id,
     )
@@ -130,9 +189,10 @@ def start_background(
         refresh_rate=lambda: config.current().global_config.refresh_rate,
     )
     background = Background(
-        sender=sender, updater=updater, reporter=reporter, hourly=hourly, _clients=[client, downloads]
+        housekeeper, sender=sender, updater=updater, reporter=reporter, _clients=[client, downloads]
     )
     background._tasks = [
+        upkeep,
         asyncio.create_task(sender.run(settings.outbox_poll_interval_s), name="outbox-sender"),
         asyncio.create_task(updater.run(), name="model-updater"),
         asyncio.create_task(

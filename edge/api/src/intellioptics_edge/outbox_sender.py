@@ -17,9 +17,9 @@ Why it is shaped this way:
   by another account, body refused) parks the item (``dead_at``) with its error and
   counts it; it is never retried. 401/403/408/429 and 5xx are retried: a token can be
   fixed and a cloud can recover.
-- **Bounded.** Each pass enforces ``outbox_max_items`` / ``outbox_max_bytes`` on what is
-  pending: the oldest audits go first; escalations only when audits alone cannot make
-  room, and every drop is counted and logged.
+- **Bounded, but not here.** ``outbox_max_items`` / ``outbox_max_bytes`` are enforced by
+  :class:`~intellioptics_edge.background.Housekeeper`, which runs whether or not this
+  sender does (an offline edge's outbox must stay bounded too).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import anyio
 import httpx
 
 from intellioptics_common.schemas import MAX_METADATA_BYTES, EdgeResultReport
-from intellioptics_edge.store import Outbox, OutboxItem, OutboxKind, OutboxSummary
+from intellioptics_edge.store import Outbox, OutboxItem, OutboxSummary
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,6 @@ class RetryPolicy:
         ``jitter`` in [0.5, 1] ("equal jitter": never less than half the nominal delay)."""
         nominal = min(self.cap_s, self.base_s * (2 ** min(attempts, 40)))
         return nominal * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
-
-
-@dataclass(frozen=True)
-class OutboxLimits:
-    max_items: int
-    max_bytes: int
-    keep_finished_s: float
 
 
 @dataclass(frozen=True)
@@ -127,7 +120,7 @@ class OutboxSender:
         token: str,
         *,
         policy: RetryPolicy,
-        limits: OutboxLimits,
+        keep_finished_s: float,
         batch_size: int = 20,
         edge_id: Callable[[], str | None] = lambda: None,
         jitter: Callable[[], float] = random.random,
@@ -137,7 +130,7 @@ class OutboxSender:
         self._client = client
         self._token = token
         self._policy = policy
-        self._limits = limits
+        self._keep_finished_s = keep_finished_s
         self._batch_size = batch_size
         self._edge_id = edge_id
         self._jitter = jitter
@@ -160,19 +153,8 @@ class OutboxSender:
 
     async def run_once(self) -> list[Delivery]:
         now = self._clock()
-        dropped = await anyio.to_thread.run_sync(
-            lambda: self._outbox.enforce_limits(max_items=self._limits.max_items, max_bytes=self._limits.max_bytes)
-        )
-        if any(dropped.values()):
-            logger.error(
-                "outbox full (max %d items / %d bytes): dropped %d oldest audits and %d oldest escalations",
-                self._limits.max_items,
-                self._limits.max_bytes,
-                dropped[OutboxKind.AUDIT.value],
-                dropped[OutboxKind.ESCALATION.value],
-            )
-        if self._limits.keep_finished_s > 0:
-            await anyio.to_thread.run_sync(self._outbox.forget_finished, now - self._limits.keep_finished_s)
+        if self._keep_finished_s > 0:
+            await anyio.to_thread.run_sync(self._outbox.forget_finished, now - self._keep_finished_s)
         items = await anyio.to_thread.run_sync(lambda: self._outbox.pending(self._batch_size, now))
         deliveries = []
         for item in items:

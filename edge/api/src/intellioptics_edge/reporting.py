@@ -8,7 +8,8 @@
 - **Hourly counters** (queries, edge answers, escalations, audits, forwarded to the
   cloud, refused, confident, and a 10-bin histogram of the edge's confidence) are
   counted in memory by :class:`~intellioptics_edge.stats.EdgeStats`, added to SQLite
-  every report (and at shutdown) so a restart loses nothing, and sent with
+  every few seconds by the housekeeper (``housekeeping_interval_s``, so a kill -9 loses
+  no more than that), before every report and at shutdown, and sent with
   ``POST /v1/edge/report-metrics``. The cloud replaces an hour it already has, so the
   edge always sends the hour's full count and re-sending is harmless.
 """
@@ -203,7 +204,7 @@ class CloudReporter:
         self.last_error = None
 
     async def flush(self) -> None:
-        """Move the in-memory hourly counts to SQLite (also called at shutdown)."""
+        """Move the in-memory hourly counts to SQLite, so that the report sends them all."""
         await anyio.to_thread.run_sync(self._hourly.add, self._stats.take_hourly())
 
     async def report_hourly(self) -> int:

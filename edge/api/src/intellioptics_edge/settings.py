@@ -50,6 +50,8 @@ class EdgeSettings(BaseServiceSettings):
     outbox_max_bytes: int = Field(default=2 * 1024**3, ge=1)
     outbox_keep_finished_s: float = Field(default=24 * 3600.0, ge=0)
     outbox_request_timeout_s: float = Field(default=30.0, gt=0)
+    # Outbox bound and hourly counters to SQLite, in every mode (background.Housekeeper).
+    housekeeping_interval_s: float = Field(default=5.0, gt=0)
     # GET image-queries/{id} of an escalated query asks the cloud for the human answer.
     cloud_answer_timeout_s: float = Field(default=1.5, gt=0)
 
