@@ -1,6 +1,7 @@
 """Durability with real processes: the cloud API goes down, escalations queue on the edge,
 the edge API is killed (-9) and restarted, the cloud comes back, and every escalation
-arrives in the cloud exactly once; then a person's label reaches the SDK on the edge."""
+arrives in the cloud exactly once; then a person's label reaches the SDK on the edge.
+And an edge killed during the outage still serves the cloud tokens and detectors it knew."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class Stack:
     edge_url: str
     detector_id: str
     data_dir: Path
+    models_dir: Path
+    inference_url: str
 
 
 @pytest.fixture
@@ -89,7 +92,16 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         with running(inference), running(edge_api):
             wait_http(f"http://127.0.0.1:{inference_port}/detectors/{detector_id}/ready", timeout=60, process=inference)
             wait_http(f"http://127.0.0.1:{edge_port}/health/live", timeout=60, process=edge_api)
-            yield Stack(cloud, admin, edge_api, f"http://127.0.0.1:{edge_port}", detector_id, tmp_path / "edge-data")
+            yield Stack(
+                cloud,
+                admin,
+                edge_api,
+                f"http://127.0.0.1:{edge_port}",
+                detector_id,
+                tmp_path / "edge-data",
+                models_dir,
+                f"http://127.0.0.1:{inference_port}",
+            )
     finally:
         cloud.stop()
 
@@ -133,6 +145,28 @@ def test_escalations_arrive_exactly_once_across_a_cloud_outage_and_an_edge_kill(
     assert _value(answered.result.label) == "YES" and _value(answered.result.source) == "USER"
     stack.cloud.stop()  # kept on the edge once final
     assert _value(gl.get_image_query(queued[0]).result.label) == "YES"
+
+
+def test_an_edge_killed_during_a_cloud_outage_still_serves_known_cloud_tokens_and_detectors(stack: Stack) -> None:
+    camera_token = stack.admin.create_token("camera", "device")
+    created = stack.admin.request("POST", "/v1/detectors", json={"name": "cloud-only", "query": "Lit?"})
+    assert created.status_code == 201, created.text
+    detector_id = created.json()["id"]  # in the cloud only, not in edge-config
+    install_brightness_model(stack.models_dir, detector_id)
+    wait_http(f"{stack.inference_url}/detectors/{detector_id}/ready", timeout=60)
+    gl = Groundlight(endpoint=stack.edge_url, api_token=camera_token)
+    white = grey(255, 0)
+    before = gl.submit_image_query(detector_id, white, wait=0)  # token and detector checked by the cloud
+    assert before.result.from_edge is True and before.query == "Lit?"
+
+    stack.cloud.stop()
+    stack.edge_api.kill()
+    stack.edge_api.start()
+    wait_http(f"{stack.edge_url}/health/live", timeout=60, process=stack.edge_api)
+    after = gl.submit_image_query(detector_id, grey(255, 1), wait=0)
+    assert after.result.from_edge is True and after.query == "Lit?"
+    unknown = httpx.get(f"{stack.edge_url}/device-api/v1/me", headers={"x-api-token": "x" * 40}, timeout=10)
+    assert unknown.status_code == 503 and unknown.json()["code"] == "cloud_unavailable"
 
 
 def _value(field: object) -> object:

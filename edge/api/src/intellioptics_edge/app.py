@@ -23,6 +23,7 @@ from intellioptics_common.schemas import ErrorBody
 from intellioptics_edge.auth import TokenVerifier
 from intellioptics_edge.background import start_background
 from intellioptics_edge.cloud import CloudClient
+from intellioptics_edge.cloud_cache import KnownDetectors, VerifiedTokens
 from intellioptics_edge.detectors import DetectorDirectory
 from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
@@ -122,7 +123,9 @@ def create_app(
             )
         cloud = CloudClient(cloud_http) if cloud_http is not None else None
         inference = InferenceClient(inference_http)
-        detectors = DetectorDirectory(config, cloud, settings.detector_cache_ttl_s, settings.device_token)
+        detectors = DetectorDirectory(
+            config, cloud, settings.detector_cache_ttl_s, settings.device_token, known=KnownDetectors(database)
+        )
         stats = EdgeStats()
         outbox = Outbox(database)
         background = start_background(
@@ -146,6 +149,7 @@ def create_app(
                 cloud,
                 settings.token_cache_ttl_s,
                 FailedAuthLimiter(settings.auth_max_failures, settings.auth_failure_window_s),
+                remembered=VerifiedTokens(database),
             ),
             detectors=detectors,
             stats=stats,

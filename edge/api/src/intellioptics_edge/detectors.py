@@ -2,8 +2,11 @@
 
 Cloud answers are cached per detector and refreshed in the background once older than
 ``detector_cache_ttl_s`` (the stale value keeps serving meanwhile), so a slow cloud
-never sits on the answer path after the first query. With no cloud, or while it is
-unreachable, the metadata in ``edge-config.yaml`` is used.
+never sits on the answer path after the first query. The last cloud answer is also kept
+in SQLite (:class:`~intellioptics_edge.cloud_cache.KnownDetectors`): an edge restarted
+while the cloud is unreachable serves it, as it would have served its cached copy had it
+not restarted. With no cloud, or for a detector the cloud never described, the metadata
+in ``edge-config.yaml`` is used.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import anyio
+
 from intellioptics_common.confidence import BINARY_CLASS_NAMES
 from intellioptics_common.schemas import Detector, DetectorMode
 from intellioptics_edge.cloud import CloudClient, CloudUnreachable
+from intellioptics_edge.cloud_cache import KnownDetectors
 from intellioptics_edge.edge_config import DetectorEntry, EdgeConfigManager
 from intellioptics_edge.errors import DetectorNotFoundError
 
@@ -93,12 +99,18 @@ class _Cached:
 
 class DetectorDirectory:
     def __init__(
-        self, config: EdgeConfigManager, cloud: CloudClient | None, ttl_s: float, device_token: str | None
+        self,
+        config: EdgeConfigManager,
+        cloud: CloudClient | None,
+        ttl_s: float,
+        device_token: str | None,
+        known: KnownDetectors | None = None,
     ) -> None:
         self._config = config
         self._cloud = cloud
         self._ttl_s = ttl_s
         self._device_token = device_token
+        self._known = known
         self._cache: dict[str, _Cached] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -118,7 +130,9 @@ class DetectorDirectory:
             try:
                 cached = await self._fetch(detector_id, token)
             except CloudUnreachable as exc:
-                logger.warning("detector %s: cloud unreachable (%s); using edge-config", detector_id, exc)
+                cached = await self._recall(detector_id)
+                source = "edge-config" if cached is None else "its last cloud metadata"
+                logger.warning("detector %s: cloud unreachable (%s); using %s", detector_id, exc, source)
         elif time.monotonic() - cached.fetched_at > self._ttl_s:
             self._refresh_in_background(detector_id, token)
         if cached is not None and cached.info is not None:
@@ -135,6 +149,23 @@ class DetectorDirectory:
         assert self._cloud is not None
         detector = await self._cloud.get_detector(detector_id, self._device_token or token)
         cached = _Cached(time.monotonic(), DetectorInfo.from_cloud(detector) if detector is not None else None)
+        self._cache[detector_id] = cached
+        if self._known is not None:
+            if detector is not None:
+                await anyio.to_thread.run_sync(self._known.remember, detector)
+            else:
+                await anyio.to_thread.run_sync(self._known.forget, detector_id)
+        return cached
+
+    async def _recall(self, detector_id: str) -> _Cached | None:
+        """The metadata an earlier run got from the cloud, cached as stale: the next query
+        refreshes it in the background instead of waiting on the cloud again."""
+        if self._known is None:
+            return None
+        detector = await anyio.to_thread.run_sync(self._known.get, detector_id)
+        if detector is None:
+            return None
+        cached = _Cached(float("-inf"), DetectorInfo.from_cloud(detector))
         self._cache[detector_id] = cached
         return cached
 

@@ -8,6 +8,8 @@ It follows Groundlight's edge (reference/groundlight.md §2) and goes beyond it:
    cloud is absent or unreachable, the edge model answers, the query goes to the outbox
    and the answer says ``done_processing: false``. (With ``disable_cloud_escalation``,
    ``want_async`` is answered by the edge and ``human_review=ALWAYS`` is a 400.)
+   A caller with one of the edge's own tokens is forwarded with the device token, as
+   its escalations are delivered: the cloud would refuse a token it never issued.
 3. no ready model → the cloud, or 503 when escalation is disabled or no cloud can take it;
 4. confident (adjusted confidence ≥ threshold) or ``always_return_edge_prediction`` →
    the edge answers (``source=ALGORITHM``, ``from_edge=true``); confident answers are
@@ -84,6 +86,8 @@ class SubmitRequest:
     metadata: dict[str, Any] | None = None
     inspection_id: str | None = None
     image_query_id: str | None = None
+    # ``token`` is one of this edge's own (INTELLIOPTICS_EDGE_TOKENS), perhaps unknown to the cloud.
+    local_caller: bool = False
     # The query string as received, forwarded unchanged when the cloud answers.
     forward_params: dict[str, str] = field(default_factory=dict)
 
@@ -230,9 +234,12 @@ class ImageQueryService:
     async def _try_cloud(self, request: SubmitRequest) -> CloudResponse | None:
         if self._cloud is None:
             return None
+        # Without a device token a local caller's own token is tried: it may be a cloud
+        # token that the operator also listed locally.
+        token = self._device_token if request.local_caller and self._device_token else request.token
         try:
             return await self._cloud.submit_image_query(
-                request.forward_params, request.image, request.content_type, request.token
+                request.forward_params, request.image, request.content_type, token
             )
         except CloudUnreachable as exc:
             logger.warning("cloud unreachable for detector %s: %s", request.detector_id, exc)

@@ -9,6 +9,9 @@ commits with ``synchronous=FULL``: an escalation, once acknowledged, is never lo
 Retention is bounded by count and age; the image of a pending outbox row is kept until
 the row is delivered.
 
+The same database holds the hourly counters (``reporting.py``) and what the cloud last
+said about tokens and detectors (``cloud_cache.py``); their tables are created here.
+
 Calls block briefly (SQLite, files); async callers run them in a worker thread.
 """
 
@@ -64,6 +67,17 @@ CREATE TABLE IF NOT EXISTS hourly_counters (
     counters TEXT NOT NULL,
     reported INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (detector_id, hour)
+);
+CREATE TABLE IF NOT EXISTS verified_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    verified_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS known_detectors (
+    detector_id TEXT PRIMARY KEY,
+    detector TEXT NOT NULL,
+    fetched_at REAL NOT NULL
 );
 """
 # Columns added after the first release: (name, declaration), added when missing.

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.schemas import Page
+from intellioptics_edge.auth import LOCAL_IDENTITY
 from intellioptics_edge.cloud import CloudResponse
 from intellioptics_edge.deps import StateDep, TokenDep, caller_address
 from intellioptics_edge.errors import ImageQueryNotFoundError
@@ -28,12 +29,14 @@ async def submit_image_query(request: Request) -> Response:
     # more per request than everything else this function does outside the model.
     state: EdgeState = request.app.state.edge
     token = request.headers.get("x-api-token")
-    await state.tokens.verify(token, caller_address(request))
+    identity = await state.tokens.verify(token, caller_address(request))
     assert token is not None
     content_type = check_content_type(request.headers.get("content-type"))
     arguments = parse_submit_params(request.query_params)
     body = await request.body()
-    outcome = await state.service.submit(SubmitRequest(image=body, content_type=content_type, token=token, **arguments))
+    local = identity is LOCAL_IDENTITY
+    submit = SubmitRequest(image=body, content_type=content_type, token=token, local_caller=local, **arguments)
+    outcome = await state.service.submit(submit)
     if isinstance(outcome, EdgeAnswer):
         return Response(outcome.image_query.model_dump_json(), status_code=201, media_type="application/json")
     return _cloud(outcome)
