@@ -1,4 +1,5 @@
-"""The ``intellioptics`` command line: for people (train, evaluate, predict, data, backbone).
+"""The ``intellioptics`` command line: for people (train, evaluate, predict, data, backbone,
+and training jobs on the cloud).
 
 Every command fails with a one-line message and a non-zero exit on bad input; long
 work shows a progress bar on stderr so ``--json`` output on stdout stays parseable.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import quote
 
 import click
 
@@ -214,6 +219,169 @@ def predict(pkg: Path, images: tuple[Path, ...], detector_id: str | None, as_jso
         _fail(exc.public_message)
 
 
+@main.group()
+def jobs() -> None:
+    """Training jobs on the cloud: queue one, watch it, list a detector's, cancel one."""
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _cloud_options(command: Command) -> Command:
+    """--cloud, --token and --json on every jobs subcommand, so they can follow its arguments."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print the cloud's JSON answer.")(command)
+    command = click.option(
+        "--token",
+        envvar="INTELLIOPTICS_API_TOKEN",
+        show_envvar=True,
+        required=True,
+        help="API token (admin to create or cancel a job).",
+    )(command)
+    return click.option(
+        "--cloud",
+        "cloud_url",
+        envvar="INTELLIOPTICS_CLOUD_URL",
+        show_envvar=True,
+        required=True,
+        help="Base URL of the cloud API, e.g. http://127.0.0.1:8000.",
+    )(command)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The part of a cloud ``TrainingJob`` that a person reads."""
+
+    id: str
+    detector_id: str
+    status: str
+    trainer: str
+    trigger: str
+    progress: float
+    created_at: str
+    eta_s: float | None
+    message: str | None
+    error: str | None
+    model_version: int | None
+    attempts: int
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> JobView:
+        return cls(
+            id=str(data["id"]),
+            detector_id=str(data["detector_id"]),
+            status=str(data["status"]),
+            trainer=str(data["trainer"]),
+            trigger=str(data["trigger"]),
+            progress=float(data["progress"]),
+            created_at=str(data["created_at"]),
+            eta_s=data.get("eta_s"),
+            message=data.get("message"),
+            error=data.get("error"),
+            model_version=data.get("model_version"),
+            attempts=int(data.get("attempts") or 0),
+        )
+
+    def line(self) -> str:
+        return (
+            f"{self.id}  {self.status:9s} {self.progress:4.0%}  trainer={self.trainer} trigger={self.trigger}"
+            f"  created={self.created_at}"
+        )
+
+    def details(self) -> list[str]:
+        extra = {
+            "detector": self.detector_id,
+            "eta_s": None if self.eta_s is None else round(self.eta_s),
+            "message": self.message,
+            "model_version": self.model_version,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+        return [self.line(), *(f"  {key}: {value}" for key, value in extra.items() if value is not None)]
+
+
+def _cloud(cloud_url: str, token: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One call to the cloud API; a refusal or an unreachable cloud ends the command with
+    the cloud's reason. No retries: a person is waiting and can run it again."""
+    import httpx
+
+    url = f"{cloud_url.rstrip('/')}/v1{path}"
+    try:
+        response = httpx.request(method, url, headers={"x-api-token": token}, timeout=30.0, **kwargs)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        _fail(f"cannot reach the cloud API at {cloud_url}: {exc}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_error:
+        reason = body.get("detail") if isinstance(body, dict) else None
+        code = f", {body['code']}" if isinstance(body, dict) and body.get("code") else ""
+        _fail(f"the cloud API answered {response.status_code}{code}: {reason or response.reason_phrase}")
+    if body is None:
+        _fail(f"{url} did not answer with JSON; is {cloud_url} the cloud API?")
+    return body
+
+
+def _job_path(job_id: str, action: str = "") -> str:
+    return f"/training-jobs/{quote(job_id, safe='')}{action}"
+
+
+def _show_job(data: Mapping[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo("\n".join(JobView.from_wire(data).details()))
+
+
+@jobs.command("create")
+@click.argument("detector_id")
+@click.option(
+    "--trainer",
+    type=click.Choice(["auto", "fast", "finetune"]),
+    default="auto",
+    show_default=True,
+    help="auto leaves the choice to the training library (today: fast).",
+)
+@_cloud_options
+def jobs_create(detector_id: str, trainer: str, cloud_url: str, token: str, as_json: bool) -> None:
+    """Queue a training job for DETECTOR_ID; a worker picks it up."""
+    path = f"/detectors/{quote(detector_id, safe='')}/training-jobs"
+    _show_job(_cloud(cloud_url, token, "POST", path, json={"trainer": trainer}), as_json)
+
+
+@jobs.command("status")
+@click.argument("job_id")
+@_cloud_options
+def jobs_status(job_id: str, cloud_url: str, token: str, as_json: bool) -> None:
+    """Show one job: status, progress, message, resulting model version or error."""
+    _show_job(_cloud(cloud_url, token, "GET", _job_path(job_id)), as_json)
+
+
+@jobs.command("list")
+@click.argument("detector_id")
+@_cloud_options
+def jobs_list(detector_id: str, cloud_url: str, token: str, as_json: bool) -> None:
+    """List DETECTOR_ID's jobs, newest first."""
+    # The detector first: a mistyped id is a 404, not an empty list.
+    _cloud(cloud_url, token, "GET", f"/detectors/{quote(detector_id, safe='')}")
+    listed = _cloud(cloud_url, token, "GET", "/training-jobs", params={"detector_id": detector_id})
+    if as_json:
+        _print_json(listed)
+    elif not listed:
+        click.echo(f"no training jobs for {detector_id}")
+    else:
+        for data in listed:
+            click.echo(JobView.from_wire(data).line())
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@_cloud_options
+def jobs_cancel(job_id: str, cloud_url: str, token: str, as_json: bool) -> None:
+    """Cancel a queued or running job (a running one stops at its next progress report)."""
+    _show_job(_cloud(cloud_url, token, "POST", _job_path(job_id, "/cancel")), as_json)
+
+
 def _read_flat_or_folder(root: Path) -> list:
     """OOD images may sit directly in the folder or in sub-folders."""
     from intellioptics_training.data import IMAGE_SUFFIXES, Sample
@@ -225,7 +393,7 @@ def _read_flat_or_folder(root: Path) -> list:
     return [Sample(p.read_bytes(), "OOD", str(p)) for p in files]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
