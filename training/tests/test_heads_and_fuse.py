@@ -36,18 +36,18 @@ def _random_heads(seed: int = 0) -> tuple[PrimaryHead, OoddHead]:
     }
     primary = PrimaryHead(2, stats).eval()
     primary.temperature.fill_(1.7)
-    bank = rng.normal(size=(20, 1280))
+    bank = rng.normal(size=(20, 112))
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
-    return primary, OoddHead(bank, center=0.3, scale=0.05).eval()
+    return primary, OoddHead(stats["feat_s16"], bank, center=0.3, scale=0.05).eval()
 
 
 def test_exported_heads_match_torch(runner: BackboneRunner) -> None:
     primary, oodd = _random_heads()
     x = _image_tensor(3)
     with torch.no_grad():
-        s8, s16, _, head = load_pretrained().features(torch.from_numpy(x))
+        s8, s16, _, _ = load_pretrained().features(torch.from_numpy(x))
         want_p = primary(s8, s16).numpy()
-        want_d = oodd(head).numpy()
+        want_d = oodd(s16).numpy()
     p_model = merge_with_backbone(runner.model_bytes, primary, PRIMARY_INPUTS, PROBABILITIES, PRIMARY_PREFIX)
     d_model = merge_with_backbone(runner.model_bytes, oodd, OODD_INPUTS, IN_DOMAIN, OODD_PREFIX)
     got_p = ort.InferenceSession(p_model, providers=["CPUExecutionProvider"]).run([PROBABILITIES], {"image": x})[0]

@@ -8,9 +8,13 @@ globally pooled head map was tried and dropped: it overfits the surface look and
 0.07 balanced accuracy on the generated set.) A thin scratch changes a few positions strongly, which
 max pooling keeps and a global average dilutes.
 
-OODD head: cosine distance of the pooled, L2-normalised head embedding to the nearest
-training embedding, mapped to an in-domain probability by a logistic anchored at the
-leave-one-out distances of the training images.
+OODD head: cosine distance of the image's pooled stride-16 feature (standardised by the
+training images' statistics, then L2-normalised) to the nearest training embedding,
+mapped to an in-domain probability by a logistic anchored at the leave-one-out
+distances of the training images. It reads the same stride-16 map as the primary, so
+the fused primary + OODD graph never runs the backbone's last stages: on the generated
+sets it separated unrelated photos as well as the 1280-d head embedding did (every OOD
+image below 0.9, 98-100 % of in-domain images above), at no cost beyond the primary.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import nn
 PRIMARY_PREFIX = "primary/"
 OODD_PREFIX = "oodd/"
 PRIMARY_INPUTS = ("feat_s8", "feat_s16")
-OODD_INPUTS = ("feat_head",)
+OODD_INPUTS = ("feat_s16",)
 PROBABILITIES = "probabilities"
 IN_DOMAIN = "in_domain"
 _CHANNELS = {"feat_s8": 40, "feat_s16": 112, "feat_head": 1280}
@@ -77,21 +81,21 @@ class PrimaryHead(nn.Module):
 
 
 class OoddHead(nn.Module):
-    """feat_head → in-domain probability, shape [N, 1]."""
+    """feat_s16 → in-domain probability, shape [N, 1]."""
 
-    def __init__(self, bank: np.ndarray, center: float, scale: float) -> None:
+    def __init__(self, stats: tuple[np.ndarray, np.ndarray], bank: np.ndarray, center: float, scale: float) -> None:
         super().__init__()
+        self.norm = Standardize(*stats)
         self.register_buffer("bank_t", torch.as_tensor(bank.T.copy(), dtype=torch.float32))
         self.center = float(center)
         self.scale = float(scale)
 
-    @staticmethod
-    def embed(feat_head: torch.Tensor) -> torch.Tensor:
-        pooled = feat_head.mean(dim=(2, 3))
+    def embed(self, feat_s16: torch.Tensor) -> torch.Tensor:
+        pooled = self.norm(feat_s16.mean(dim=(2, 3), keepdim=True)).flatten(1)
         return pooled / (pooled.norm(dim=1, keepdim=True) + 1e-6)
 
-    def forward(self, feat_head: torch.Tensor) -> torch.Tensor:
-        distance = 1.0 - (self.embed(feat_head) @ self.bank_t).amax(dim=1, keepdim=True)
+    def forward(self, feat_s16: torch.Tensor) -> torch.Tensor:
+        distance = 1.0 - (self.embed(feat_s16) @ self.bank_t).amax(dim=1, keepdim=True)
         return torch.sigmoid((self.center - distance) / self.scale)
 
 

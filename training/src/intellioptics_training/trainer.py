@@ -131,8 +131,7 @@ def train_detector(
     report("primary", epochs, epochs, **validation)
 
     # The OODD bank holds every training image (identity view), validation included.
-    all_head = np.concatenate([fit_maps[3][: len(fit_idx)], val_maps[3]])
-    oodd = _fit_oodd(all_head)
+    oodd = _fit_oodd(np.concatenate([fit_maps[1][: len(fit_idx)], val_maps[1]]))
     report("oodd", 1, 1)
 
     oodd_onnx = merge_with_backbone(runner.model_bytes, oodd, OODD_INPUTS, IN_DOMAIN, OODD_PREFIX)
@@ -221,16 +220,19 @@ def _calibrate(head: PrimaryHead, logits: torch.Tensor, val_labels: np.ndarray) 
     return {"val_accuracy": accuracy, "val_nll": best_loss, "temperature": best_t}
 
 
-def _fit_oodd(head_maps: np.ndarray) -> OoddHead:
+def _fit_oodd(s16_maps: np.ndarray) -> OoddHead:
+    pooled = s16_maps.mean(axis=(2, 3))
+    probe = OoddHead((pooled.mean(axis=0), pooled.std(axis=0)), np.zeros((1, pooled.shape[1])), 0.0, 1.0)
     with torch.no_grad():
-        embeddings = OoddHead.embed(torch.from_numpy(head_maps)).numpy()
+        embeddings = probe.embed(torch.from_numpy(s16_maps)).numpy()
     similarity = embeddings @ embeddings.T
     np.fill_diagonal(similarity, -np.inf)
     loo = 1.0 - similarity.max(axis=1)
     reference = float(np.quantile(loo, 0.95)) + 1e-4
     # In-domain images sit at or below the reference distance (score ≥ 0.98); twice
     # that distance scores ≈ 0.07, which pulls any answer below a 0.9 threshold.
-    return OoddHead(embeddings, center=1.6 * reference, scale=0.15 * reference).eval()
+    stats = (pooled.mean(axis=0), pooled.std(axis=0))
+    return OoddHead(stats, embeddings, center=1.6 * reference, scale=0.15 * reference).eval()
 
 
 def export_package(
@@ -257,7 +259,7 @@ def export_package(
             backbone=None
             if kind == "primary" and not trained.primary_shares_backbone
             else BackboneRef(
-                id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16,feat_head"
+                id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16"
             ),
         )
         metadata = PredictorMetadata(
