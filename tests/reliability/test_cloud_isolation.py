@@ -54,6 +54,7 @@ POLICY: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/v1/detectors/{detector_id}/settings"): ADMIN,
     ("GET", "/v1/detectors/{detector_id}/settings"): ALL,
     ("GET", "/v1/detectors/{detector_id}/stats"): ALL,
+    ("GET", "/v1/detectors/{detector_id}/stats/edge-learning"): ALL,
     ("GET", "/v1/detectors/{detector_id}/dataset"): WORK,
     ("GET", "/v1/detector-groups"): ALL,
     ("POST", "/v1/detector-groups"): ADMIN,

@@ -127,6 +127,25 @@ class DetectorStats(WireModel):
     active_model_version: int | None
 
 
+class EdgeLearningBucket(WireModel):
+    """One hour or day: labels so far, and how the edges did in that bucket."""
+
+    start: datetime
+    labels: int = Field(description="Human labels in the training set by the end of this bucket (cumulative).")
+    queries: int = Field(description="Queries the edges counted in this bucket.")
+    edge_answers: int = Field(description="Of those, queries the edge model answered itself.")
+    edge_answer_rate: float | None = Field(description="edge_answers / queries; null without queries.")
+    compared: int = Field(description="Queries made in this bucket with both an edge answer and a human label.")
+    agreed: int = Field(description="Of those, queries where the edge's answer equals the human label.")
+    edge_accuracy: float | None = Field(description="agreed / compared; null when nothing could be compared.")
+
+
+class EdgeLearning(WireModel):
+    detector_id: str
+    bucket: Literal["hour", "day"]
+    buckets: list[EdgeLearningBucket]
+
+
 class DetectorSettings(StrictRequest):
     retrain_every_n_labels: Annotated[int, Field(ge=1, le=100_000)] | None = None
     promotion_policy: Literal["auto", "manual"] | None = None

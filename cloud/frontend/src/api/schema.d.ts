@@ -317,6 +317,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/detectors/{detector_id}/stats/edge-learning": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Edge Learning
+         * @description Edge answer rate and accuracy against the human labels, hour by hour (up to three
+         *     days of data) or day by day, with the number of labels so far.
+         */
+        get: operations["edge_learning_v1_detectors__detector_id__stats_edge_learning_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/detectors/{detector_id}/training-jobs": {
         parameters: {
             query?: never;
@@ -1146,6 +1167,64 @@ export interface components {
              * Format: date-time
              */
             hour: string;
+        };
+        /** EdgeLearning */
+        EdgeLearning: {
+            /**
+             * Bucket
+             * @enum {string}
+             */
+            bucket: "hour" | "day";
+            /** Buckets */
+            buckets: components["schemas"]["EdgeLearningBucket"][];
+            /** Detector Id */
+            detector_id: string;
+        };
+        /**
+         * EdgeLearningBucket
+         * @description One hour or day: labels so far, and how the edges did in that bucket.
+         */
+        EdgeLearningBucket: {
+            /**
+             * Agreed
+             * @description Of those, queries where the edge's answer equals the human label.
+             */
+            agreed: number;
+            /**
+             * Compared
+             * @description Queries made in this bucket with both an edge answer and a human label.
+             */
+            compared: number;
+            /**
+             * Edge Accuracy
+             * @description agreed / compared; null when nothing could be compared.
+             */
+            edge_accuracy: number | null;
+            /**
+             * Edge Answer Rate
+             * @description edge_answers / queries; null without queries.
+             */
+            edge_answer_rate: number | null;
+            /**
+             * Edge Answers
+             * @description Of those, queries the edge model answered itself.
+             */
+            edge_answers: number;
+            /**
+             * Labels
+             * @description Human labels in the training set by the end of this bucket (cumulative).
+             */
+            labels: number;
+            /**
+             * Queries
+             * @description Queries the edges counted in this bucket.
+             */
+            queries: number;
+            /**
+             * Start
+             * Format: date-time
+             */
+            start: string;
         };
         /** EdgeMetricsEntry */
         EdgeMetricsEntry: {
@@ -2468,6 +2547,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DetectorStats"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    edge_learning_v1_detectors__detector_id__stats_edge_learning_get: {
+        parameters: {
+            query?: {
+                /** @description How many days back to read. */
+                days?: number;
+            };
+            header?: never;
+            path: {
+                detector_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EdgeLearning"];
                 };
             };
             /** @description Validation Error */

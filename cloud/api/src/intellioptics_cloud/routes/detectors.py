@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query, Request, status
 
 from intellioptics_cloud.deps import Admin, Reader, SessionDep, Worker
 from intellioptics_cloud.routes.paging import page_links
-from intellioptics_cloud.schemas import DatasetExample, DayCounts, DetectorSettings, DetectorSettingsOut, DetectorStats
+from intellioptics_cloud.schemas import (
+    DatasetExample,
+    DayCounts,
+    DetectorSettings,
+    DetectorSettingsOut,
+    DetectorStats,
+    EdgeLearning,
+    EdgeLearningBucket,
+)
 from intellioptics_cloud.services import detectors, stats
 from intellioptics_cloud.services.wire import detector_out, image_url
 from intellioptics_common.schemas import (
@@ -84,6 +92,35 @@ def detector_stats(detector_id: str, principal: Reader, session: SessionDep) -> 
         total_labels=result.total_labels,
         pending_reviews=result.pending_reviews,
         active_model_version=result.active_model_version,
+    )
+
+
+@router.get("/detectors/{detector_id}/stats/edge-learning", response_model=EdgeLearning)
+def edge_learning(
+    detector_id: str,
+    principal: Reader,
+    session: SessionDep,
+    days: Annotated[int, Query(ge=1, le=365, description="How many days back to read.")] = 30,
+) -> EdgeLearning:
+    """Edge answer rate and accuracy against the human labels, hour by hour (up to three
+    days of data) or day by day, with the number of labels so far."""
+    result = stats.edge_learning(session, principal, detector_id, days)
+    return EdgeLearning(
+        detector_id=detector_id,
+        bucket=result.bucket,
+        buckets=[
+            EdgeLearningBucket(
+                start=b.start,
+                labels=b.labels,
+                queries=b.queries,
+                edge_answers=b.edge_answers,
+                edge_answer_rate=b.edge_answer_rate,
+                compared=b.compared,
+                agreed=b.agreed,
+                edge_accuracy=b.edge_accuracy,
+            )
+            for b in result.buckets
+        ],
     )
 
 
