@@ -13,6 +13,7 @@ import type {
   DetectorStats,
   Edge,
   EdgeDetail,
+  EdgeLearning,
   ImageQuery,
   Me,
   ModelCompare,
@@ -127,6 +128,7 @@ export class Client {
   patchDetector = (id: string, body: DetectorPatch) => this.json<Detector>("PATCH", `/v1/detectors/${id}`, undefined, body);
   deleteDetector = (id: string) => this.json<void>("DELETE", `/v1/detectors/${id}`);
   detectorStats = (id: string) => this.json<DetectorStats>("GET", `/v1/detectors/${id}/stats`);
+  edgeLearning = (id: string, days = 30) => this.json<EdgeLearning>("GET", `/v1/detectors/${id}/stats/edge-learning`, { days });
   imageQueries = (detectorId?: string, page = 1, pageSize = 20) =>
     this.json<Page<ImageQuery>>("GET", "/v1/image-queries", { page, page_size: pageSize, detector_id: detectorId });
   imageQuery = (id: string) => this.json<ImageQuery>("GET", `/v1/image-queries/${id}`);

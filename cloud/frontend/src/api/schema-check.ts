@@ -20,6 +20,7 @@ export const schemaFits: Record<string, true> = {
   reviewQueue: true satisfies Fits<S["ReviewQueue"], T.ReviewQueue>,
   reviewStats: true satisfies Fits<S["ReviewStats"], T.ReviewStats>,
   detectorStats: true satisfies Fits<S["DetectorStats"], T.DetectorStats>,
+  edgeLearning: true satisfies Fits<S["EdgeLearning"], T.EdgeLearning>,
   modelVersion: true satisfies Fits<S["ModelVersion"], Omit<T.ModelVersion, "metrics">>,
   trainingJob: true satisfies Fits<S["TrainingJob"], T.TrainingJob>,
   edge: true satisfies Fits<S["EdgeOut"], Omit<T.EdgeDetail, "detectors" | "counters">>,

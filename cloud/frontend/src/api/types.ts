@@ -134,6 +134,27 @@ export interface DetectorStats {
   active_model_version: number | null;
 }
 
+/** One hour or day of GET /v1/detectors/{id}/stats/edge-learning. */
+export interface EdgeLearningBucket {
+  start: string;
+  /** Training-set labels by the end of the bucket (cumulative). */
+  labels: number;
+  queries: number;
+  edge_answers: number;
+  /** edge_answers / queries from the edges' hourly counters; null without queries. */
+  edge_answer_rate: number | null;
+  /** Queries with both the edge's own answer and a human label. */
+  compared: number;
+  agreed: number;
+  edge_accuracy: number | null;
+}
+
+export interface EdgeLearning {
+  detector_id: string;
+  bucket: "hour" | "day";
+  buckets: EdgeLearningBucket[];
+}
+
 export interface ModelMetrics {
   accuracy?: number | null;
   balanced_accuracy?: number | null;

@@ -1,10 +1,11 @@
 /**
  * Models and training of one detector: versions with their metrics, a side-by-side
- * comparison, activate / roll back, training jobs, and how the edge's answer rate and
- * accuracy grew with the labels.
+ * comparison, activate / roll back, training jobs, and how the edges' answer rate and
+ * accuracy grew with the labels (from the cloud's edge-learning stats, not the versions'
+ * validation metrics).
  */
 import { useState } from "react";
-import type { ModelCompare, ModelVersion, TrainerKind, TrainingJob } from "../api/types";
+import type { EdgeLearning, ModelCompare, ModelVersion, TrainerKind, TrainingJob } from "../api/types";
 import { CAN, useSession } from "../auth";
 import { LineChart } from "../components/charts";
 import { Badge, Empty, ErrorBox, Gate, ago, num, pct, useLoad, when } from "../components/ui";
@@ -26,6 +27,7 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
   const detector = useLoad(() => client.detector(detectorId), [client, detectorId]);
   const models = useLoad(() => client.models(detectorId), [client, detectorId], 10_000);
   const jobs = useLoad(() => client.trainingJobs(detectorId), [client, detectorId], 3_000);
+  const learning = useLoad(() => client.edgeLearning(detectorId), [client, detectorId], 60_000);
   const [picked, setPicked] = useState<number[]>([]);
   const [actionError, setActionError] = useState<unknown>(null);
   const [trainer, setTrainer] = useState<TrainerKind>("auto");
@@ -150,6 +152,11 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
           )
         }
       </Gate>
+
+      <h2>Edges as labels grew</h2>
+      <Gate state={learning} what="edge answer rate and accuracy">
+        {(data) => <EdgeLearningCharts learning={data} />}
+      </Gate>
     </section>
   );
 }
@@ -229,8 +236,62 @@ function Compare({ detectorId, a, b }: { detectorId: string; a: number; b: numbe
   );
 }
 
-/** Answer rate (confident coverage) and accuracy of each version against its number of labels. */
-function GrowthChart({ models }: { models: ModelVersion[] }) {
+/**
+ * What the edges did in the field, bucket by bucket: the share of queries they answered
+ * themselves and how often their own answer matched a reviewer's label, next to the
+ * number of labels the detector had by then.
+ */
+export function EdgeLearningCharts({ learning }: { learning: EdgeLearning }) {
+  const buckets = learning.buckets;
+  if (buckets.length === 0) {
+    return (
+      <Empty title="No edge data for this detector yet.">
+        Edges report their answer counts every hour; accuracy appears once reviewers label queries an edge escalated or sent for audit.
+      </Empty>
+    );
+  }
+  const points = buckets.map((b) => ({ x: Date.parse(b.start), bucket: b }));
+  const compared = buckets.reduce((sum, b) => sum + b.compared, 0);
+  const timeLabel = (x: number) => {
+    const d = new Date(x);
+    return learning.bucket === "hour"
+      ? d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" })
+      : d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  };
+  const per = learning.bucket === "hour" ? "hour" : "day";
+  return (
+    <div data-testid="edge-learning">
+      <div className="charts">
+        <LineChart
+          title={`Edge answer rate and accuracy, per ${per}`}
+          series={[
+            { name: "answered on the edge (edge answers / queries)", color: "#2563eb", points: points.map((p) => ({ x: p.x, y: p.bucket.edge_answer_rate })) },
+            { name: "edge answer agrees with the human label", color: "#16a34a", points: points.map((p) => ({ x: p.x, y: p.bucket.edge_accuracy })) },
+          ]}
+          yMax={1}
+          yFormat={(v) => `${Math.round(v * 100)} %`}
+          xLabel={timeLabel}
+        />
+        <LineChart
+          title="Human labels in the training set"
+          series={[{ name: "labels (cumulative)", color: "#7c3aed", points: points.map((p) => ({ x: p.x, y: p.bucket.labels })) }]}
+          yFormat={(v) => String(Math.round(v))}
+          xLabel={timeLabel}
+        />
+      </div>
+      <p className="muted small">
+        {compared === 0
+          ? "No edge answer has a human label yet, so there is no accuracy to plot."
+          : `Accuracy from ${compared} labeled edge answers. Escalations are the edge's least confident answers, so audits give the fairer picture.`}
+      </p>
+    </div>
+  );
+}
+
+/**
+ * Validation metrics of each version against its training-set size: what the trainer
+ * measured on held-out labels, a forecast of the edge, not what the edges did.
+ */function GrowthChart({ models }: { models: ModelVersion[] }) {
   const sorted = [...models].filter((m) => m.training_set_size !== null).sort((a, b) => (a.training_set_size ?? 0) - (b.training_set_size ?? 0));
   const series = (name: string, key: string, colour: string) => ({
     name,
@@ -239,10 +300,10 @@ function GrowthChart({ models }: { models: ModelVersion[] }) {
   });
   return (
     <LineChart
-      title="Edge answer rate and accuracy as labels grew"
+      title="Validation metrics of each version by training-set size"
       series={[
-        series("answer rate (confident coverage)", "confident_coverage", "#2563eb"),
-        series("accuracy of confident answers", "confident_accuracy", "#16a34a"),
+        series("confident coverage", "confident_coverage", "#2563eb"),
+        series("confident accuracy", "confident_accuracy", "#16a34a"),
         series("balanced accuracy", "balanced_accuracy", "#d97706"),
       ]}
       yMax={1}
