@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PARTS := common training edge/inference edge/api cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
-.PHONY: help install system-deps backbone web-ui frontend frontend-client test lint format run bench bench-frontend clean
+.PHONY: help install system-deps backbone web-ui frontend frontend-client test lint format run bench bench-edge bench-frontend soak clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,8 +56,16 @@ web-ui: ## Build the web UI once (cloud/frontend/dist), when npm is available
 	if command -v npm >/dev/null; then cd cloud/frontend && npm ci --no-audit --no-fund && npm run build; \
 	else echo "npm not found: the cloud API runs without the web UI"; fi
 
-bench: install ## Long measurements; writes docs/benchmarks.md
+bench: install ## Long measurements (training, then the edge); each writes its own section of docs/benchmarks.md
 	$(BIN)/python -m intellioptics_training.bench
+	$(MAKE) --no-print-directory bench-edge
+
+# About 4-5 minutes on 2 cores: 8 one-second slices of each of 14 runs, then the cache cycle.
+bench-edge: install ## Edge latency/throughput: raw ONNX Runtime, inference, edge API, nginx (the Edge inference section)
+	$(BIN)/python -m tests.support.edge_stack --duration 8
+
+soak: install ## Long reliability runs (tests/soak: 60 s load, long fuzzing, 2-minute cloud outage; about 30 minutes)
+	INTELLIOPTICS_SOAK=1 $(BIN)/pytest -s -m soak tests/soak
 
 bench-frontend: install ## Review-page labeling bench (writes the Web UI section of docs/benchmarks.md)
 	$(BIN)/python -m cloud.frontend.tests.bench_review

@@ -3,6 +3,8 @@ and the nginx gateway, on free ports, with tiny but real ONNX model packages.
 
     with edge_stack(tmp_path, detectors=[...]) as stack:
         Groundlight(endpoint=stack.gateway_url, api_token=stack.token)
+
+``python -m tests.support.edge_stack [bench options]`` is ``make bench-edge``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -21,6 +24,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from intellioptics_common.model_package import InputSpec, PipelineConfig, PredictorMetadata, write_version
 from tests.support.procs import REPO_ROOT, free_port, nginx_process, python_module, running, wait_http
+
+if TYPE_CHECKING:
+    from intellioptics_inference.bench import Served
 
 EDGE_TOKEN = "edge_test_token_0123456789abcdef"
 
@@ -163,38 +169,40 @@ def edge_stack(
         )
 
 
-def run_edge_bench(
-    base_dir: Path,
-    image: bytes,
-    *,
-    detector_id: str = "det_" + "Bench0Brightness0Detector01",
-    models_dir: Path | None = None,
-    concurrencies: Sequence[int] = (1, 4, 16),
-    requests_per_level: int = 200,
-) -> list:
-    """``make bench`` entry: the whole edge on free ports, one detector, answered on the edge.
-
-    Without ``models_dir`` a brightness model is installed for ``detector_id``; pass a
-    directory holding a real package for that detector to measure a real model.
-    """
-    from intellioptics_edge.bench import bench_edge
+@contextlib.contextmanager
+def serve_edge_bench(models_dir: Path, work_dir: Path, env: dict[str, str]) -> Iterator[Served]:
+    """``intellioptics_inference.bench``'s serve for the whole edge: inference, edge API
+    and nginx (the real gateway config) on ``models_dir``, the bench detector answered on
+    the edge (preset ``no_cloud``, no audits), offline."""
+    from intellioptics_edge.bench import ImageQueryPoster
+    from intellioptics_inference.bench import DETECTOR, Layer, Served, bench_jpeg
 
     config = {
         "global_config": {"confident_audit_rate": 0},
         "detectors": [
-            # always_return: every answer comes from the edge model, none waits on escalation
-            {"detector_id": detector_id, "edge_inference_config": "no_cloud", "name": "bench", "query": "bench?"}
+            {"detector_id": DETECTOR, "edge_inference_config": "no_cloud", "name": "bench", "query": "bench?"}
         ],
     }
-    models = None if models_dir is not None else {detector_id: ("NO", "YES")}
-    with edge_stack(base_dir, config, models, models_dir=models_dir) as stack:
-        wait_http(f"{stack.inference_url}/detectors/{detector_id}/ready", timeout=120)
-        return bench_edge(
-            gateway_url=stack.gateway_url,
-            edge_api_url=stack.edge_api_url,
-            token=stack.token,
-            detector_id=detector_id,
-            image=image,
-            concurrencies=concurrencies,
-            requests_per_level=requests_per_level,
-        )
+    with edge_stack(work_dir, config, models_dir=models_dir, extra_env=env) as stack:
+        wait_http(f"{stack.inference_url}/detectors/{DETECTOR}/ready", timeout=120)
+        edge_api = ImageQueryPoster(stack.edge_api_url, DETECTOR, stack.token, bench_jpeg())
+        gateway = ImageQueryPoster(stack.gateway_url, DETECTOR, stack.token, bench_jpeg())
+        # Once through the whole path, so that a misconfigured stack fails here and not as
+        # a table of errors.
+        error = gateway()
+        gateway.close_thread()
+        if error is not None:
+            raise RuntimeError(f"the edge did not answer the bench detector: {error}")
+        yield Served(stack.inference_url, layers=(Layer("edge API", edge_api), Layer("nginx → edge API", gateway)))
+
+
+def run_edge_bench(argv: list[str] | None = None) -> int:
+    """``make bench``'s edge part: ``intellioptics_inference.bench`` (same options) with
+    the edge API and nginx measured in front of the inference service."""
+    from intellioptics_inference.bench import main
+
+    return main(argv, serve=serve_edge_bench, command="make bench-edge")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_edge_bench())
