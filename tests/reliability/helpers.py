@@ -151,8 +151,13 @@ def edge_processes(
     cloud_url: str = "",
     device_token: str | None = None,
     audit_rate: float = 0.0,
+    gateway_to_cloud: bool = False,
 ) -> Iterator[EdgeProcesses]:
-    """Inference + edge API + nginx (offline) on free ports, a brightness model per detector."""
+    """Inference + edge API + nginx on free ports, a brightness model per detector.
+
+    nginx runs offline unless ``gateway_to_cloud``: then what the edge API answers 404 to
+    (a query the cloud answered, say) is forwarded to ``cloud_url``, as in production.
+    """
     import yaml
 
     from tests.support.edge_stack import EDGE_TOKEN, install_brightness_model, load_nginx_renderer
@@ -202,7 +207,11 @@ def edge_processes(
     )
     prefix = base_dir / "nginx"
     conf = load_nginx_renderer().render(
-        prefix, port=ports["gateway"], edge_api=f"127.0.0.1:{ports['edge']}", access_log="off"
+        prefix,
+        port=ports["gateway"],
+        edge_api=f"127.0.0.1:{ports['edge']}",
+        cloud_url=cloud_url if gateway_to_cloud else "",
+        access_log="off",
     )
     gateway = nginx_process(conf, prefix)
     with running(inference), running(edge_api), running(gateway):
