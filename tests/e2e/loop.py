@@ -18,7 +18,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +68,11 @@ class Loop:
         detector = self.gl.create_detector(
             name=name, query="Is there a defect on the surface?", confidence_threshold=confidence_threshold
         )
-        # Jobs only when the test asks: automatic ones would start mid-labelling.
+        # Jobs only when the test asks (null: no automatic jobs): they would start mid-labelling.
         settings = self.admin.request(
             "POST",
             f"/v1/detectors/{detector.id}/settings",
-            json={"retrain_every_n_labels": 100_000, "promotion_policy": "auto"},
+            json={"retrain_every_n_labels": None, "promotion_policy": "auto"},
         )
         assert settings.status_code == 200, settings.text
         config = {
@@ -92,7 +92,8 @@ class Loop:
         return time.monotonic()
 
     def train(self, detector_id: str, trainer: str = "fast", timeout: float = 600.0) -> dict[str, Any]:
-        """Start a training job and wait for it; returns the active model version."""
+        """Start a training job and wait for it; returns the version that job registered,
+        active or candidate, with the promotion policy's ``decision`` and its reason."""
         response = self.admin.request("POST", f"/v1/detectors/{detector_id}/training-jobs", json={"trainer": trainer})
         assert response.status_code == 201, response.text
         job_id = response.json()["id"]
@@ -105,13 +106,20 @@ class Loop:
 
         job = self.admin.wait(finished, timeout, f"training job {job_id}", interval=0.5)
         assert job["status"] == "succeeded", f"training job {job['status']}: {job.get('error')}\n{self.worker.tail()}"
-        return self.active_model(detector_id)
+        assert job["model_version"] is not None, f"training job {job_id} succeeded without a version: {job}"
+        return self.model_version(detector_id, job["model_version"])
+
+    def model_version(self, detector_id: str, version: int) -> dict[str, Any]:
+        return self._one_version(detector_id, lambda v: v["version"] == version, f"version {version}")
 
     def active_model(self, detector_id: str) -> dict[str, Any]:
+        return self._one_version(detector_id, lambda v: v["status"] == "active", "active version")
+
+    def _one_version(self, detector_id: str, wanted: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
         versions = self.admin.request("GET", f"/v1/detectors/{detector_id}/models").json()
-        active = [v for v in versions if v["status"] == "active"]
-        assert active, f"no active version: {json.dumps(versions)[:2000]}"
-        return active[0]
+        found = [v for v in versions if wanted(v)]
+        assert found, f"no {what}: {json.dumps(versions)[:2000]}"
+        return found[0]
 
     # --- the edge's part --------------------------------------------------------------
 
@@ -203,6 +211,7 @@ def run_loop_bench(
         detector_id = loop.create_detector("loop-bench", confidence_threshold=0.75)
         last_label = _label_examples(loop, detector_id, binary_examples(per_class, seed=1))
         model = loop.train(detector_id, trainer)
+        assert model["status"] == "active", f"the first version was not promoted: {model['decision']}"
         trained = time.monotonic()
         served = loop.wait_edge_serving(detector_id, model["id"], timeout=refresh_rate * 3 + 60)
         result = {
@@ -241,8 +250,12 @@ def run_curve_bench(
     dev_per_class: int = 50,
     threshold: float = 0.75,
     trainer: str = "fast",
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     """Edge answer rate and accuracy as labels accumulate (per class), on the hard dev set.
+
+    Each step's row names the version its job registered and the promotion policy's
+    decision; when the policy kept it a candidate, the edge still serves the active
+    version, and the row says which one was measured.
 
     The dev images' own escalations go to the review queue too; they are left unlabelled
     (skipped by the next round's labelling, which labels only the training images)."""
@@ -265,9 +278,15 @@ def run_curve_bench(
             labelled = per_class
             started = time.monotonic()
             model = loop.train(detector_id, trainer)
-            loop.wait_edge_serving(detector_id, model["id"], timeout=120)
+            served = model if model["status"] == "active" else loop.active_model(detector_id)
+            loop.wait_edge_serving(detector_id, served["id"], timeout=120)
+            decision = model["decision"] or {}
             row = {
                 "labels_per_class": per_class,
+                "model_version": model["version"],
+                "promotion": decision.get("action"),
+                "promotion_reason": decision.get("reason"),
+                "edge_serving_version": served["version"],
                 "train_and_rollout_s": round(time.monotonic() - started, 1),
                 **evaluate_on_edge(loop, detector_id, dev, threshold),
             }
