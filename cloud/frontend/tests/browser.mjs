@@ -5,7 +5,9 @@
 // Scenarios:
 //   e2e    sign in (reviewer, then admin), label five items with the keyboard, undo,
 //          create a detector, start a training job and play the worker through the
-//          cloud's worker endpoints while the job page shows the progress, visit every page.
+//          cloud's worker endpoints while the job page shows the progress; the admin
+//          actions (cancel a running job, activate and roll back a version, switch a
+//          detector OFF), each checked through the API; visit every page.
 //   bench  a scripted reviewer labels config.count items as fast as the UI allows.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -81,6 +83,18 @@ await context.route("**/*", (route) => {
   console_.push({ type: "external", text: route.request().url(), url: page.url() });
   return route.abort();
 });
+
+/** Poll the API until `check(value)` holds; the UI said it is done, the cloud must agree. */
+async function apiUntil(path, token, check, what) {
+  const deadline = Date.now() + (config.timeoutMs ?? 15000);
+  let value;
+  while (Date.now() < deadline) {
+    value = await api("GET", path, token);
+    if (check(value)) return value;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${what}: the API still answers ${JSON.stringify(value).slice(0, 400)}`);
+}
 
 async function shot(name, fullPage = false) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage });
@@ -209,6 +223,14 @@ async function e2e() {
   await page.waitForSelector(`h1:has-text('${config.newDetector.name}')`);
   result.createdDetectorUrl = page.url();
   step("created a detector", { url: page.url() });
+  // Switch it OFF from its settings form.
+  const createdId = decodeURIComponent(page.url().split("/detectors/")[1]);
+  await page.selectOption("form[aria-label='Detector settings'] select[name=status]", "OFF");
+  await page.click("form[aria-label='Detector settings'] button[type=submit]");
+  await page.waitForSelector("form[aria-label='Detector settings'] [role=status]");
+  await shot("06b-detector-off");
+  result.detectorOff = await apiUntil(`/v1/detectors/${createdId}`, config.adminToken, (d) => d.status === "OFF", "detector OFF");
+  step("switched the new detector OFF", { id: createdId });
 
   // The seeded detector's page: recent queries with thumbnails and the label distribution.
   await go(`/detectors/${config.detectorId}`);
@@ -284,6 +306,8 @@ async function e2e() {
     step("compared two versions");
   }
 
+  await adminActions();
+
   await go(`/edges`);
   await page.waitForSelector("[data-testid=edges-table], .notice.empty");
   await shot("13-edges");
@@ -298,6 +322,45 @@ async function e2e() {
   await go(`/nowhere`);
   await page.waitForSelector("text=There is no page");
   step("visited every page");
+}
+
+/** Cancel a running job, activate another version, roll back: each click checked through the API. */
+async function adminActions() {
+  // A second job, claimed by the worker so it runs, then cancelled from its page.
+  await go(`/detectors/${config.detectorId}/models`);
+  await page.waitForSelector("button:has-text('Start training')");
+  await page.click("button:has-text('Start training')");
+  await page.waitForURL(/#\/training-jobs\//);
+  const jobId = decodeURIComponent(page.url().split("/training-jobs/")[1]);
+  const claimed = await api("POST", "/v1/training-jobs/claim", config.workerToken);
+  if (!claimed || claimed.id !== jobId) throw new Error(`worker claimed ${claimed?.id}, expected ${jobId}`);
+  await api("POST", `/v1/training-jobs/${jobId}/progress`, config.workerToken, { progress: 0.3, eta_s: 40, message: "epoch 1 of 3" });
+  await page.waitForSelector(".badge:has-text('running')");
+  await page.click("button:has-text('Cancel job')");
+  await page.waitForSelector(".badge:has-text('cancelled')");
+  await shot("12b-job-cancelled");
+  result.cancelledJob = await apiUntil(`/v1/training-jobs/${jobId}`, config.adminToken, (j) => j.status === "cancelled", "job cancelled");
+  step("cancelled a running job", { jobId });
+
+  // Activate a version other than the active one, then roll back to the one before.
+  await go(`/detectors/${config.detectorId}/models`);
+  await page.waitForSelector("[data-testid=models-table]");
+  const modelsPath = `/v1/detectors/${config.detectorId}/models`;
+  const activeOf = (models) => models.find((m) => m.status === "active")?.version ?? null;
+  const versions = await api("GET", modelsPath, config.adminToken);
+  const before = activeOf(versions);
+  const target = versions.map((m) => m.version).filter((v) => v !== before).sort((a, b) => a - b)[0];
+  await page.click(`[data-testid=models-table] tr[data-version='${target}'] button:has-text('Activate')`);
+  await page.waitForSelector(`[data-testid=models-table] tr[data-version='${target}'] .badge:has-text('active')`);
+  const activated = await apiUntil(modelsPath, config.adminToken, (m) => activeOf(m) === target, `activate v${target}`);
+  step("activated a version", { before, target });
+  await page.click("button:has-text('Roll back')");
+  await page.waitForSelector(`[data-testid=models-table] tr[data-version='${before}'] .badge:has-text('active')`);
+  const rolledBack = await apiUntil(modelsPath, config.adminToken, (m) => activeOf(m) === before, "roll back");
+  await page.waitForSelector("[data-testid=edge-learning] svg");
+  await shot("12c-models-rolled-back", true);
+  result.activation = { before, target, afterActivate: activeOf(activated), afterRollback: activeOf(rolledBack) };
+  step("rolled back", result.activation);
 }
 
 async function bench() {

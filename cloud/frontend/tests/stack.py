@@ -9,6 +9,7 @@ the real groundlight SDK), an edge with hourly counters.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import io
@@ -210,6 +211,30 @@ def seed_edge(cloud: Cloud, device_token: str, detector_id: str) -> str:
         ]
         client.post("/v1/edge/report-metrics", json={"edge_id": edge_id, "entries": entries}).raise_for_status()
     return edge_id
+
+
+def seed_edge_answers(cloud: Cloud, device_token: str, detector_id: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """Escalations that carry the edge's own answer, each then labeled by a person:
+    (edge label, human label) pairs, for the edge-learning accuracy."""
+    ids = []
+    for seed, (edge_label, human_label) in enumerate(pairs, start=100):
+        metadata = {"edge_result": {"label": edge_label, "confidence": 0.62}, "escalation_reason": "audit"}
+        with cloud.client(device_token) as client:
+            response = client.post(
+                "/v1/image-queries",
+                params={
+                    "detector_id": detector_id,
+                    "metadata": base64.urlsafe_b64encode(json.dumps(metadata).encode()).decode(),
+                },
+                content=image_bytes(seed),
+                headers={"content-type": "image/jpeg"},
+            )
+            response.raise_for_status()
+        iq_id = str(response.json()["id"])
+        with cloud.client() as client:
+            client.post("/v1/labels", json={"image_query_id": iq_id, "label": human_label}).raise_for_status()
+        ids.append(iq_id)
+    return ids
 
 
 def run_browser(scenario: str, config: dict, out_dir: Path, timeout: float = 240) -> dict:

@@ -3,7 +3,8 @@
 One browser run (tests/browser.mjs, scenario ``e2e``) signs in, labels five queued items
 with the keyboard, undoes and relabels one, skips one, creates a detector, starts a
 training job and watches it progress while this test's token plays the training worker
-through the cloud's worker endpoints, and visits every page, saving screenshots under
+through the cloud's worker endpoints, cancels a second job while it runs, activates a
+version and rolls it back, switches the new detector OFF, and visits every page, saving screenshots under
 ``test-output/screenshots/``. The checks below then read the results back through the
 API: the labels must have reached the image queries.
 """
@@ -24,6 +25,7 @@ from cloud.frontend.tests.stack import (
     require_tools,
     run_browser,
     seed_edge,
+    seed_edge_answers,
     submit_images,
     tiny_onnx,
     upload_model,
@@ -72,8 +74,16 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
         worker_model = tmp_path / "worker-model.buf"
         worker_model.write_bytes(tiny_onnx(2, seed=3))
         metrics_v3 = {"accuracy": 0.9, "balanced_accuracy": 0.9, "confident_coverage": 0.7, "confident_accuracy": 0.97}
+        # Audited edge answers a person labeled (3 of 4 agree), for the edge-learning chart;
+        # automatic retraining off, so the worker below claims only the jobs the UI starts.
+        with cloud.client() as api:
+            api.post(f"/v1/detectors/{detector_id}/settings", json={"retrain_every_n_labels": None}).raise_for_status()
+        seed_edge_answers(cloud, device, detector_id, [("YES", "YES"), ("NO", "NO"), ("YES", "NO"), ("NO", "NO")])
         with cloud.client() as api:
             assert api.get("/v1/review/queue", params={"detector_id": detector_id}).json()["count"] == QUEUED
+            learning = api.get(f"/v1/detectors/{detector_id}/stats/edge-learning").json()
+            assert learning["bucket"] == "hour" and sum(b["compared"] for b in learning["buckets"]) == 4
+            assert sum(b["agreed"] for b in learning["buckets"]) == 3
 
         shutil.rmtree(OUTPUT / "screenshots", ignore_errors=True)
         result = run_browser(
@@ -124,6 +134,7 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
             assert created and created[0]["mode"] == "MULTI_CLASS"
             assert created[0]["mode_configuration"]["class_names"] == ["good", "scratch", "dent"]
             assert created[0]["confidence_threshold"] == pytest.approx(0.8)
+            assert created[0]["status"] == "OFF" == result["detectorOff"]["status"]
             assert api.get(f"/v1/detectors/{detector_id}").json()["confidence_threshold"] == pytest.approx(0.75)
 
             job = api.get(f"/v1/training-jobs/{result['jobId']}").json()
@@ -131,6 +142,15 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
             assert [e["epoch"] for e in job["epochs"]] == [1, 2, 3, 4]
             assert job["status"] == "succeeded"
             assert job["model_version"] == result["producedVersion"] == 3
+            # The admin actions: a running job cancelled, a version activated, then rolled back.
+            assert api.get(f"/v1/training-jobs/{result['cancelledJob']['id']}").json()["status"] == "cancelled"
+            activation = result["activation"]
+            assert activation["afterActivate"] == activation["target"] != activation["before"]
+            assert activation["afterRollback"] == activation["before"]
+            assert api.get(f"/v1/detectors/{detector_id}/stats").json()["active_model_version"] == activation["before"]
+            models = {m["version"]: m for m in api.get(f"/v1/detectors/{detector_id}/models").json()}
+            assert models[activation["before"]]["status"] == "active"
+            assert models[activation["target"]]["decision"]["action"] == "rollback"
         assert result["progressSeen"] == [20, 40, 60, 80]
         # The page timed each wait between items (key press to the next item painted).
         assert len(result["uiWaitsMs"]) >= 6
@@ -145,6 +165,9 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
         "10-job-running",
         "11-job-done",
         "12-models-compare",
+        "12b-job-cancelled",
+        "12c-models-rolled-back",
+        "06b-detector-off",
         "13-edges",
         "14-edge",
     ):

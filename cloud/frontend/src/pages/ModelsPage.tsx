@@ -117,7 +117,7 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
                     {[...list]
                       .sort((a, b) => b.version - a.version)
                       .map((model) => (
-                        <tr key={model.id}>
+                        <tr key={model.id} data-version={model.version}>
                           <td>
                             <input type="checkbox" aria-label={`Compare v${model.version}`} checked={picked.includes(model.version)} onChange={() => toggle(model.version)} />
                           </td>
@@ -255,10 +255,12 @@ export function EdgeLearningCharts({ learning }: { learning: EdgeLearning }) {
   const timeLabel = (x: number) => {
     const d = new Date(x);
     return learning.bucket === "hour"
-      ? d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" })
+      ? d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" })
       : d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
   };
   const per = learning.bucket === "hour" ? "hour" : "day";
+  // A multiple of four keeps the chart's quarter ticks on whole labels.
+  const labelsTop = Math.max(4, Math.ceil(Math.max(...buckets.map((b) => b.labels)) / 4) * 4);
   return (
     <div data-testid="edge-learning">
       <div className="charts">
@@ -275,6 +277,7 @@ export function EdgeLearningCharts({ learning }: { learning: EdgeLearning }) {
         <LineChart
           title="Human labels in the training set"
           series={[{ name: "labels (cumulative)", color: "#7c3aed", points: points.map((p) => ({ x: p.x, y: p.bucket.labels })) }]}
+          yMax={labelsTop}
           yFormat={(v) => String(Math.round(v))}
           xLabel={timeLabel}
         />
