@@ -56,7 +56,7 @@ def test_the_loop(loop: Loop) -> None:
     last_label = loop.label_pending(detector_id, truth)
 
     # (4) The worker trains (fast trainer), the version is promoted, the edge pulls it.
-    model = loop.train(detector_id, "fast", timeout=150)
+    model = loop.train(detector_id, "fast", timeout=300)  # 30-60 s alone; generous for a loaded machine
     timings["label_to_trained_s"] = time.monotonic() - last_label
     served = loop.wait_edge_serving(detector_id, model["id"], timeout=loop.refresh_rate * 3 + 30)
     timings["label_to_edge_serving_s"] = served - last_label

@@ -86,7 +86,7 @@ def _summary(report: dict) -> dict:
     }
 
 
-def bench_latency(repeats: int = 30) -> dict:
+def bench_latency(repeats: int = 60) -> dict:
     runner = BackboneRunner()
     data = _dataset("binary", 8, 5)
     trained = train_detector(data, "binary", epochs=3, runner=runner)
@@ -95,20 +95,24 @@ def bench_latency(repeats: int = 30) -> dict:
     from intellioptics_common.preprocessing import to_input_tensor
 
     x = to_input_tensor(rgb, DEFAULT_INPUT)
-    timings = {}
-    for name, model in (("primary", trained.primary_onnx), ("oodd", trained.oodd_onnx), ("fused_primary_oodd", fused)):
-        session = make_session(model, threads=2)
+    sessions = {
+        name: make_session(model, threads=2)
+        for name, model in (("primary", trained.primary_onnx), ("oodd", trained.oodd_onnx), ("fused_primary_oodd", fused))
+    }
+    for session in sessions.values():
         for _ in range(3):
             session.run(None, {"image": x})
-        samples = []
-        for _ in range(repeats):
+    # Round-robin, so a change in the machine's load falls on every graph alike.
+    samples: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(repeats):
+        for name, session in sessions.items():
             start = time.perf_counter()
             session.run(None, {"image": x})
-            samples.append((time.perf_counter() - start) * 1000)
-        timings[name] = {
-            "median_ms": round(float(np.median(samples)), 2),
-            "p90_ms": round(float(np.percentile(samples, 90)), 2),
-        }
+            samples[name].append((time.perf_counter() - start) * 1000)
+    timings: dict = {
+        name: {"median_ms": round(float(np.median(v)), 2), "p90_ms": round(float(np.percentile(v, 90)), 2)}
+        for name, v in samples.items()
+    }
     timings["fused_over_primary"] = round(
         timings["fused_primary_oodd"]["median_ms"] / timings["primary"]["median_ms"], 3
     )
