@@ -97,7 +97,11 @@ def bench_latency(repeats: int = 60) -> dict:
     x = to_input_tensor(rgb, DEFAULT_INPUT)
     sessions = {
         name: make_session(model, threads=2)
-        for name, model in (("primary", trained.primary_onnx), ("oodd", trained.oodd_onnx), ("fused_primary_oodd", fused))
+        for name, model in (
+            ("primary", trained.primary_onnx),
+            ("oodd", trained.oodd_onnx),
+            ("fused_primary_oodd", fused),
+        )
     }
     for session in sessions.values():
         for _ in range(3):

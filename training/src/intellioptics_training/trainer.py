@@ -258,9 +258,7 @@ def export_package(
             output=output,
             backbone=None
             if kind == "primary" and not trained.primary_shares_backbone
-            else BackboneRef(
-                id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16"
-            ),
+            else BackboneRef(id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16"),
         )
         metadata = PredictorMetadata(
             detector_id=detector_id,
