@@ -72,6 +72,16 @@ def cloud_server(base_dir: Path, database_url: str | None = None, **extra: str) 
         )
 
 
+@contextlib.contextmanager
+def cloud_with_device(base_dir: Path, detector_name: str) -> Iterator[tuple[CloudServer, str, str]]:
+    """A cloud with one binary detector and a device token for an edge: (server, detector id,
+    device token). The failed-token limiter is off: fault tests hammer it on purpose."""
+    with cloud_server(base_dir, INTELLIOPTICS_AUTH_MAX_FAILURES="0") as server, server.client() as admin:
+        detector = admin.post("/v1/detectors", json={"name": detector_name, "query": "bright?"}).json()
+        device = admin.post("/v1/tokens", json={"name": "edge", "role": "device"}).json()["token"]
+        yield server, detector["id"], device
+
+
 def jpeg(value: int = 200, size: tuple[int, int] = (64, 48)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((size[1], size[0], 3), value, dtype=np.uint8)).save(buffer, format="JPEG")

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.helpers import CloudServer, EdgeProcesses, cloud_server, edge_processes, jpeg
+from tests.reliability.helpers import CloudServer, EdgeProcesses, cloud_with_device, edge_processes, jpeg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -120,10 +120,8 @@ def _edge_answers_from_its_model(
 
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[tuple[CloudServer, str, str]]:
-    with cloud_server(tmp_path / "cloud", INTELLIOPTICS_AUTH_MAX_FAILURES="0") as server, server.client() as admin:
-        detector = admin.post("/v1/detectors", json={"name": "inference-kill", "query": "bright?"}).json()
-        device = admin.post("/v1/tokens", json={"name": "edge", "role": "device"}).json()["token"]
-        yield server, detector["id"], device
+    with cloud_with_device(tmp_path / "cloud", "inference-kill") as cloud:
+        yield cloud
 
 
 def test_inference_killed_while_escalating_loses_and_duplicates_nothing(tmp_path: Path, cloud) -> None:

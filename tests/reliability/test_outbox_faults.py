@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.helpers import CloudServer, cloud_server, edge_processes, jpeg
+from tests.reliability.helpers import CloudServer, cloud_with_device, edge_processes, jpeg
 from tests.support.procs import wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,10 +65,8 @@ def _wait_delivered(cloud: CloudServer, detector_id: str, accepted: list[str], t
 
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[tuple[CloudServer, str, str]]:
-    with cloud_server(tmp_path / "cloud", INTELLIOPTICS_AUTH_MAX_FAILURES="0") as server, server.client() as admin:
-        detector = admin.post("/v1/detectors", json={"name": "outbox", "query": "bright?"}).json()
-        device = admin.post("/v1/tokens", json={"name": "edge", "role": "device"}).json()["token"]
-        yield server, detector["id"], device
+    with cloud_with_device(tmp_path / "cloud", "outbox") as cloud:
+        yield cloud
 
 
 def test_edge_api_killed_under_load_loses_and_duplicates_nothing(tmp_path: Path, cloud) -> None:
