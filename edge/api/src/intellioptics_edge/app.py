@@ -27,6 +27,7 @@ from intellioptics_edge.cloud_cache import KnownDetectors, VerifiedTokens
 from intellioptics_edge.detectors import DetectorDirectory
 from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
+from intellioptics_edge.loopback_http import LoopbackHTTP
 from intellioptics_edge.routes import edge, health, identity, image_queries, status
 from intellioptics_edge.service import ImageQueryService
 from intellioptics_edge.settings import EdgeSettings, get_settings
@@ -122,7 +123,15 @@ def create_app(
                 transport=cloud_transport,
             )
         cloud = CloudClient(cloud_http) if cloud_http is not None else None
-        inference = InferenceClient(inference_http)
+        # A replaced transport (tests) must see every call, so the fast hop is for real networks only.
+        infer_http = None
+        if inference_transport is None:
+            infer_http = LoopbackHTTP.for_url(
+                settings.inference_url,
+                connect_timeout_s=settings.inference_connect_timeout_s,
+                read_timeout_s=settings.inference_read_timeout_s,
+            )
+        inference = InferenceClient(inference_http, infer_http)
         detectors = DetectorDirectory(
             config, cloud, settings.detector_cache_ttl_s, settings.device_token, known=KnownDetectors(database)
         )
@@ -181,6 +190,8 @@ def create_app(
             warm_up.cancel()
             await background.stop()
             await inference_http.aclose()
+            if infer_http is not None:
+                await infer_http.aclose()
             if cloud_http is not None:
                 await cloud_http.aclose()
             database.close()

@@ -95,6 +95,7 @@ class SubmitRequest:
 @dataclass(frozen=True)
 class EdgeAnswer:
     image_query: ImageQuery
+    body: str  # ``image_query`` as JSON, serialised once for the store and the response
 
 
 SubmitOutcome = EdgeAnswer | CloudResponse
@@ -278,13 +279,14 @@ class ImageQueryService:
             }
             kind = OutboxKind.ESCALATION if escalate else OutboxKind.AUDIT
             outbox.append(OutboxEntry(kind, result.model_dump(mode="json"), request_metadata))
+        body = image_query.model_dump_json()
         saved = await anyio.to_thread.run_sync(
             partial(
                 self._store.save,
                 image_query_id=image_query.id,
                 detector_id=detector.id,
                 done_processing=image_query.done_processing,
-                body=image_query.model_dump_json(),
+                body=body,
                 image=request.image,
                 content_type=request.content_type,
                 inspection_id=request.inspection_id,
@@ -293,7 +295,7 @@ class ImageQueryService:
         )
         if not saved:
             raise DuplicateImageQueryError(f"image_query_id {image_query.id} was already used on this edge.")
-        return EdgeAnswer(image_query)
+        return EdgeAnswer(image_query, body)
 
     async def get(self, image_query_id: str, token: str) -> str | CloudResponse:
         """The stored answer (JSON), or the cloud's newer one for a query still in progress.

@@ -38,7 +38,7 @@ async def submit_image_query(request: Request) -> Response:
     submit = SubmitRequest(image=body, content_type=content_type, token=token, local_caller=local, **arguments)
     outcome = await state.service.submit(submit)
     if isinstance(outcome, EdgeAnswer):
-        return Response(outcome.image_query.model_dump_json(), status_code=201, media_type="application/json")
+        return Response(outcome.body, status_code=201, media_type="application/json")
     return _cloud(outcome)
 
 
