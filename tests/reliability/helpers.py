@@ -82,6 +82,20 @@ def cloud_with_device(base_dir: Path, detector_name: str) -> Iterator[tuple[Clou
         yield server, detector["id"], device
 
 
+def cloud_image_query_ids(cloud: CloudServer, detector_id: str) -> list[str]:
+    """Every image-query id the cloud holds for the detector, duplicates kept, all pages."""
+    ids: list[str] = []
+    with cloud.client() as admin:
+        page = 1
+        while True:
+            params = {"detector_id": detector_id, "page": page, "page_size": 1000}
+            body = admin.get("/v1/image-queries", params=params).json()
+            ids += [r["id"] for r in body["results"]]
+            if not body.get("next"):
+                return ids
+            page += 1
+
+
 def jpeg(value: int = 200, size: tuple[int, int] = (64, 48)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((size[1], size[0], 3), value, dtype=np.uint8)).save(buffer, format="JPEG")

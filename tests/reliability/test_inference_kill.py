@@ -15,7 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.helpers import CloudServer, EdgeProcesses, cloud_with_device, edge_processes, jpeg
+from tests.reliability.helpers import (
+    CloudServer,
+    EdgeProcesses,
+    cloud_image_query_ids,
+    cloud_with_device,
+    edge_processes,
+    jpeg,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,23 +88,10 @@ def _submitter(edge: EdgeProcesses, token: str, detector_id: str, flow: Flow, st
             n += 1
 
 
-def _cloud_ids(cloud: CloudServer, detector_id: str) -> list[str]:
-    ids: list[str] = []
-    with cloud.client() as admin:
-        page = 1
-        while True:
-            params = {"detector_id": detector_id, "page": page, "page_size": 1000}
-            body = admin.get("/v1/image-queries", params=params).json()
-            ids += [r["id"] for r in body["results"]]
-            if not body.get("next"):
-                return ids
-            page += 1
-
-
 def _wait_in_cloud(cloud: CloudServer, detector_id: str, expected: set[str], timeout_s: float) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
-        ids = _cloud_ids(cloud, detector_id)
+        ids = cloud_image_query_ids(cloud, detector_id)
         if expected <= set(ids) or time.monotonic() > deadline:
             return ids
         time.sleep(1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.helpers import CloudServer, cloud_with_device, edge_processes, jpeg
+from tests.reliability.helpers import CloudServer, cloud_image_query_ids, cloud_with_device, edge_processes, jpeg
 from tests.support.procs import wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,24 +40,10 @@ def _submitter(gateway: str, token: str, detector_id: str, accepted: list[str], 
             n += 1
 
 
-def _cloud_ids(cloud: CloudServer, detector_id: str) -> list[str]:
-    ids: list[str] = []
-    with cloud.client() as admin:
-        page = 1
-        while True:
-            body = admin.get(
-                "/v1/image-queries", params={"detector_id": detector_id, "page": page, "page_size": 1000}
-            ).json()
-            ids += [r["id"] for r in body["results"]]
-            if not body.get("next"):
-                return ids
-            page += 1
-
-
 def _wait_delivered(cloud: CloudServer, detector_id: str, accepted: list[str], timeout_s: float = 90) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
-        ids = _cloud_ids(cloud, detector_id)
+        ids = cloud_image_query_ids(cloud, detector_id)
         if set(accepted) <= set(ids) or time.monotonic() > deadline:
             return ids
         time.sleep(1)
