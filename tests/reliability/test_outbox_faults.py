@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -89,9 +90,41 @@ def test_edge_api_killed_under_load_loses_and_duplicates_nothing(tmp_path: Path,
     assert len(set(ids)) - len(accepted) <= len(threads)
 
 
-def test_cloud_down_while_images_flow_then_everything_arrives_once(tmp_path: Path, cloud) -> None:
+@dataclass(frozen=True)
+class OutageReport:
+    outage_s: float
+    accepted: list[str]
+    in_cloud: list[str]  # every id the cloud holds, duplicates kept
+    answered_while_down: int
+    answered_late: int  # in the last ``late_window_s`` of the outage
+    drained_s: float  # from the cloud being back to every accepted id in it
+
+    @property
+    def missing(self) -> set[str]:
+        return set(self.accepted) - set(self.in_cloud)
+
+    @property
+    def duplicated(self) -> int:
+        return len(self.in_cloud) - len(set(self.in_cloud))
+
+    def summary(self) -> str:
+        return (
+            f"cloud down {self.outage_s:.0f} s: {self.answered_while_down} answered by the edge while down "
+            f"({self.answered_late} at its end), {len(self.accepted)} accepted, {len(set(self.in_cloud))} in the "
+            f"cloud {self.drained_s:.0f} s after it was back, {len(self.missing)} missing, {self.duplicated} duplicated"
+        )
+
+
+def cloud_outage_case(
+    tmp_path: Path,
+    cloud: tuple[CloudServer, str, str],
+    outage_s: float,
+    drain_timeout_s: float,
+    late_window_s: float = 0,
+) -> OutageReport:
+    """Two clients post through nginx with every answer audited (an outbox entry) while the
+    cloud is stopped for ``outage_s``; then wait until every accepted id is in the cloud."""
     server, detector_id, device = cloud
-    outage_s = float(os.environ.get("INTELLIOPTICS_CLOUD_OUTAGE_S", "6"))
     with edge_processes(
         tmp_path / "edge", [detector_id], preset="default", cloud_url=server.url, device_token=device, audit_rate=1.0
     ) as edge:
@@ -106,21 +139,25 @@ def test_cloud_down_while_images_flow_then_everything_arrives_once(tmp_path: Pat
         time.sleep(2)
         server.process.stop()
         down_from = len(accepted)
-        time.sleep(outage_s)
-        answered_while_down = len(accepted) - down_from
+        time.sleep(outage_s - late_window_s)
+        late_from = len(accepted)
+        time.sleep(late_window_s)
+        answered_while_down, answered_late = len(accepted) - down_from, len(accepted) - late_from
         server.process.start()
         wait_http(f"{server.url}/health/live", timeout=90, process=server.process)
+        back_at = time.monotonic()
         time.sleep(2)
         stop.set()
         for thread in threads:
             thread.join(30)
-        ids = _wait_delivered(server, detector_id, accepted, timeout_s=120)
-    missing = set(accepted) - set(ids)
-    duplicated = len(ids) - len(set(ids))
-    print(
-        f"cloud down {outage_s:.0f} s: {answered_while_down} answered by the edge while down, {len(accepted)} accepted, "
-        f"{len(set(ids))} in the cloud, {len(missing)} missing, {duplicated} duplicated"
-    )
-    assert answered_while_down > 10, "the edge stopped answering while the cloud was down"
-    assert not missing and duplicated == 0
-    assert len(set(ids)) == len(accepted)
+        ids = _wait_delivered(server, detector_id, accepted, timeout_s=drain_timeout_s)
+        drained_s = time.monotonic() - back_at
+    return OutageReport(outage_s, accepted, ids, answered_while_down, answered_late, drained_s)
+
+
+def test_cloud_down_while_images_flow_then_everything_arrives_once(tmp_path: Path, cloud) -> None:
+    report = cloud_outage_case(tmp_path, cloud, float(os.environ.get("INTELLIOPTICS_CLOUD_OUTAGE_S", "6")), 120)
+    print(report.summary())
+    assert report.answered_while_down > 10, "the edge stopped answering while the cloud was down"
+    assert not report.missing and report.duplicated == 0
+    assert len(set(report.in_cloud)) == len(report.accepted)

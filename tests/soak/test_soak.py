@@ -4,8 +4,6 @@ detectors), long OpenAPI fuzzing of the cloud and of the edge, and the cloud dow
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,6 @@ from tests.reliability import test_outbox_faults as outbox
 from tests.reliability.helpers import cloud_server, edge_processes
 from tests.reliability.schemathesis_run import run_schemathesis
 from tests.reliability.test_load import load_case
-from tests.support.procs import wait_http
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration, pytest.mark.slow]
 
@@ -67,44 +64,10 @@ def test_cloud_down_2_minutes_then_everything_arrives_once(tmp_path: Path, cloud
     """test_outbox_faults' cloud outage at soak length: two clients post through nginx,
     every answer is audited (an outbox entry), the cloud is stopped for 2 minutes; the
     edge must keep answering, and every accepted query reach the cloud exactly once."""
-    server, detector_id, device = cloud
-    with edge_processes(
-        tmp_path / "edge", [detector_id], preset="default", cloud_url=server.url, device_token=device, audit_rate=1.0
-    ) as edge:
-        accepted: list[str] = []
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=outbox._submitter, args=(edge.gateway_url, device, detector_id, accepted, stop))
-            for _ in range(2)
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        server.process.stop()
-        down_from = len(accepted)
-        time.sleep(CLOUD_OUTAGE_S - 10)
-        late_from = len(accepted)
-        time.sleep(10)
-        answered_while_down, answered_late = len(accepted) - down_from, len(accepted) - late_from
-        server.process.start()
-        wait_http(f"{server.url}/health/live", timeout=90, process=server.process)
-        back_at = time.monotonic()
-        time.sleep(2)
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-        ids = outbox._wait_delivered(server, detector_id, accepted, timeout_s=DRAIN_TIMEOUT_S)
-        drained_s = time.monotonic() - back_at
-    missing = set(accepted) - set(ids)
-    duplicated = len(ids) - len(set(ids))
-    print(
-        f"cloud down {CLOUD_OUTAGE_S:.0f} s: {answered_while_down} answered by the edge while down "
-        f"({answered_late} in its last 10 s), "
-        f"{len(accepted)} accepted, {len(set(ids))} in the cloud {drained_s:.0f} s after it was back, "
-        f"{len(missing)} missing, {duplicated} duplicated"
-    )
+    report = outbox.cloud_outage_case(tmp_path, cloud, CLOUD_OUTAGE_S, DRAIN_TIMEOUT_S, late_window_s=10)
+    print(report.summary())
     # At least 10 answers a second, to the end of the outage: the growing outbox must not slow the edge down.
-    assert answered_late > 100, "the edge slowed down or stopped answering while the cloud was down"
-    assert answered_while_down > 10 * CLOUD_OUTAGE_S
-    assert not missing and duplicated == 0
-    assert len(set(ids)) == len(accepted)
+    assert report.answered_late > 100, "the edge slowed down or stopped answering while the cloud was down"
+    assert report.answered_while_down > 10 * CLOUD_OUTAGE_S
+    assert not report.missing and report.duplicated == 0
+    assert len(set(report.in_cloud)) == len(report.accepted)
