@@ -169,6 +169,21 @@ Result = Annotated[
 # --- image queries ------------------------------------------------------------------
 
 
+class PipelineReport(WireModel):
+    """Which stage of the edge answered (the design documents' "method comparison").
+
+    ``rule-based``: a rule of the detector's rule stage answered and no model ran;
+    ``hybrid``: the rules ran, none was sure, the model answered; ``ml``: the detector has
+    no rules. SDK 1.3.1 ignores the field.
+    """
+
+    method: Literal["rule-based", "ml", "hybrid"]
+    check: str | None = Field(default=None, description="The rule that answered (rule-based only).")
+    rule_index: int | None = Field(default=None, description="Its position in the detector's rules.")
+    measured: float | None = Field(default=None, description="What the rule measured, in the rule's unit.")
+    rules_ms: float | None = Field(default=None, description="Time the rule stage took.")
+
+
 class ImageQuery(WireModel):
     metadata: dict[str, Any] | None = None
     id: str
@@ -183,6 +198,12 @@ class ImageQuery(WireModel):
     rois: list[ROI] | None = None
     text: str | None = None
     done_processing: bool = False
+
+
+class EdgeImageQuery(ImageQuery):
+    """An answer the edge gave itself: the image query plus the stage that answered."""
+
+    pipeline: PipelineReport | None = None
 
 
 class Page(WireModel, Generic[T]):
@@ -373,6 +394,7 @@ class EscalationReason(str, Enum):
     AUDIT = "audit"
     HUMAN_REVIEW_ALWAYS = "human_review_always"
     NO_MODEL = "no_model"
+    UNUSABLE_IMAGE = "unusable_image"  # a rule found the image too dark, overexposed or blurred
 
 
 class EdgeResultReport(WireModel):

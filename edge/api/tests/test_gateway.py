@@ -28,6 +28,7 @@ DET = "det_" + "Gateway0Binary0Detector0001"
 DET_COLOUR = "det_" + "Gateway0Colour0Detector0001"
 DET_OFF = "det_" + "Gateway0Disabled0Detector01"
 DET_NO_MODEL = "det_" + "Gateway0NoModel0Detector001"
+DET_RULES = "det_" + "Gateway0Rules0Detector00001"
 
 
 def edge_config() -> dict:
@@ -45,6 +46,12 @@ def edge_config() -> dict:
             },
             {"detector_id": DET_OFF, "edge_inference_config": "disabled", "name": "off", "query": "Off?"},
             {"detector_id": DET_NO_MODEL, "edge_inference_config": "no_cloud", "name": "nm", "query": "?"},
+            {
+                "detector_id": DET_RULES,
+                "name": "ruled",
+                "query": "Is the image bright?",
+                "rules": [{"check": "too_dark", "threshold": 0.05}],
+            },
         ],
     }
 
@@ -58,10 +65,15 @@ def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (640, 480)) -> by
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeStack]:
     base = tmp_path_factory.mktemp("edge-stack")
-    models = {DET: ("NO", "YES"), DET_COLOUR: ("red", "green", "blue"), DET_OFF: ("NO", "YES")}
+    models = {
+        DET: ("NO", "YES"),
+        DET_COLOUR: ("red", "green", "blue"),
+        DET_OFF: ("NO", "YES"),
+        DET_RULES: ("NO", "YES"),
+    }
     with edge_stack(base, edge_config(), models) as running_stack:
         # Wait until both models are loaded so that the tests measure answers, not loading.
-        for detector_id in (DET, DET_COLOUR):
+        for detector_id in (DET, DET_COLOUR, DET_RULES):
             wait_http(f"{running_stack.inference_url}/detectors/{detector_id}/ready", timeout=60)
         yield running_stack
 
@@ -135,7 +147,7 @@ def test_sdk_edge_methods(stack: EdgeStack) -> None:
     gl = ExperimentalApi(endpoint=stack.gateway_url, api_token=stack.token)
     assert gl.edge.get_upstream_endpoint() is None
     config = gl.edge.get_config()
-    assert {d.detector_id for d in config.detectors} == {DET, DET_COLOUR, DET_OFF, DET_NO_MODEL}
+    assert {d.detector_id for d in config.detectors} == {DET, DET_COLOUR, DET_OFF, DET_NO_MODEL, DET_RULES}
     readiness = gl.edge.get_detector_readiness()
     assert readiness[DET] is True
     assert readiness[DET_NO_MODEL] is False
@@ -372,3 +384,19 @@ def test_dead_upstreams_get_json_502(tmp_path: Path) -> None:
         cloud_down = httpx.get(f"{base}/device-api/v1/detectors")
         assert cloud_down.status_code == 502
         assert cloud_down.json()["code"] == "cloud_unavailable"
+
+
+def test_sdk_rule_stage_answers_a_dark_frame_and_the_model_the_rest(gl: Groundlight, stack: EdgeStack) -> None:
+    dark = gl.submit_image_query(DET_RULES, jpeg((3, 3, 3)), wait=0)
+    assert dark.result.label.value == "UNCLEAR"  # unusable: escalated, not guessed by the model
+    assert dark.result.from_edge is True
+    bright = gl.submit_image_query(DET_RULES, jpeg((255, 255, 255)), wait=0)
+    assert bright.result.label.value == "YES"
+    headers = {"x-api-token": stack.token}
+    raw = httpx.get(f"{stack.gateway_url}/device-api/v1/image-queries/{dark.id}", headers=headers, timeout=10)
+    assert raw.json()["pipeline"]["method"] == "rule-based" and raw.json()["pipeline"]["check"] == "too_dark"
+    raw = httpx.get(f"{stack.gateway_url}/device-api/v1/image-queries/{bright.id}", headers=headers, timeout=10)
+    assert raw.json()["pipeline"]["method"] == "hybrid"
+    status = httpx.get(f"{stack.edge_api_url}/status.json", headers=headers, timeout=10).json()
+    methods = {d["detector_id"]: d.get("methods") for d in status["detectors"]}[DET_RULES]
+    assert methods == {"rule-based": 1, "hybrid": 1}

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from intellioptics_common.errors import ConfigError
 from intellioptics_common.schemas import DetectorMode
+from intellioptics_edge.rules import Rule
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class DetectorEntry(_Strict):
     class_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2, max_length=50)] | None = None
     confidence_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
     patience_time: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    # The rule stage (intellioptics_edge.rules): checks run in order before the model.
+    rules: Annotated[list[Rule], Field(max_length=20)] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _multiclass_needs_names(self) -> Self:
@@ -84,11 +87,23 @@ class DetectorEntry(_Strict):
             raise ValueError("class_names must be unique")
         return self
 
+    @model_validator(mode="after")
+    def _rule_labels_fit_the_mode(self) -> Self:
+        allowed = set(self.class_names or ()) if self.mode == DetectorMode.MULTI_CLASS.value else {"YES", "NO"}
+        for index, rule in enumerate(self.rules):
+            unknown = rule.labels() - allowed
+            if unknown:
+                raise ValueError(
+                    f"rules.{index} ({rule.check}) answers {sorted(unknown)}, which this {self.mode} detector "
+                    f"cannot answer (allowed: {sorted(allowed)})"
+                )
+        return self
+
     def has_metadata(self) -> bool:
         return self.query is not None or self.name is not None
 
     def metadata_fields(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"detector_id", "edge_inference_config"}, exclude_unset=True)
+        return self.model_dump(exclude={"detector_id", "edge_inference_config", "rules"}, exclude_unset=True)
 
 
 class EdgeConfig(_Strict):
@@ -135,7 +150,11 @@ class EdgeConfig(_Strict):
         return self.edge_inference_configs[entry.edge_inference_config if entry else "default"]
 
     def to_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        payload = self.model_dump(mode="json", exclude_none=True)
+        for detector in payload["detectors"]:
+            if not detector.get("rules"):
+                detector.pop("rules", None)
+        return payload
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_payload(), sort_keys=False)
@@ -181,12 +200,19 @@ def merge_offline_metadata(new: EdgeConfig, old: EdgeConfig) -> EdgeConfig:
     entries = []
     for entry in new.detectors:
         previous = old.entry(entry.detector_id)
-        if not entry.has_metadata() and previous is not None and previous.has_metadata():
-            entry = DetectorEntry(
-                detector_id=entry.detector_id,
-                edge_inference_config=entry.edge_inference_config,
-                **previous.metadata_fields(),
-            )
+        if previous is not None:
+            fields = entry.metadata_fields()
+            if not entry.has_metadata() and previous.has_metadata():
+                fields = previous.metadata_fields()
+            # The SDK's config model has no ``rules``: a round trip through it keeps them.
+            rules = entry.rules if "rules" in entry.model_fields_set else previous.rules
+            if fields != entry.metadata_fields() or rules != entry.rules:
+                entry = DetectorEntry(
+                    detector_id=entry.detector_id,
+                    edge_inference_config=entry.edge_inference_config,
+                    rules=rules,
+                    **fields,
+                )
         entries.append(entry)
     return new.model_copy(update={"detectors": entries})
 

@@ -10,7 +10,10 @@ It follows Groundlight's edge (reference/groundlight.md §2) and goes beyond it:
    ``want_async`` is answered by the edge and ``human_review=ALWAYS`` is a 400.)
    A caller with one of the edge's own tokens is forwarded with the device token, as
    its escalations are delivered: the cloud would refuse a token it never issued.
-3. no ready model → the cloud, or 503 when escalation is disabled or no cloud can take it;
+3. the detector's rule stage (``rules:`` in edge-config, :mod:`intellioptics_edge.rules`)
+   runs first: a sure check answers (or marks the image unusable and escalates it) and
+   the model does not run; otherwise the model answers and the answer says ``hybrid``;
+   no ready model → the cloud, or 503 when escalation is disabled or no cloud can take it;
 4. confident (adjusted confidence ≥ threshold) or ``always_return_edge_prediction`` →
    the edge answers (``source=ALGORITHM``, ``from_edge=true``); confident answers are
    sampled for audit at ``confident_audit_rate``; an unconfident answer is escalated
@@ -46,16 +49,18 @@ from intellioptics_common.schemas import (
     SUPPORTED_MODES,
     BinaryClassificationResult,
     DetectorMode,
+    EdgeImageQuery,
     EscalationReason,
     HumanReview,
-    ImageQuery,
     InferenceResult,
+    InferenceTimings,
     MultiClassificationResult,
+    PipelineReport,
     Source,
 )
 from intellioptics_edge.cloud import CloudClient, CloudResponse, CloudUnreachable
 from intellioptics_edge.detectors import DetectorDirectory, DetectorInfo
-from intellioptics_edge.edge_config import EdgeConfigManager
+from intellioptics_edge.edge_config import EdgeConfig, EdgeConfigManager, InferenceConfig
 from intellioptics_edge.errors import (
     CloudUnavailableError,
     DetectorDisabledError,
@@ -66,6 +71,7 @@ from intellioptics_edge.errors import (
 )
 from intellioptics_edge.images import probe_image
 from intellioptics_edge.inference_client import InferenceClient, NotReady
+from intellioptics_edge.rules import RuleEngine, RuleOutcome
 from intellioptics_edge.stats import EdgeStats, Outcome
 from intellioptics_edge.store import OutboxEntry, OutboxKind, QueryStore, StoredImage
 
@@ -94,7 +100,7 @@ class SubmitRequest:
 
 @dataclass(frozen=True)
 class EdgeAnswer:
-    image_query: ImageQuery
+    image_query: EdgeImageQuery
     body: str  # ``image_query`` as JSON, serialised once for the store and the response
 
 
@@ -127,11 +133,12 @@ class ImageQueryService:
         self._answer_timeout_s = answer_timeout_s
         self._device_token = device_token
         self._last_escalation: dict[str, float] = {}
+        self._rules = RuleEngine()
 
     async def submit(self, request: SubmitRequest) -> SubmitOutcome:
         started = time.perf_counter()
         try:
-            outcome, answer, inference, confident = await self._decide(request)
+            outcome, answer, inference, confident, method = await self._decide(request)
         except DetectorNotFoundError:
             # One bucket for every unknown id: callers must not be able to grow the
             # status page or the metrics' label set at will.
@@ -141,11 +148,18 @@ class ImageQueryService:
             self._stats.record(request.detector_id, Outcome.REFUSED, time.perf_counter() - started)
             raise
         self._stats.record(
-            request.detector_id, outcome, time.perf_counter() - started, confident=confident, inference=inference
+            request.detector_id,
+            outcome,
+            time.perf_counter() - started,
+            confident=confident,
+            inference=inference,
+            method=method,
         )
         return answer
 
-    async def _decide(self, request: SubmitRequest) -> tuple[Outcome, SubmitOutcome, InferenceResult | None, bool]:
+    async def _decide(
+        self, request: SubmitRequest
+    ) -> tuple[Outcome, SubmitOutcome, InferenceResult | None, bool, str | None]:
         detector = await self._detectors.get(request.detector_id, request.token)
         config = self._config.current()
         entry = config.entry(detector.id)
@@ -174,7 +188,7 @@ class ImageQueryService:
         if wants_cloud:
             forwarded = await self._try_cloud(request)
             if forwarded is not None:
-                return Outcome.CLOUD, forwarded, None, False
+                return Outcome.CLOUD, forwarded, None, False, None
             result = await self._infer(detector, request)
             if isinstance(result, NotReady):
                 raise CloudUnavailableError(
@@ -184,7 +198,16 @@ class ImageQueryService:
             always = request.human_review == HumanReview.ALWAYS.value
             reason = EscalationReason.HUMAN_REVIEW_ALWAYS if always else None
             answer = await self._answer(detector, request, result, threshold, escalate=True, audit=False, reason=reason)
-            return Outcome.ESCALATED, answer, result, is_confident(result.confidence, threshold)
+            return Outcome.ESCALATED, answer, result, is_confident(result.confidence, threshold), "ml"
+
+        rules = entry.rules if entry is not None else []
+        pipeline = PipelineReport(method="ml")
+        if rules:
+            checked: RuleOutcome = await anyio.to_thread.run_sync(self._rules.evaluate, rules, request.image, None)
+            verdict = checked.verdict
+            if verdict is not None and (verdict.escalate or is_confident(verdict.confidence, threshold)):
+                return await self._rule_answer(detector, request, checked, threshold, settings, config)
+            pipeline = PipelineReport(method="hybrid", rules_ms=checked.elapsed_ms)
 
         result = await self._infer(detector, request)
         if isinstance(result, NotReady):
@@ -199,7 +222,7 @@ class ImageQueryService:
                     f"No model is ready for detector {detector.id} ({result.reason}) and the cloud is "
                     f"{self._cloud_state()}. Try again once the model is loaded."
                 )
-            return Outcome.CLOUD, forwarded, None, False
+            return Outcome.CLOUD, forwarded, None, False, None
 
         confident = is_confident(result.confidence, threshold)
         if confident or settings.always_return_edge_prediction:
@@ -212,9 +235,56 @@ class ImageQueryService:
         else:
             escalate, audit = True, False
         reason = EscalationReason.AUDIT if audit else _low_confidence_reason(result) if escalate else None
-        answer = await self._answer(detector, request, result, threshold, escalate=escalate, audit=audit, reason=reason)
+        answer = await self._answer(
+            detector, request, result, threshold, escalate=escalate, audit=audit, reason=reason, pipeline=pipeline
+        )
         outcome = Outcome.ESCALATED if escalate else Outcome.AUDITED if audit else Outcome.EDGE
-        return outcome, answer, result, confident
+        return outcome, answer, result, confident, pipeline.method
+
+    async def _rule_answer(
+        self,
+        detector: DetectorInfo,
+        request: SubmitRequest,
+        checked: RuleOutcome,
+        threshold: float,
+        settings: InferenceConfig,
+        config: EdgeConfig,
+    ) -> tuple[Outcome, SubmitOutcome, InferenceResult | None, bool, str | None]:
+        """A sure check answered: no model run. Unusable images escalate; sure labels are audited."""
+        verdict = checked.verdict
+        assert verdict is not None
+        result = InferenceResult(
+            detector_id=detector.id,
+            mode=detector.mode,
+            label=verdict.label,
+            confidence=verdict.confidence,
+            raw_primary_confidence=verdict.confidence,
+            probabilities={verdict.label: verdict.confidence},
+            primary_model_version=0,
+            primary_model_id=f"rules:{verdict.check}",
+            timings=InferenceTimings(
+                decode_ms=0.0, preprocess_ms=0.0, model_ms=verdict.elapsed_ms, total_ms=checked.elapsed_ms
+            ),
+        )
+        escalate = verdict.escalate and not settings.disable_cloud_escalation
+        audit = (
+            not verdict.escalate
+            and not settings.disable_cloud_escalation
+            and self._random() < config.global_config.confident_audit_rate
+        )
+        reason = EscalationReason.UNUSABLE_IMAGE if escalate else EscalationReason.AUDIT if audit else None
+        pipeline = PipelineReport(
+            method="rule-based",
+            check=verdict.check,
+            rule_index=verdict.index,
+            measured=verdict.measured,
+            rules_ms=checked.elapsed_ms,
+        )
+        answer = await self._answer(
+            detector, request, result, threshold, escalate=escalate, audit=audit, reason=reason, pipeline=pipeline
+        )
+        outcome = Outcome.ESCALATED if escalate else Outcome.AUDITED if audit else Outcome.EDGE
+        return outcome, answer, None, not verdict.escalate, pipeline.method
 
     def _escalation_due(self, detector_id: str, min_interval_s: float) -> bool:
         now = time.monotonic()
@@ -256,6 +326,7 @@ class ImageQueryService:
         escalate: bool,
         audit: bool,
         reason: EscalationReason | None = None,
+        pipeline: PipelineReport | None = None,
     ) -> EdgeAnswer:
         image_query = build_edge_image_query(
             detector=detector,
@@ -265,6 +336,7 @@ class ImageQueryService:
             patience_time=detector.patience_time if request.patience_time is None else request.patience_time,
             metadata=request.metadata,
             done_processing=not escalate,
+            pipeline=pipeline,
         )
         outbox: list[OutboxEntry] = []
         if escalate or audit:
@@ -346,7 +418,8 @@ def build_edge_image_query(
     patience_time: float,
     metadata: dict[str, Any] | None,
     done_processing: bool,
-) -> ImageQuery:
+    pipeline: PipelineReport | None = None,
+) -> EdgeImageQuery:
     confidence = min(max(result.confidence, 0.0), 1.0)
     answer: BinaryClassificationResult | MultiClassificationResult
     if detector.mode is DetectorMode.BINARY:
@@ -357,7 +430,7 @@ def build_edge_image_query(
         answer = MultiClassificationResult(
             label=result.label, confidence=confidence, source=Source.ALGORITHM, from_edge=True
         )
-    return ImageQuery(
+    return EdgeImageQuery(
         id=image_query_id,
         created_at=datetime.now(UTC),
         query=detector.query,
@@ -368,4 +441,5 @@ def build_edge_image_query(
         confidence_threshold=threshold,
         metadata=metadata,
         done_processing=done_processing,
+        pipeline=pipeline,
     )

@@ -39,6 +39,8 @@ class DetectorStats:
     primary_model_version: int | None = None
     oodd_model_version: int | None = None
     last_answer_at: float | None = None
+    # Answers by the stage that gave them: rule-based, hybrid (rules unsure, model), ml.
+    methods: dict[str, int] = field(default_factory=dict)
 
 
 def hour_key(moment: datetime) -> str:
@@ -96,6 +98,12 @@ class EdgeStats:
             ["counter"],
             registry=self.registry,
         )
+        self._methods = Counter(
+            "intellioptics_edge_answers_by_method",
+            "Edge answers by detector and the stage that gave them (rule-based, hybrid, ml)",
+            ["detector_id", "method"],
+            registry=self.registry,
+        )
         self._latency = Histogram(
             "intellioptics_edge_image_query_seconds",
             "Time to answer POST image-queries, by outcome",
@@ -112,10 +120,13 @@ class EdgeStats:
         *,
         confident: bool = False,
         inference: InferenceResult | None = None,
+        method: str | None = None,
     ) -> None:
         with self._lock:
             stats = self._detectors.setdefault(detector_id, DetectorStats())
             stats.counts[outcome.value] += 1
+            if method is not None:
+                stats.methods[method] = stats.methods.get(method, 0) + 1
             stats.confident += int(confident)
             if outcome is not Outcome.REFUSED:
                 stats.latencies.append(seconds)
@@ -127,6 +138,8 @@ class EdgeStats:
                 stats.primary_model_version = inference.primary_model_version
                 stats.oodd_model_version = inference.oodd_model_version
         self._queries.labels(detector_id=detector_id, outcome=outcome.value).inc()
+        if method is not None:
+            self._methods.labels(detector_id=detector_id, method=method).inc()
         self._latency.labels(outcome=outcome.value).observe(seconds)
 
     def set_outbox(self, values: dict[str, float]) -> None:
@@ -158,5 +171,6 @@ class EdgeStats:
                 "primary_model_version": stats.primary_model_version,
                 "oodd_model_version": stats.oodd_model_version,
                 "last_answer_at": stats.last_answer_at,
+                "methods": dict(stats.methods),
             }
         return result

@@ -101,11 +101,12 @@ def render_status(status: dict[str, Any]) -> str:
             d["serving_model_versions"]["primary"], d["serving_model_versions"]["oodd"], d.get("total", 0), counts.get("edge", 0),
             counts.get("escalated", 0), counts.get("audited", 0), counts.get("cloud", 0), counts.get("refused", 0),
             latency.get("p50"), latency.get("p99"),
+            " · ".join(f"{method} {count}" for method, count in sorted(d.get("methods", {}).items())),
         ]  # fmt: skip
         rows.append("<tr>" + "".join(_cell(c) for c in cells) + "</tr>")
     headers = (
         "detector", "name", "edge config", "model", "model v", "OODD v", "queries", "edge answers",
-        "escalations", "audits", "to cloud", "refused", "p50 ms", "p99 ms",
+        "escalations", "audits", "to cloud", "refused", "p50 ms", "p99 ms", "answered by",
     )  # fmt: skip
     error = status["edge_config"]["error"]
     warning = f"<p class=err>edge-config refused: {html.escape(error)}</p>" if error else ""
