@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from intellioptics_common.ratelimit import CALLER_HEADER, VOUCHER_HEADER
+from intellioptics_common.ratelimit import CALLER_HEADER, VOUCHER_HEADER, TooManyFailedAttemptsError
 from intellioptics_common.schemas import Detector, Me
 
 
@@ -54,6 +54,9 @@ class CloudClient:
         response = await self._request("GET", "/device-api/v1/me", token, headers)
         if response.status_code in (401, 403):
             return None
+        if response.status_code == 429:  # the caller (not this edge) is over the cloud's limit
+            retry_after = response.headers.get("retry-after", "")
+            raise TooManyFailedAttemptsError(int(retry_after) if retry_after.isdigit() else 60)
         if response.status_code != 200:
             raise CloudUnreachable(f"HTTP {response.status_code} on GET /v1/me")
         try:
