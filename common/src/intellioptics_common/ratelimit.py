@@ -21,6 +21,13 @@ from intellioptics_common.errors import RateLimitedError
 # Peers whose X-Forwarded-For is believed: the gateway (nginx) on the same host or pod network.
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
 
+# An edge checking a caller's token at the cloud says on whose behalf: the caller's address
+# in CALLER_HEADER, believed only with a valid edge (device or admin) token in VOUCHER_HEADER.
+# The cloud then counts a refusal against that caller (and the token tried), never against
+# the edge's own address, so a guesser at an edge cannot lock the edge out of its cloud.
+CALLER_HEADER = "x-intellioptics-caller"
+VOUCHER_HEADER = "x-intellioptics-edge-token"
+
 
 class TooManyFailedAttemptsError(RateLimitedError):
     """429 after too many refused tokens from one client; the handler sets Retry-After."""

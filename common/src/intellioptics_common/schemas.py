@@ -13,6 +13,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from intellioptics_common.roles import Role
+
 T = TypeVar("T")
 
 # Limits the SDK enforces client-side; the servers enforce the same ones.
@@ -311,6 +313,9 @@ class Me(WireModel):
     username: str
     group: Group
     is_superuser: bool
+    # IntelliOptics extras (SDK 1.3.1 ignores them): the edge authorises callers by them.
+    role: Role | None = None
+    account_id: int | None = None
 
 
 class ApiToken(WireModel):

@@ -29,6 +29,7 @@ from intellioptics_edge.app import create_app
 from intellioptics_edge.settings import EdgeSettings
 
 TOKEN = "edgetoken_0123456789abcdefghij"
+ACCOUNT_ID = 1  # the account the fake clouds report for their tokens
 DET_BINARY = "det_" + "B" * 27
 DET_NOCLOUD = "det_" + "N" * 27
 DET_ESCALATE = "det_" + "E" * 27
@@ -202,6 +203,8 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
             "edge_config": config_path,
             "edge_tokens": TOKEN,
             "cloud_url": "http://cloud.test" if cloud else "",
+            # The account of the fake clouds' tokens (their /me): whose edge this is.
+            "edge_account_id": ACCOUNT_ID if cloud else None,
         }
         settings = EdgeSettings(**{**values, **overrides})
         inference = FakeInference()

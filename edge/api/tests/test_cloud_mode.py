@@ -14,12 +14,19 @@ import httpx
 from intellioptics_edge.outbox_sender import escalation_params
 from intellioptics_edge.store import OutboxKind
 
-from .conftest import DET_BINARY, DET_NOMODEL, TOKEN, Edge, MakeEdge, jpeg
+from .conftest import ACCOUNT_ID, DET_BINARY, DET_NOMODEL, TOKEN, Edge, MakeEdge, jpeg
 
 CLOUD_TOKEN = "cloudtoken_abcdefghij0123456789"
 DEVICE_TOKEN = "devicetoken_0123456789abcdefghij"
 CLOUD_ONLY_DET = "det_" + "K" * 27
-ME = {"email": "a@b.c", "username": "alice", "group": {"id": 1, "name": "acme"}, "is_superuser": False}
+ME = {
+    "email": "a@b.c",
+    "username": "alice",
+    "group": {"id": ACCOUNT_ID, "name": "acme"},
+    "is_superuser": False,
+    "role": "admin",
+    "account_id": ACCOUNT_ID,
+}
 
 
 @dataclass

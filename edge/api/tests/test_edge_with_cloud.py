@@ -45,7 +45,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeStack]:
     )
     with running(cloud):
         wait_http(f"http://127.0.0.1:{port}/health/live", timeout=60, process=cloud)
-        with edge_stack(base, {"detectors": []}, cloud_url=f"http://127.0.0.1:{port}") as running_stack:
+        # The edge belongs to the account of its device token: the bootstrap admin's.
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/v1/tokens",
+            json={"name": "edge", "role": "device"},
+            headers={"x-api-token": CLOUD_TOKEN},
+            timeout=30,
+        )
+        assert created.status_code == 201, created.text
+        env = {"INTELLIOPTICS_DEVICE_TOKEN": created.json()["token"]}
+        cloud_url = f"http://127.0.0.1:{port}"
+        with edge_stack(base, {"detectors": []}, cloud_url=cloud_url, extra_env=env) as running_stack:
             yield running_stack
 
 

@@ -1,4 +1,5 @@
-"""API tokens and roles.
+"""API tokens, and the caller as the services see it (the role table is in
+``intellioptics_common.roles``, shared with the edge).
 
 Tokens are 40 random base62 characters after an ``io_`` prefix, so a plain SHA-256 is
 the right hash at rest: there is nothing to brute-force that a slow hash would protect
@@ -12,36 +13,12 @@ import hmac
 import secrets
 import string
 from dataclasses import dataclass
-from enum import Enum
 
 from intellioptics_common.errors import PermissionDeniedError
+from intellioptics_common.roles import Permission, Role, role_allows
 
 _ALPHABET = string.ascii_letters + string.digits
 SNIPPET_LENGTH = 20  # what the SDK sends to /v1/api-tokens/by-snippet
-
-
-class Role(str, Enum):
-    ADMIN = "admin"
-    REVIEWER = "reviewer"
-    DEVICE = "device"
-    WORKER = "worker"
-
-
-class Permission(str, Enum):
-    READ = "read"  # detectors, image queries, stats
-    SUBMIT = "submit"  # image queries
-    REVIEW = "review"  # review queue, labels
-    MANAGE = "manage"  # detectors, tokens, models, training jobs
-    EDGE = "edge"  # register/heartbeat, fetch models
-    WORK = "work"  # claim and report training jobs, read datasets
-
-
-ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ADMIN: frozenset(Permission),
-    Role.REVIEWER: frozenset({Permission.READ, Permission.REVIEW}),
-    Role.DEVICE: frozenset({Permission.READ, Permission.SUBMIT, Permission.EDGE}),
-    Role.WORKER: frozenset({Permission.READ, Permission.WORK}),
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +35,7 @@ class Principal:
     is_superuser: bool
 
     def allows(self, permission: Permission) -> bool:
-        return permission in ROLE_PERMISSIONS[self.role]
+        return role_allows(self.role, permission)
 
     def require(self, permission: Permission) -> None:
         if not self.allows(permission):

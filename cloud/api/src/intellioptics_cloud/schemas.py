@@ -8,19 +8,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from intellioptics_common.schemas import Group, ROIRequest, StrictRequest, WireModel
+from intellioptics_common.schemas import Me, ROIRequest, StrictRequest, WireModel
 
 RoleName = Literal["admin", "reviewer", "device", "worker"]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
-class MeOut(WireModel):
-    email: str
-    username: str
-    group: Group
-    is_superuser: bool
-    role: RoleName
-    account_id: int
+class MeOut(Me):
+    """``Me`` with the extras always set: the edge authorises its callers by them."""
+
+    role: RoleName  # type: ignore[assignment]
+    account_id: int  # type: ignore[assignment]
 
 
 class TokenCreate(StrictRequest):

@@ -8,10 +8,15 @@ the review page would let another site label images with a reviewer's session).
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import anyio
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from intellioptics_cloud.auth import Principal
+from intellioptics_cloud.deps import get_principal
 from intellioptics_cloud.settings import CloudSettings
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -43,7 +48,66 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+_API_PREFIXES = ("/v1/", "/device-api/v1/", "/edge-api/v1/")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class TokenFirstMiddleware:
+    """The token of a request that may carry a body is checked before the body is read.
+
+    FastAPI reads (and for multipart, spools to disk) a route's body before it solves the
+    route's dependencies, so without this a caller with no valid token could make the
+    server take in a whole upload before the 401. Here the caller is authenticated
+    exactly as :func:`~intellioptics_cloud.deps.get_principal` does (limiter included),
+    and the route's own dependency reuses that principal. Every API route with a body
+    needs a token, so a refusal here is the answer the route would give.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _is_api_call_with_body(scope):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            await anyio.to_thread.run_sync(_authenticate, request)
+        except Exception as exc:
+            response = await _handled(request, exc)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _is_api_call_with_body(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope["method"] not in _BODY_METHODS or not scope["path"].startswith(_API_PREFIXES):
+        return False
+    # Only a route that will run: an unknown path or method keeps its 404 / 405.
+    return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].router.routes)
+
+
+def _authenticate(request: Request) -> Principal:
+    session = request.app.state.resources.sessions()
+    try:
+        return get_principal(request, session)  # sets request.state.principal
+    finally:
+        session.rollback()
+        session.close()
+
+
+async def _handled(request: Request, exc: Exception) -> Response:
+    """The app's own answer to ``exc``: the one handler table (errors.py), found by MRO."""
+    handlers = request.app.exception_handlers
+    for kind in type(exc).__mro__:
+        if kind in handlers:
+            return await handlers[kind](request, exc)
+    raise exc
+
+
 def install_security(app: FastAPI, settings: CloudSettings) -> None:
+    # Innermost of these three: refusals it answers still get CORS and security headers.
+    app.add_middleware(TokenFirstMiddleware)
     origins = settings.cors_origins
     if origins:
         app.add_middleware(

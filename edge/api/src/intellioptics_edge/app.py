@@ -20,7 +20,7 @@ from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.ratelimit import FailedAuthLimiter
 from intellioptics_common.schemas import ErrorBody
-from intellioptics_edge.auth import TokenVerifier
+from intellioptics_edge.auth import EdgeOwnership, TokenVerifier
 from intellioptics_edge.background import start_background
 from intellioptics_edge.cloud import CloudClient
 from intellioptics_edge.cloud_cache import KnownDetectors, VerifiedTokens
@@ -159,6 +159,7 @@ def create_app(
                 settings.token_cache_ttl_s,
                 FailedAuthLimiter(settings.auth_max_failures, settings.auth_failure_window_s),
                 remembered=VerifiedTokens(database),
+                ownership=EdgeOwnership(settings.device_token, settings.edge_account_id),
             ),
             detectors=detectors,
             stats=stats,

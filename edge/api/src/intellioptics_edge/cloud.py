@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from intellioptics_common.ratelimit import CALLER_HEADER, VOUCHER_HEADER, TooManyFailedAttemptsError
 from intellioptics_common.schemas import Detector, Me
 
 
@@ -45,11 +46,17 @@ class CloudClient:
             raise CloudUnreachable(f"HTTP {response.status_code} on {method} {path}")
         return response
 
-    async def whoami(self, token: str) -> Me | None:
-        """The identity behind ``token``; None when the cloud refuses it."""
-        response = await self._request("GET", "/device-api/v1/me", token)
+    async def whoami(self, token: str, *, caller: str | None = None, edge_token: str | None = None) -> Me | None:
+        """The identity behind ``token``; None when the cloud refuses it. With ``caller``
+        and ``edge_token`` the edge asks on the caller's behalf: the cloud then counts a
+        refusal against the caller's address (see ``intellioptics_common.ratelimit``)."""
+        headers = {} if caller is None or edge_token is None else {CALLER_HEADER: caller, VOUCHER_HEADER: edge_token}
+        response = await self._request("GET", "/device-api/v1/me", token, headers)
         if response.status_code in (401, 403):
             return None
+        if response.status_code == 429:  # the caller (not this edge) is over the cloud's limit
+            retry_after = response.headers.get("retry-after", "")
+            raise TooManyFailedAttemptsError(int(retry_after) if retry_after.isdigit() else 60)
         if response.status_code != 200:
             raise CloudUnreachable(f"HTTP {response.status_code} on GET /v1/me")
         try:

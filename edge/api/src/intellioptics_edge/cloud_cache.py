@@ -5,9 +5,11 @@ and answer 503 to every cloud-checked token until the cloud is back. Two tables 
 ``edge.sqlite3``:
 
 - ``verified_tokens``: the sha256 of a token the cloud accepted (never the token itself:
-  the data directory may be copied off the box), the identity it gave and when that
-  acceptance expires (wall clock; ``token_cache_ttl_s`` after the check). A refusal is
-  never written, and it deletes the row of a token accepted before.
+  the data directory may be copied off the box), the identity it gave (with the
+  token's account and role, which the edge authorises by) and when that acceptance
+  expires (wall clock; ``token_cache_ttl_s`` after the check). A refusal is never
+  written, and it deletes the row of a token accepted before; a row without account
+  and role (an older edge's) counts as absent.
 - ``known_detectors``: the cloud's last ``Detector`` answer per id; a 404 deletes it.
 
 Calls block briefly (SQLite); async callers run them in a worker thread.
@@ -52,9 +54,12 @@ class VerifiedTokens:
         if row is None:
             return None
         try:
-            return RememberedToken(Me.model_validate_json(row[0]), row[1])
+            identity = Me.model_validate_json(row[0])
         except ValidationError:  # written by another version: as good as absent
             return None
+        if identity.account_id is None or identity.role is None:
+            return None  # kept by a version that did not record whose token it is: ask again
+        return RememberedToken(identity, row[1])
 
     def remember(self, token: str, identity: Me, expires_at: float) -> None:
         with self._db.lock, self._db.transaction(durable=False) as connection:

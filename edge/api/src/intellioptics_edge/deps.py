@@ -1,13 +1,17 @@
-"""FastAPI dependencies: the app state and the verified caller."""
+"""FastAPI dependencies: the app state and the verified, authorised caller."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from intellioptics_common.ratelimit import client_address
+from intellioptics_common.roles import Permission
 from intellioptics_common.schemas import Me
+from intellioptics_edge.auth import LOCAL_IDENTITY
 from intellioptics_edge.state import EdgeState
 
 
@@ -25,18 +29,36 @@ def caller_address(request: Request) -> str:
     return client_address(peer, request.headers.get("x-forwarded-for"), state.settings.trusted_proxy_networks)
 
 
-async def get_token(request: Request, state: StateDep, x_api_token: Annotated[str | None, Header()] = None) -> str:
-    """The caller's token, once checked (401 when missing or refused, 429 after too many refusals)."""
-    await state.tokens.verify(x_api_token, caller_address(request))
-    assert x_api_token is not None
-    return x_api_token
+@dataclass(frozen=True)
+class Caller:
+    """A caller the edge checked and allowed: its token (for calls to the cloud) and identity."""
+
+    token: str
+    identity: Me
+
+    @property
+    def local(self) -> bool:
+        return self.identity is LOCAL_IDENTITY
 
 
-TokenDep = Annotated[str, Depends(get_token)]
+async def authorize(request: Request, permission: Permission) -> Caller:
+    """401 when the token is missing or refused, 429 after too many refusals from the
+    caller's address, 403 for another account's token or a role without ``permission``."""
+    state: EdgeState = request.app.state.edge
+    token = request.headers.get("x-api-token")
+    identity = await state.tokens.authorize(token, caller_address(request), permission)
+    assert token is not None
+    return Caller(token, identity)
 
 
-async def get_identity(request: Request, state: StateDep, x_api_token: Annotated[str | None, Header()] = None) -> Me:
-    return await state.tokens.verify(x_api_token, caller_address(request))
+def allowed(permission: Permission) -> Callable[..., Awaitable[Caller]]:
+    async def dependency(request: Request, x_api_token: Annotated[str | None, Header()] = None) -> Caller:
+        # x_api_token is declared so that the OpenAPI shows the header; authorize reads it.
+        return await authorize(request, permission)
+
+    return dependency
 
 
-IdentityDep = Annotated[Me, Depends(get_identity)]
+Reader = Annotated[Caller, Depends(allowed(Permission.READ))]  # every role of the edge's account
+EdgeUser = Annotated[Caller, Depends(allowed(Permission.EDGE))]  # admin, device: gl.edge reads
+EdgeAdmin = Annotated[Caller, Depends(allowed(Permission.MANAGE))]  # admin: PUT /edge-config

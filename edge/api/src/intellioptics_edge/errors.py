@@ -16,7 +16,8 @@ Hierarchy::
     └── DuplicateImageQueryError       ``image_query_id`` already used here
     ServiceUnavailableError (503)
     ├── ModelNotReadyError             no model ready and escalation is not allowed
-    └── CloudUnavailableError          the cloud was needed but is absent or unreachable
+    ├── CloudUnavailableError          the cloud was needed but is absent or unreachable
+    └── EdgeNotBoundError              the edge cannot tell which cloud account it serves
 """
 
 from __future__ import annotations
@@ -51,3 +52,10 @@ class ModelNotReadyError(ServiceUnavailableError):
 
 class CloudUnavailableError(ServiceUnavailableError):
     code = "cloud_unavailable"
+
+
+class EdgeNotBoundError(ServiceUnavailableError):
+    """No device token (nor ``INTELLIOPTICS_EDGE_ACCOUNT_ID``), or one the cloud refuses:
+    the edge cannot tell whose callers to serve, so it serves no cloud-checked token."""
+
+    code = "edge_not_bound"

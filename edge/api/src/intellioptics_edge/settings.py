@@ -21,6 +21,9 @@ class EdgeSettings(BaseServiceSettings):
     # Empty means offline: the edge answers what it can and queues the rest.
     cloud_url: str = ""
     device_token: str | None = None
+    # The cloud account this edge serves when it has no device token (with one, the device
+    # token's account; both set must agree). Tokens of other accounts get 403.
+    edge_account_id: int | None = Field(default=None, ge=1)
     edge_data_dir: Path = Path("data/edge")
     # Defaults to <edge_data_dir>/edge-config.yaml when unset.
     edge_config: Path | None = None

@@ -1,4 +1,5 @@
-"""Edge-only routes at the host root, as the SDK's ``gl.edge`` calls them."""
+"""Edge-only routes at the host root, as the SDK's ``gl.edge`` calls them: reads for the
+admin and device tokens of the edge's account, ``PUT /edge-config`` for its admins only."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ import json
 from fastapi import APIRouter, Request, Response
 
 from intellioptics_common.errors import InvalidInputError
-from intellioptics_edge.deps import StateDep, TokenDep
+from intellioptics_edge.deps import EdgeAdmin, EdgeUser, StateDep
 
 router = APIRouter(tags=["edge"])
 
 
 @router.get("/edge-config")
-async def get_edge_config(state: StateDep, token: TokenDep) -> Response:
+async def get_edge_config(state: StateDep, caller: EdgeUser) -> Response:
     return Response(json.dumps(state.config.current().to_payload()), media_type="application/json")
 
 
 @router.put("/edge-config")
-async def put_edge_config(request: Request, state: StateDep, token: TokenDep) -> Response:
+async def put_edge_config(request: Request, state: StateDep, caller: EdgeAdmin) -> Response:
     """Validate, write atomically, serve; a bad body is a 400 and the file stays as it was."""
     try:
         payload = json.loads(await request.body())
@@ -30,7 +31,7 @@ async def put_edge_config(request: Request, state: StateDep, token: TokenDep) ->
 
 
 @router.get("/edge-detector-readiness")
-async def detector_readiness(state: StateDep, token: TokenDep) -> dict[str, dict[str, bool]]:
+async def detector_readiness(state: StateDep, caller: EdgeUser) -> dict[str, dict[str, bool]]:
     """``{detector_id: {ready}}`` for the configured detectors; asking also starts their loading."""
     ids = [entry.detector_id for entry in state.config.current().detectors]
     ready = await asyncio.gather(*(state.inference.detector_ready(detector_id) for detector_id in ids))
@@ -38,5 +39,5 @@ async def detector_readiness(state: StateDep, token: TokenDep) -> dict[str, dict
 
 
 @router.get("/edge-info")
-async def edge_info(state: StateDep, token: TokenDep) -> dict[str, str | None]:
+async def edge_info(state: StateDep, caller: EdgeUser) -> dict[str, str | None]:
     return {"upstream_endpoint": state.settings.cloud_base or None}

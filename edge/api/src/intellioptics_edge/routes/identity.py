@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 
 from intellioptics_common.errors import NotFoundError
 from intellioptics_common.schemas import ApiToken
-from intellioptics_edge.deps import IdentityDep, StateDep, TokenDep
+from intellioptics_edge.deps import Reader, StateDep
 from intellioptics_edge.errors import DetectorNotFoundError
 
 router = APIRouter(tags=["identity"])
@@ -21,20 +21,20 @@ _STARTED_AT = datetime.now(UTC)
 
 
 @router.get("/me")
-async def me(identity: IdentityDep) -> Response:
-    return Response(identity.model_dump_json(), media_type="application/json")
+async def me(caller: Reader) -> Response:
+    return Response(caller.identity.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 @router.get("/api-tokens/by-snippet/{snippet}")
-async def token_by_snippet(snippet: str, state: StateDep, token: TokenDep) -> Response:
-    if state.cloud is not None or not token.startswith(snippet):
+async def token_by_snippet(snippet: str, state: StateDep, caller: Reader) -> Response:
+    if state.cloud is not None or not caller.token.startswith(snippet):
         raise NotFoundError("Token management is not served by this edge.")
     described = ApiToken(name="edge token", raw_key_snippet=snippet, created_at=_STARTED_AT, token_ttl=None)
     return Response(described.model_dump_json(), media_type="application/json")
 
 
 @router.get("/detectors/{detector_id}")
-async def get_detector(detector_id: str, state: StateDep, token: TokenDep) -> Response:
+async def get_detector(detector_id: str, state: StateDep, caller: Reader) -> Response:
     detector = state.detectors.local(detector_id) if state.cloud is None else None
     if detector is None:
         raise DetectorNotFoundError(f"Detector {detector_id} is not configured on this edge.")

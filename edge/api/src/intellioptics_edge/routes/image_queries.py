@@ -1,4 +1,7 @@
-"""``/device-api/v1/image-queries`` and ``/v1/image-queries``: the SDK's image-query calls."""
+"""``/device-api/v1/image-queries`` and ``/v1/image-queries``: the SDK's image-query calls.
+
+Submitting needs a token with ``submit`` (admin, device), reading one with ``read`` (every
+role), of the edge's own account: see :mod:`intellioptics_edge.auth`."""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.roles import Permission
 from intellioptics_common.schemas import Page
-from intellioptics_edge.auth import LOCAL_IDENTITY
 from intellioptics_edge.cloud import CloudResponse
-from intellioptics_edge.deps import StateDep, TokenDep, caller_address
+from intellioptics_edge.deps import Reader, StateDep, authorize
 from intellioptics_edge.errors import ImageQueryNotFoundError
 from intellioptics_edge.images import check_content_type
 from intellioptics_edge.params import parse_submit_params
@@ -28,14 +31,13 @@ async def submit_image_query(request: Request) -> Response:
     # The hot path reads state and token itself: FastAPI's dependency solving costs
     # more per request than everything else this function does outside the model.
     state: EdgeState = request.app.state.edge
-    token = request.headers.get("x-api-token")
-    identity = await state.tokens.verify(token, caller_address(request))
-    assert token is not None
+    caller = await authorize(request, Permission.SUBMIT)  # before a byte of the body is read
     content_type = check_content_type(request.headers.get("content-type"))
     arguments = parse_submit_params(request.query_params)
     body = await request.body()
-    local = identity is LOCAL_IDENTITY
-    submit = SubmitRequest(image=body, content_type=content_type, token=token, local_caller=local, **arguments)
+    submit = SubmitRequest(
+        image=body, content_type=content_type, token=caller.token, local_caller=caller.local, **arguments
+    )
     outcome = await state.service.submit(submit)
     if isinstance(outcome, EdgeAnswer):
         return Response(outcome.body, status_code=201, media_type="application/json")
@@ -46,7 +48,7 @@ async def submit_image_query(request: Request) -> Response:
 async def list_image_queries(
     request: Request,
     state: StateDep,
-    token: TokenDep,
+    caller: Reader,
     page: int = 1,
     page_size: int = 10,
     detector_id: str | None = None,
@@ -71,15 +73,15 @@ async def list_image_queries(
 
 
 @router.get("/image-queries/{image_query_id}")
-async def get_image_query(image_query_id: str, state: StateDep, token: TokenDep) -> Response:
-    answer = await state.service.get(image_query_id, token)
+async def get_image_query(image_query_id: str, state: StateDep, caller: Reader) -> Response:
+    answer = await state.service.get(image_query_id, caller.token)
     if isinstance(answer, CloudResponse):
         return _cloud(answer)
     return Response(answer, media_type="application/json")
 
 
 @router.get("/image-queries/{image_query_id}/image")
-async def get_image(image_query_id: str, state: StateDep, token: TokenDep) -> Response:
+async def get_image(image_query_id: str, state: StateDep, caller: Reader) -> Response:
     image = await state.service.image(image_query_id)
     return Response(image.data, media_type=image.content_type)
 
