@@ -146,7 +146,16 @@ def _fetch(
     return registry.edge_model_info(resources, session, principal, detector_id, str(request.base_url))
 
 
+# Fields without a value are left out, never sent as null: SDK 1.3.1's generated client
+# refuses null for them (ApiTypeError in download_mlbinary). A detector with no model yet
+# answers 200 with only ``minimal_compatible``, which the edge's model updater reads as
+# "nothing to download" (a 404 would count as a failed update).
 for _path in ("/fetch-model-urls/{detector_id}", "/fetch-model-urls/{detector_id}/"):
     edge_router.add_api_route(
-        _path, _fetch, methods=["GET"], response_model=EdgeModelInfo, include_in_schema=_path.endswith("}")
+        _path,
+        _fetch,
+        methods=["GET"],
+        response_model=EdgeModelInfo,
+        response_model_exclude_none=True,
+        include_in_schema=_path.endswith("}"),
     )
