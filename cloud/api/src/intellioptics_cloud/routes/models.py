@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from intellioptics_cloud.deps import Admin, EdgeDevice, ModelReader, ModelWriter, Reader, ResourcesDep, SessionDep
 from intellioptics_cloud.models import ModelVersionRow
+from intellioptics_cloud.routes.paging import public_base_url
 from intellioptics_cloud.schemas import ModelCompare, ModelManifest, ModelVersion
 from intellioptics_cloud.services import registry
 from intellioptics_common.errors import InvalidInputError
@@ -143,7 +144,7 @@ def model_binary(
 def _fetch(
     detector_id: str, request: Request, principal: EdgeDevice, session: SessionDep, resources: ResourcesDep
 ) -> EdgeModelInfo:
-    return registry.edge_model_info(resources, session, principal, detector_id, str(request.base_url))
+    return registry.edge_model_info(resources, session, principal, detector_id, public_base_url(request))
 
 
 # Fields without a value are left out, never sent as null: SDK 1.3.1's generated client

@@ -1,4 +1,5 @@
-"""DRF-style next/previous links for paginated lists."""
+"""Links the cloud puts in its answers, at the address the client used: DRF-style
+next/previous links of paginated lists, the base of signed model links."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def public_url(request: Request) -> URL:
     if proto in ("http", "https"):
         url = url.replace(scheme=proto)
     return url
+
+
+def public_base_url(request: Request) -> str:
+    """``scheme://host/`` (with the root path) as the client wrote it; see ``public_url``."""
+    return str(public_url(request).replace(path=request.scope.get("root_path", "") + "/", query="", fragment=""))
 
 
 def page_links(request: Request, page: int, page_size: int, count: int) -> tuple[str | None, str | None]:
