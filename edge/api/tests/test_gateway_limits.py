@@ -86,6 +86,10 @@ def test_1100_idle_connections_do_not_stop_normal_queries(stack: EdgeStack) -> N
         assert idle.still_open() == IDLE_CONNECTIONS
         closed_after = idle.wait_all_closed(timeout=HEADER_TIMEOUT_S + 15)
         assert HEADER_TIMEOUT_S - 1 <= closed_after <= HEADER_TIMEOUT_S + 15
+    print(
+        f"gateway: {len(labels)} of {NORMAL_QUERIES} SDK queries answered in {elapsed:.1f} s while"
+        f" {IDLE_CONNECTIONS} connections were held; nginx closed all of them {closed_after:.1f} s after they opened"
+    )
     assert normal_query(gl) == "YES"
 
 
@@ -102,6 +106,7 @@ def test_a_slow_header_client_is_cut_after_the_header_timeout(stack: EdgeStack) 
             time.sleep(1.0)
         cut_after = slow.wait_all_closed(timeout=1.0)
     assert HEADER_TIMEOUT_S - 1 <= cut_after <= HEADER_TIMEOUT_S + 5, cut_after
+    print(f"gateway: 20 slowloris clients cut {cut_after:.1f} s after they opened")
     assert httpx.get(f"{stack.gateway_url}/health/live", timeout=5).status_code == 200
 
 
