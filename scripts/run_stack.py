@@ -3,8 +3,11 @@
 Starts the cloud API (with the web UI), the retraining worker, the edge inference
 service, the edge API and the nginx gateway; seeds a demo detector with a trained model
 and a few queued reviews; prints URLs, the admin token, a curl line and an SDK snippet.
-Ctrl-C stops everything. A second run reuses the data directory (database, tokens,
-models, demo data) and only starts the processes.
+Ctrl-C stops everything. A service that exits once the stack is up is started again,
+after 1 s, then 2, 4 ... up to 30 s while it keeps failing (the wait starts again at 1 s
+once it has run for a minute), with a line saying so; the others keep running. A second
+run reuses the data directory (database, tokens, models, demo data) and only starts the
+processes.
 
 Every setting the services read comes from the same ``INTELLIOPTICS_*`` variables the
 compose files use, so ``INTELLIOPTICS_DATABASE_URL=postgresql+psycopg2://…`` or
@@ -24,6 +27,7 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +40,38 @@ BIN = Path(PYTHON).parent
 DEMO_NAME = "demo-surface-defects"
 DEMO_QUERY = "Is there a defect (crack, scratch, stain or pit) on this surface?"
 TOKEN_ALPHABET = string.ascii_letters + string.digits
+RESTART_BASE_S = 1.0
+RESTART_CAP_S = 30.0
+STABLE_S = 60.0  # a service up this long has recovered: its next exit waits RESTART_BASE_S again
 
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before restarting a service that has exited ``failures`` times in a row."""
+    return min(RESTART_CAP_S, RESTART_BASE_S * 2 ** max(0, failures - 1))
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Service:
+    """One supervised process: how to start it again, and when."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    started_at: float
+    failures: int = 0  # exits in a row, none after a stable run
+    restart_at: float | None = None  # set while it waits to be started again
 
 
 @dataclass
@@ -49,7 +81,8 @@ class Stack:
     edge_port: int = field(default_factory=lambda: _env_int("INTELLIOPTICS_EDGE_API_PORT", 8718))
     inference_port: int = field(default_factory=lambda: _env_int("INTELLIOPTICS_INFERENCE_PORT", 8001))
     gateway_port: int = field(default_factory=lambda: _env_int("INTELLIOPTICS_GATEWAY_PORT", 30101))
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    services: dict[str, Service] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def run_dir(self) -> Path:
@@ -69,19 +102,43 @@ class Stack:
 
     # --- process management -----------------------------------------------------
 
+    def log_path(self, name: str) -> Path:
+        return self.run_dir / "logs" / f"{name}.log"
+
     def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log_path = self.run_dir / "logs" / f"{name}.log"
+        log_path = self.log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=REPO, start_new_session=True
             )
-        self.processes.append((name, process))
+        service = self.services.get(name)
+        if service is None:
+            self.services[name] = Service(name, args, env, process, self.clock())
+        else:
+            service.process, service.started_at, service.restart_at = process, self.clock(), None
         print(f"  started {name:<10} pid {process.pid:<7} log {log_path.relative_to(self.data.parent)}")
+
+    def supervise(self) -> None:
+        """One round: schedule the restart of each service that has exited, start those due."""
+        now = self.clock()
+        for service in list(self.services.values()):
+            code = service.process.poll()
+            if service.restart_at is None and code is not None:
+                _kill_group(service.process)  # what it left behind (nginx workers) holds its port
+                service.failures = 1 if now - service.started_at >= STABLE_S else service.failures + 1
+                delay = restart_delay(service.failures)
+                service.restart_at = now + delay
+                print(
+                    f"  {service.name} {describe_exit(code)}; restarting it in {delay:.0f} s"
+                    f" (see {self.log_path(service.name)})"
+                )
+            elif service.restart_at is not None and now >= service.restart_at:
+                self.start(service.name, service.args, service.env)
 
     def wait_ready(self, name: str, url: str, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
-        process = dict(self.processes)[name]
+        process = self.services[name].process
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise SystemExit(f"{name} exited with code {process.returncode}; see {self.run_dir}/logs/{name}.log")
@@ -98,17 +155,17 @@ class Stack:
         # Ctrl-C (or a SIGTERM) during shutdown must not abandon them half-way.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for _name, process in reversed(self.processes):
-            if process.poll() is None:
+        services = list(reversed(self.services.values()))
+        for service in services:
+            if service.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        for name, process in reversed(self.processes):
+                    os.killpg(service.process.pid, signal.SIGTERM)
+        for service in services:
             try:
-                process.wait(timeout=10)
+                service.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-            print(f"  stopped {name}")
+                _kill_group(service.process)
+            print(f"  stopped {service.name}")
 
     # --- persistent secrets -----------------------------------------------------
 
@@ -125,6 +182,12 @@ class Stack:
         path.write_text(value)
         path.chmod(0o600)
         return value
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of a service's process group (each service leads its own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 # --- seeding ----------------------------------------------------------------------
@@ -334,11 +397,9 @@ def main() -> int:
         stack.wait_ready("edge-api", f"http://127.0.0.1:{stack.edge_port}/health/ready")
         stack.wait_ready("nginx", f"{stack.gateway_url}/health/live")
         _print_banner(stack, admin_token, device_token, detector_id)
-        while all(process.poll() is None for _, process in stack.processes):
-            time.sleep(1.0)
-        dead = [name for name, process in stack.processes if process.poll() is not None]
-        print(f"stopping: {', '.join(dead)} exited; see {stack.run_dir}/logs/")
-        return 1
+        while True:
+            stack.supervise()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping")
         return 0
@@ -366,7 +427,7 @@ def _print_banner(stack: Stack, admin_token: str, device_token: str, detector_id
     sample = next(iter(sorted((stack.data / "demo" / "queue").rglob("*.png"))), None)
     print(
         f"""
-IntelliOptics is running. Ctrl-C stops everything.
+IntelliOptics is running. Ctrl-C stops everything; a service that exits is restarted.
 
   edge gateway (cameras, SDK)   {stack.gateway_url}
   edge status page              {stack.gateway_url}/status

@@ -416,10 +416,23 @@ def template_placeholders(template: Path) -> set[str]:
     return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", template.read_text()))
 
 
-def official_image_nginx_conf(prefix: Path, conf_d: Path) -> str:
+def image_connection_budget(dockerfile: Path) -> tuple[int, int]:
+    """``(worker_connections, worker_rlimit_nofile)`` that a gateway Dockerfile writes into
+    the image's nginx.conf."""
+    text = dockerfile.read_text()
+    connections = re.search(r"worker_connections (\d+);", text)
+    files = re.search(r"worker_rlimit_nofile (\d+);", text)
+    if connections is None or files is None:
+        raise AssertionError(f"{dockerfile.name} sets no connection budget")
+    return int(connections[1]), int(files[1])
+
+
+def official_image_nginx_conf(prefix: Path, conf_d: Path, dockerfile: Path = DEPLOY / "edge-nginx.Dockerfile") -> str:
     """The main configuration of the official nginx image (which includes conf.d/*.conf in
-    http {}), with the temporary files moved into ``prefix`` so no root is needed. The pid
-    file is given on the command line (``-g "pid ...;"``), as tests.support does."""
+    http {}) as ``dockerfile`` changes it (the connection budget), with the temporary files
+    moved into ``prefix`` so no root is needed. The pid file is given on the command line
+    (``-g "pid ...;"``), as tests.support does."""
+    connections, files = image_connection_budget(dockerfile)
     mime = Path("/etc/nginx/mime.types")
     types = f"include {mime};" if mime.exists() else "types { text/html html; application/javascript js; }"
     # The image's workers run as its nginx user; here they run as the test's user, which
@@ -428,8 +441,9 @@ def official_image_nginx_conf(prefix: Path, conf_d: Path) -> str:
     return f"""
 {user}
 worker_processes 1;
+worker_rlimit_nofile {files};
 error_log stderr notice;
-events {{ worker_connections 256; }}
+events {{ worker_connections {connections}; }}
 http {{
     {types}
     default_type application/octet-stream;

@@ -1,7 +1,8 @@
 """`make run` (scripts/run_stack.py) as a person meets it: started for real on free ports
 and a fresh data directory, it must print a banner whose curl line and SDK snippet work
 as printed, stop cleanly on Ctrl-C (SIGINT) leaving no process behind, and on the next
-start reuse its data: the same demo detector, tokens and model, with no retraining.
+start reuse its data: the same demo detector, tokens and model, with no retraining. A
+service killed with kill -9 is started again and the stack answers again.
 
 The first start trains the demo model with the fast trainer (about a minute on two
 cores); the second start only starts the processes.
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN_STACK = REPO_ROOT / "scripts" / "run_stack.py"
 BANNER_END = "print(iq.result)"
 FIRST_START_S = 420.0  # seeding trains a model; generous for a loaded two-core machine
+RESTART_S = 90.0  # a restarted edge API loads its state and warms its detector
 STOP_S = 90.0  # five services, each given 10 s to stop before SIGKILL
 
 
@@ -85,6 +87,17 @@ class MakeRun:
                 pytest.fail(f"no banner within {timeout:.0f} s:\n{self.output}")
             time.sleep(0.2)
         return self.output
+
+    def wait_line(self, pattern: str, timeout: float) -> str:
+        """The first output line matching ``pattern`` (a regex), waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((line for line in self.lines if re.search(pattern, line)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                pytest.fail(f"no line matching {pattern!r} within {timeout:.0f} s:\n{self.output}")
+            time.sleep(0.2)
 
     def service_pids(self) -> dict[str, int]:
         """The ``started <name> pid <n>`` lines; each service leads its own process group."""
@@ -193,6 +206,22 @@ def assert_stopped_cleanly(run: MakeRun, sig: signal.Signals) -> None:
     assert live_in_groups(set(pids.values())) == [], "processes outlived make run"
 
 
+def assert_answers_again(banner: Banner, timeout: float) -> None:
+    """The printed curl line answers 201 from the edge again within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            answer = run_curl_line(banner.curl)
+            if answer.status_code == 201 and answer.json()["result"]["from_edge"] is True:
+                return
+            last = f"HTTP {answer.status_code}: {answer.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    pytest.fail(f"the stack did not answer again within {timeout:.0f} s of the restarts (last: {last})")
+
+
 def models(banner: Banner, cloud_port: int) -> list[dict[str, object]]:
     response = httpx.get(
         f"http://127.0.0.1:{cloud_port}/v1/detectors/{banner.detector_id}/models",
@@ -246,6 +275,19 @@ def test_make_run_banner_works_stops_cleanly_and_restarts_on_its_data(tmp_path: 
         assert models(again, ports["CLOUD"]) == trained, "the second start changed the model registry"
         answer = run_curl_line(again.curl)
         assert answer.status_code == 201 and answer.json()["result"]["from_edge"] is True, answer.text
+
+        # A service that dies is started again and answers; the others keep running.
+        before = second.service_pids()
+        os.killpg(before["edge-api"], signal.SIGKILL)
+        os.kill(before["nginx"], signal.SIGKILL)  # the master only: its workers are left behind
+        for name in ("edge-api", "nginx"):
+            second.wait_line(rf"^  {name} was killed by SIGKILL; restarting it in 1 s \(see ", 30)
+        assert_answers_again(again, timeout=RESTART_S)
+        after = second.service_pids()
+        assert after["edge-api"] != before["edge-api"] and after["nginx"] != before["nginx"], second.output
+        assert {n: after[n] for n in ("cloud", "worker", "inference")} == {
+            n: before[n] for n in ("cloud", "worker", "inference")
+        }
 
         # Stopped the way kill, systemd or a CI runner stops it.
         assert_stopped_cleanly(second, signal.SIGTERM)

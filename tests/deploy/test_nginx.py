@@ -12,6 +12,7 @@ and stay as compose sets them for ``nginx -t``.
 
 from __future__ import annotations
 
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -28,11 +29,14 @@ from tests.deploy.deployment import (
     EDGE_OFFLINE,
     NGINX_SERVICES,
     envsubst,
+    image_connection_budget,
     official_image_nginx_conf,
     resolved_compose,
     service_environment,
 )
+from tests.support.procs import REPO_ROOT as REPO
 from tests.support.procs import free_port, nginx_binary, nginx_process, python_module, running, wait_http
+from tests.support.slow_clients import held_connections, nginx_seconds
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +96,31 @@ def test_unrendered_placeholder_is_refused(tmp_path: Path) -> None:
     environment.pop("INTELLIOPTICS_CLOUD_API_UPSTREAM")
     result = nginx_test(render(CLOUD_TEMPLATE, environment, tmp_path), tmp_path)
     assert result.returncode != 0 and "intellioptics_cloud_api_upstream" in result.stderr.lower()
+
+
+def test_images_and_make_run_share_the_connection_budget() -> None:
+    """The budget docs/edge-config.md explains: the same in both images and in the main
+    configuration that `make run` and the tests render (edge/nginx/nginx.conf.template)."""
+    local = (REPO / "edge" / "nginx" / "nginx.conf.template").read_text()
+    expected = (
+        int(re.search(r"worker_connections (\d+);", local)[1]),  # type: ignore[index]
+        int(re.search(r"worker_rlimit_nofile (\d+);", local)[1]),  # type: ignore[index]
+    )
+    assert expected[0] >= 4096 and expected[1] >= 2 * expected[0]
+    for name in ("edge-nginx.Dockerfile", "cloud-nginx.Dockerfile"):
+        assert image_connection_budget(REPO / "deploy" / name) == expected, name
+
+
+@pytest.mark.parametrize("template", [EDGE_TEMPLATE, CLOUD_TEMPLATE], ids=["edge", "cloud"])
+def test_gateways_limit_idle_and_slow_clients(template: Path) -> None:
+    """Each gateway's timeouts and per-address limit (the edge's are exercised for real in
+    edge/api/tests/test_gateway_limits.py, the cloud's header timeout below)."""
+    text = template.read_text()
+    for directive, seconds in (
+        ("client_header_timeout", 10), ("client_body_timeout", 30), ("send_timeout", 30), ("keepalive_timeout", 30),
+    ):  # fmt: skip
+        assert re.search(rf"^\s*{directive} {seconds}s;", text, re.M), directive
+    assert re.search(r"^\s*limit_conn \S+ 256;", text, re.M) and "limit_conn_status 429;" in text
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +199,30 @@ def test_cloud_gateway_errors_are_json(cloud_gateway: dict[str, object]) -> None
     assert metrics.status_code == 404 and metrics.json()["code"] == "not_found"
     too_large = httpx.post(f"{url}/v1/image-queries?detector_id=det_x", content=b"\0" * (21 * 1024 * 1024))
     assert too_large.status_code == 413 and too_large.json()["code"] == "payload_too_large"
+
+
+def test_cloud_gateway_list_links_use_the_address_the_client_used(cloud_gateway: dict[str, object]) -> None:
+    url, token = str(cloud_gateway["url"]), str(cloud_gateway["token"])
+    headers = {"x-api-token": token}
+    for name in ("links-a", "links-b"):
+        created = httpx.post(f"{url}/v1/detectors", headers=headers, json={"name": name, "query": "Links?"})
+        assert created.status_code == 201, created.text
+    direct = httpx.get(f"{url}/v1/detectors", headers=headers, params={"page_size": 1}).json()
+    assert direct["next"].startswith(f"{url}/v1/detectors?") and direct["previous"] is None
+    # As the edge gateway forwards an SDK call: the edge's address, not the cloud's.
+    via_edge = {**headers, "x-forwarded-host": "edge-7.plant.example:30101"}
+    page = httpx.get(f"{url}/v1/detectors", headers=via_edge, params={"page_size": 1, "page": 2}).json()
+    assert page["previous"].startswith("http://edge-7.plant.example:30101/v1/detectors?"), page
+
+
+def test_cloud_gateway_cuts_slow_header_clients(cloud_gateway: dict[str, object]) -> None:
+    port = int(str(cloud_gateway["url"]).rsplit(":", 1)[1])
+    timeout_s = nginx_seconds(CLOUD_TEMPLATE, "client_header_timeout")
+    with held_connections(port, 50, b"GET /v1/me HTTP/1.1\r\nHost: cloud\r\n") as slow:
+        me = httpx.get(f"{cloud_gateway['url']}/v1/me", headers={"x-api-token": str(cloud_gateway["token"])})
+        assert me.status_code == 200
+        cut_after = slow.wait_all_closed(timeout=timeout_s + 15)
+    assert timeout_s - 1 <= cut_after <= timeout_s + 15
 
 
 def test_cloud_gateway_without_api(cloud_gateway: dict[str, object]) -> None:

@@ -74,4 +74,19 @@ def test_web_ui_is_served_with_spa_fallback(settings, web_dir, make_api) -> None
     assert api.client.get("/../../etc/passwd").text == "<html>IntelliOptics</html>"
     api_miss = api.client.get("/v1/not-a-route")
     assert api_miss.status_code == 404 and api_miss.json()["code"] == "not_found"
+    # The edge's own routes, asked of the cloud, and clients that want JSON: no UI page.
+    for path in ("/edge-config", "/edge-detector-readiness", "/edge-info", "/status"):
+        assert api.client.get(path).status_code == 404, path
+    wants_json = api.client.get("/review/queue/somewhere", headers={"accept": "application/json"})
+    assert wants_json.status_code == 404 and wants_json.json()["code"] == "not_found"
+    browser = api.client.get("/review", headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert browser.text == "<html>IntelliOptics</html>"
+    assert api.client.get("/%00").status_code == 404
+    # A path no route has is a 404 for every method; a path a route has, a 405.
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        missing = api.client.request(method, "/v1/not-a-route")
+        assert missing.status_code == 404 and missing.json()["code"] == "not_found", method
+        assert api.client.request(method, "/review/queue").status_code == 404, method
+    wrong_method = api.client.request("DELETE", "/v1/me")
+    assert wrong_method.status_code == 405 and "GET" in wrong_method.headers["allow"]
     assert api.get("/v1/me").status_code == 200

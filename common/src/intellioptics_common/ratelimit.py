@@ -127,3 +127,12 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
         return str(ip_address(last))
     except ValueError:
         return peer
+
+
+def is_trusted_peer(peer: str | None, trusted_proxies: Iterable[str]) -> bool:
+    """Whether ``peer`` (an IP) is one of the proxies whose X-Forwarded-* headers are believed."""
+    try:
+        peer_ip = ip_address(peer or "")
+    except ValueError:
+        return False
+    return any(peer_ip in ip_network(network, strict=False) for network in trusted_proxies)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from intellioptics_cloud.deps import Admin, EdgeDevice, ModelReader, ModelWriter, Reader, ResourcesDep, SessionDep
 from intellioptics_cloud.models import ModelVersionRow
+from intellioptics_cloud.routes.paging import public_base_url
 from intellioptics_cloud.schemas import ModelCompare, ModelManifest, ModelVersion
 from intellioptics_cloud.services import registry
 from intellioptics_common.errors import InvalidInputError
@@ -143,10 +144,19 @@ def model_binary(
 def _fetch(
     detector_id: str, request: Request, principal: EdgeDevice, session: SessionDep, resources: ResourcesDep
 ) -> EdgeModelInfo:
-    return registry.edge_model_info(resources, session, principal, detector_id, str(request.base_url))
+    return registry.edge_model_info(resources, session, principal, detector_id, public_base_url(request))
 
 
+# Fields without a value are left out, never sent as null: SDK 1.3.1's generated client
+# refuses null for them (ApiTypeError in download_mlbinary). A detector with no model yet
+# answers 200 with only ``minimal_compatible``, which the edge's model updater reads as
+# "nothing to download" (a 404 would count as a failed update).
 for _path in ("/fetch-model-urls/{detector_id}", "/fetch-model-urls/{detector_id}/"):
     edge_router.add_api_route(
-        _path, _fetch, methods=["GET"], response_model=EdgeModelInfo, include_in_schema=_path.endswith("}")
+        _path,
+        _fetch,
+        methods=["GET"],
+        response_model=EdgeModelInfo,
+        response_model_exclude_none=True,
+        include_in_schema=_path.endswith("}"),
     )
