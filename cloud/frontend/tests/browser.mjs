@@ -9,10 +9,12 @@
 //          actions (cancel a running job, activate and roll back a version, switch a
 //          detector OFF), each checked through the API; visit every page.
 //   bench  a scripted reviewer labels config.count items as fast as the UI allows.
+//   failsave, viewer, phone: see review_scenarios.mjs; "a+b" runs several in one browser.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { failsave, phone, viewer } from "./review_scenarios.mjs";
 
 const [scenario, configPath] = process.argv.slice(2);
 const config = JSON.parse(readFileSync(configPath, "utf8"));
@@ -42,7 +44,7 @@ const userDataDir = mkdtempSync(join(tmpdir(), "io-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: config.chromium ?? "/usr/bin/chromium",
   headless: true,
-  viewport: { width: 1280, height: 860 },
+  viewport: { width: 1280, height: 900 },
   args: [
     "--headless",
     "--no-sandbox",
@@ -94,6 +96,11 @@ async function apiUntil(path, token, check, what) {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`${what}: the API still answers ${JSON.stringify(value).slice(0, 400)}`);
+}
+
+/** Console errors a scenario caused on purpose (a revoked token's 401s, an injected 503, offline). */
+function expectConsole() {
+  result.expectedConsole = [...(result.expectedConsole ?? []), ...console_.splice(0, console_.length)];
 }
 
 async function shot(name, fullPage = false) {
@@ -205,7 +212,7 @@ async function e2e() {
   // Tablet width: the panel goes under the image.
   await page.setViewportSize({ width: 820, height: 1100 });
   await shot("04-review-tablet");
-  await page.setViewportSize({ width: 1280, height: 860 });
+  await page.setViewportSize({ width: 1280, height: 900 });
 
   // Detectors: list, create a multi-class one, its page.
   await go(`/detectors`);
@@ -395,11 +402,16 @@ async function bench() {
   await shot("bench-end");
 }
 
+const harness = { page, context, config, result, api, apiUntil, shot, go, signIn, nextItem, currentItem, expectConsole };
+const SCENARIOS = { e2e, bench, failsave: () => failsave(harness), viewer: () => viewer(harness), phone: () => phone(harness) };
+
 let failed = null;
 try {
-  if (scenario === "e2e") await e2e();
-  else if (scenario === "bench") await bench();
-  else throw new Error(`unknown scenario ${scenario}`);
+  for (const name of scenario.split("+")) {
+    if (!SCENARIOS[name]) throw new Error(`unknown scenario ${name}`);
+    step(`scenario ${name}`);
+    await SCENARIOS[name]();
+  }
 } catch (error) {
   failed = error;
   result.error = String(error?.stack ?? error);
