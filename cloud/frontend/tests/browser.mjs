@@ -300,6 +300,9 @@ async function e2e() {
   await api("POST", `/v1/training-jobs/${jobId}/complete`, config.workerToken, { model_version: version });
   await page.waitForSelector(".badge:has-text('succeeded')");
   result.jobFinalText = await page.textContent("[data-testid=job-status]");
+  await page.waitForSelector("[data-testid=job-decision]");
+  result.jobDecision = await page.textContent("[data-testid=job-decision]");
+  result.jobCrumbs = await page.textContent(".crumbs");
   await shot("11-job-done");
   step("training job watched to the end", { seen });
 
@@ -309,6 +312,7 @@ async function e2e() {
     await page.check(`input[aria-label='Compare v${config.compare[0]}']`);
     await page.check(`input[aria-label='Compare v${config.compare[1]}']`);
     await page.waitForSelector("[data-testid=compare-table]");
+    result.compareText = await page.textContent("[data-testid=compare-table]");
     await shot("12-models-compare", true);
     step("compared two versions");
   }
@@ -321,14 +325,43 @@ async function e2e() {
   if (config.edgeId) {
     await go(`/edges/${config.edgeId}`);
     await page.waitForSelector(".chart svg, .notice.empty");
+    result.edgeCharts = await page.$$eval(".chart", (charts) =>
+      charts.map((c) => ({ title: c.querySelector("figcaption")?.textContent, legend: [...c.querySelectorAll(".legend li")].map((li) => li.textContent) })),
+    );
+    result.edgeSummary = await page.textContent("section[aria-label=Edge] p:not(.crumbs)");
     await shot("14-edge");
   }
   await go(`/tokens`);
   await page.waitForSelector("table");
   await shot("15-tokens");
+  await tokensPage();
   await go(`/nowhere`);
   await page.waitForSelector("text=There is no page");
   step("visited every page");
+  // The same pages at phone size: no sideways panning, review answers on screen.
+  await phone(harness);
+  step("phone layout");
+}
+
+/** Tokens: the new raw token is shown once with a copy button, gone once revoked; your own is marked. */
+async function tokensPage() {
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: config.baseUrl });
+  await page.fill("form[aria-label='New token'] input", "e2e-copied");
+  await page.click("form[aria-label='New token'] button[type=submit]");
+  const raw = (await page.textContent("[data-testid=new-token]")).trim();
+  await page.click("button:has-text('Copy')");
+  await page.waitForSelector("button:has-text('Copied')");
+  const clipboard = await page.evaluate(() => navigator.clipboard.readText());
+  const mine = await page.$$eval("[data-testid=tokens-table] tr", (rows) =>
+    rows.filter((r) => r.textContent.includes("you (this tab)")).map((r) => ({ id: r.dataset.tokenId, revocable: Boolean(r.querySelector("button")) })),
+  );
+  const listed = await api("GET", "/v1/tokens", config.adminToken);
+  const created = listed.find((t) => t.name === "e2e-copied");
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.click(`[data-testid=tokens-table] tr[data-token-id='${created.id}'] button:has-text('Revoke')`);
+  await page.waitForSelector(`[data-testid=tokens-table] tr[data-token-id='${created.id}']`, { state: "detached" });
+  const stillShown = (await page.$("[data-testid=new-token]")) !== null || (await page.content()).includes(raw);
+  result.tokens = { copiedMatches: clipboard === raw, mine, stillShown, revokedListed: (await api("GET", "/v1/tokens", config.adminToken)).some((t) => t.id === created.id) };
 }
 
 /** Cancel a running job, activate another version, roll back: each click checked through the API. */
@@ -358,10 +391,18 @@ async function adminActions() {
   const before = activeOf(versions);
   const target = versions.map((m) => m.version).filter((v) => v !== before).sort((a, b) => a - b)[0];
   await page.click(`[data-testid=models-table] tr[data-version='${target}'] button:has-text('Activate')`);
+  // Activation asks first and says what changes; nothing changes before the answer.
+  await page.waitForSelector("[role=dialog][aria-label='Confirm model change']");
+  result.activateConfirm = await page.textContent("[role=dialog][aria-label='Confirm model change']");
+  result.activeWhileAsking = activeOf(await api("GET", modelsPath, config.adminToken));
+  await shot("12a-models-confirm");
+  await page.click(`button:has-text('Yes, activate v${target}')`);
   await page.waitForSelector(`[data-testid=models-table] tr[data-version='${target}'] .badge:has-text('active')`);
   const activated = await apiUntil(modelsPath, config.adminToken, (m) => activeOf(m) === target, `activate v${target}`);
   step("activated a version", { before, target });
   await page.click("button:has-text('Roll back')");
+  result.rollbackConfirm = await page.textContent("[role=dialog][aria-label='Confirm model change']");
+  await page.click("button:has-text('Yes, roll back')");
   await page.waitForSelector(`[data-testid=models-table] tr[data-version='${before}'] .badge:has-text('active')`);
   const rolledBack = await apiUntil(modelsPath, config.adminToken, (m) => activeOf(m) === before, "roll back");
   await page.waitForSelector("[data-testid=edge-learning] svg");

@@ -144,17 +144,22 @@ export async function viewer(h) {
   result.prediction = await page.textContent("[data-testid=prediction]");
 }
 
-const PHONE_PAGES = ["/review", "/detectors", "/detectors/{det}", "/detectors/{det}/models", "/edges", "/tokens"];
+const PHONE_PAGES = { "/review": "review", "/detectors": "detectors", "/detectors/{det}": "detector", "/detectors/{det}/models": "models", "/edges": "edges", "/tokens": "tokens" };
 
 export async function phone(h, pages = PHONE_PAGES) {
   const { page, config, result } = h;
   await page.setViewportSize({ width: 390, height: 844 });
   result.phone = {};
-  for (const path of pages) {
+  for (const [path, name] of Object.entries(pages)) {
     const hash = path.replace("{det}", config.detectorId);
-    await h.go(hash);
+    // In-app navigation (as a click on a link does): no page load that would cut off the
+    // review page's last requests (giving back its claimed item).
+    await page.evaluate((target) => {
+      window.location.hash = target;
+    }, hash);
     await page.waitForSelector(".page > *:not(.loading)");
     await page.waitForLoadState("networkidle");
+    await page.waitForFunction(() => !document.querySelector(".notice.loading"));
     if (path === "/review") await page.waitForSelector(".review-main[data-item-id], .notice.empty");
     const layout = await page.evaluate(() => {
       const buttons = [...document.querySelectorAll(".answers .answer")].map((b) => b.getBoundingClientRect().bottom);
@@ -168,7 +173,6 @@ export async function phone(h, pages = PHONE_PAGES) {
       };
     });
     result.phone[path] = layout;
-    const name = path === "/review" ? "review" : path.replaceAll("/", "-").replace(/^-/, "").replaceAll("{det}", "x").replace(/-x/g, "");
     await h.shot(`phone-${name}`);
   }
   await page.setViewportSize({ width: 1280, height: 900 });

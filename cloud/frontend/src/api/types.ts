@@ -170,7 +170,8 @@ export interface ModelMetrics {
   balanced_accuracy?: number | null;
   confident_coverage?: number | null;
   confident_accuracy?: number | null;
-  [name: string]: number | null | undefined;
+  /** The worker also writes nested fields: per_class_recall, support, evaluation, comparison, promotion, ... */
+  [name: string]: unknown;
 }
 
 export interface ModelVersion {
