@@ -107,7 +107,7 @@ export function App() {
     );
   }
   if (!me) return <Loading what="your account" />;
-  const session: Session = { client, me, signOut };
+  const session: Session = { client, me, signOut, signInAgain: signIn };
   const nav = NAV.filter((item) => CAN[item.allowed](me.role));
   // Pages of a section the role may not use; unknown paths fall through to "no page here".
   const forbidden = NAV.some((item) => path.startsWith(item.path) && !CAN[item.allowed](me.role));

@@ -25,6 +25,11 @@ export interface Session {
   client: Client;
   me: Me;
   signOut: () => void;
+  /**
+   * Sign in again with another token without leaving the page (the review queue keeps its
+   * unsaved labels and sends them after); resolves to an error message or null.
+   */
+  signInAgain?: (token: string) => Promise<string | null>;
 }
 
 export const SessionContext = createContext<Session | null>(null);

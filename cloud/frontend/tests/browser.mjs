@@ -9,10 +9,12 @@
 //          actions (cancel a running job, activate and roll back a version, switch a
 //          detector OFF), each checked through the API; visit every page.
 //   bench  a scripted reviewer labels config.count items as fast as the UI allows.
+//   failsave, viewer, phone: see review_scenarios.mjs; "a+b" runs several in one browser.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { failsave, phone, viewer } from "./review_scenarios.mjs";
 
 const [scenario, configPath] = process.argv.slice(2);
 const config = JSON.parse(readFileSync(configPath, "utf8"));
@@ -42,7 +44,7 @@ const userDataDir = mkdtempSync(join(tmpdir(), "io-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: config.chromium ?? "/usr/bin/chromium",
   headless: true,
-  viewport: { width: 1280, height: 860 },
+  viewport: { width: 1280, height: 900 },
   args: [
     "--headless",
     "--no-sandbox",
@@ -94,6 +96,11 @@ async function apiUntil(path, token, check, what) {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`${what}: the API still answers ${JSON.stringify(value).slice(0, 400)}`);
+}
+
+/** Console errors a scenario caused on purpose (a revoked token's 401s, an injected 503, offline). */
+function expectConsole() {
+  result.expectedConsole = [...(result.expectedConsole ?? []), ...console_.splice(0, console_.length)];
 }
 
 async function shot(name, fullPage = false) {
@@ -205,7 +212,7 @@ async function e2e() {
   // Tablet width: the panel goes under the image.
   await page.setViewportSize({ width: 820, height: 1100 });
   await shot("04-review-tablet");
-  await page.setViewportSize({ width: 1280, height: 860 });
+  await page.setViewportSize({ width: 1280, height: 900 });
 
   // Detectors: list, create a multi-class one, its page.
   await go(`/detectors`);
@@ -293,6 +300,9 @@ async function e2e() {
   await api("POST", `/v1/training-jobs/${jobId}/complete`, config.workerToken, { model_version: version });
   await page.waitForSelector(".badge:has-text('succeeded')");
   result.jobFinalText = await page.textContent("[data-testid=job-status]");
+  await page.waitForSelector("[data-testid=job-decision]");
+  result.jobDecision = await page.textContent("[data-testid=job-decision]");
+  result.jobCrumbs = await page.textContent(".crumbs");
   await shot("11-job-done");
   step("training job watched to the end", { seen });
 
@@ -302,6 +312,7 @@ async function e2e() {
     await page.check(`input[aria-label='Compare v${config.compare[0]}']`);
     await page.check(`input[aria-label='Compare v${config.compare[1]}']`);
     await page.waitForSelector("[data-testid=compare-table]");
+    result.compareText = await page.textContent("[data-testid=compare-table]");
     await shot("12-models-compare", true);
     step("compared two versions");
   }
@@ -314,14 +325,43 @@ async function e2e() {
   if (config.edgeId) {
     await go(`/edges/${config.edgeId}`);
     await page.waitForSelector(".chart svg, .notice.empty");
+    result.edgeCharts = await page.$$eval(".chart", (charts) =>
+      charts.map((c) => ({ title: c.querySelector("figcaption")?.textContent, legend: [...c.querySelectorAll(".legend li")].map((li) => li.textContent) })),
+    );
+    result.edgeSummary = await page.textContent("section[aria-label=Edge] p:not(.crumbs)");
     await shot("14-edge");
   }
   await go(`/tokens`);
   await page.waitForSelector("table");
   await shot("15-tokens");
+  await tokensPage();
   await go(`/nowhere`);
   await page.waitForSelector("text=There is no page");
   step("visited every page");
+  // The same pages at phone size: no sideways panning, review answers on screen.
+  await phone(harness);
+  step("phone layout");
+}
+
+/** Tokens: the new raw token is shown once with a copy button, gone once revoked; your own is marked. */
+async function tokensPage() {
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: config.baseUrl });
+  await page.fill("form[aria-label='New token'] input", "e2e-copied");
+  await page.click("form[aria-label='New token'] button[type=submit]");
+  const raw = (await page.textContent("[data-testid=new-token]")).trim();
+  await page.click("button:has-text('Copy')");
+  await page.waitForSelector("button:has-text('Copied')");
+  const clipboard = await page.evaluate(() => navigator.clipboard.readText());
+  const mine = await page.$$eval("[data-testid=tokens-table] tr", (rows) =>
+    rows.filter((r) => r.textContent.includes("you (this tab)")).map((r) => ({ id: r.dataset.tokenId, revocable: Boolean(r.querySelector("button")) })),
+  );
+  const listed = await api("GET", "/v1/tokens", config.adminToken);
+  const created = listed.find((t) => t.name === "e2e-copied");
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.click(`[data-testid=tokens-table] tr[data-token-id='${created.id}'] button:has-text('Revoke')`);
+  await page.waitForSelector(`[data-testid=tokens-table] tr[data-token-id='${created.id}']`, { state: "detached" });
+  const stillShown = (await page.$("[data-testid=new-token]")) !== null || (await page.content()).includes(raw);
+  result.tokens = { copiedMatches: clipboard === raw, mine, stillShown, revokedListed: (await api("GET", "/v1/tokens", config.adminToken)).some((t) => t.id === created.id) };
 }
 
 /** Cancel a running job, activate another version, roll back: each click checked through the API. */
@@ -351,10 +391,18 @@ async function adminActions() {
   const before = activeOf(versions);
   const target = versions.map((m) => m.version).filter((v) => v !== before).sort((a, b) => a - b)[0];
   await page.click(`[data-testid=models-table] tr[data-version='${target}'] button:has-text('Activate')`);
+  // Activation asks first and says what changes; nothing changes before the answer.
+  await page.waitForSelector("[role=dialog][aria-label='Confirm model change']");
+  result.activateConfirm = await page.textContent("[role=dialog][aria-label='Confirm model change']");
+  result.activeWhileAsking = activeOf(await api("GET", modelsPath, config.adminToken));
+  await shot("12a-models-confirm");
+  await page.click(`button:has-text('Yes, activate v${target}')`);
   await page.waitForSelector(`[data-testid=models-table] tr[data-version='${target}'] .badge:has-text('active')`);
   const activated = await apiUntil(modelsPath, config.adminToken, (m) => activeOf(m) === target, `activate v${target}`);
   step("activated a version", { before, target });
   await page.click("button:has-text('Roll back')");
+  result.rollbackConfirm = await page.textContent("[role=dialog][aria-label='Confirm model change']");
+  await page.click("button:has-text('Yes, roll back')");
   await page.waitForSelector(`[data-testid=models-table] tr[data-version='${before}'] .badge:has-text('active')`);
   const rolledBack = await apiUntil(modelsPath, config.adminToken, (m) => activeOf(m) === before, "roll back");
   await page.waitForSelector("[data-testid=edge-learning] svg");
@@ -395,11 +443,16 @@ async function bench() {
   await shot("bench-end");
 }
 
+const harness = { page, context, config, result, api, apiUntil, shot, go, signIn, nextItem, currentItem, expectConsole };
+const SCENARIOS = { e2e, bench, failsave: () => failsave(harness), viewer: () => viewer(harness), phone: () => phone(harness) };
+
 let failed = null;
 try {
-  if (scenario === "e2e") await e2e();
-  else if (scenario === "bench") await bench();
-  else throw new Error(`unknown scenario ${scenario}`);
+  for (const name of scenario.split("+")) {
+    if (!SCENARIOS[name]) throw new Error(`unknown scenario ${name}`);
+    step(`scenario ${name}`);
+    await SCENARIOS[name]();
+  }
 } catch (error) {
   failed = error;
   result.error = String(error?.stack ?? error);

@@ -205,6 +205,8 @@ def seed_edge(cloud: Cloud, device_token: str, detector_id: str) -> str:
                     "edge_answers": 480 - 50 * h,
                     "escalations": 120 + 10 * h,
                     "audits": 6,
+                    # An internal counter (the edge's confidence histogram): never in a legend.
+                    "confidence_bin_5": 3,
                 },
             }
             for h in range(6)

@@ -63,11 +63,18 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
             "confident_coverage": 0.35,
             "confident_accuracy": 0.93,
         }
+        # The nested fields the retraining worker writes: the compare table must render them all.
         metrics_v2 = {
             "accuracy": 0.84,
             "balanced_accuracy": 0.83,
             "confident_coverage": 0.58,
             "confident_accuracy": 0.95,
+            "per_class_recall": {"NO": 0.86, "YES": 0.8},
+            "support": {"NO": 30, "YES": 30},
+            "evaluation": {"method": "cv", "folds": 3, "image_query_ids": [f"iq_{i}" for i in range(12)]},
+            "comparison": {"active_version": 1, "new": {"accuracy": 0.84}, "active": {"accuracy": 0.71}},
+            "promotion": {"action": "CANDIDATE", "reason": "promotion policy is manual"},
+            "skipped_labels": {"UNCLEAR": 2},
         }
         upload_model(cloud, detector_id, model_manifest(binary, metrics_v1, 20, activate=True), seed=1)
         upload_model(cloud, detector_id, model_manifest(binary, metrics_v2, 60), seed=2)
@@ -152,6 +159,32 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
             assert models[activation["before"]]["status"] == "active"
             assert models[activation["target"]]["decision"]["action"] == "rollback"
         assert result["progressSeen"] == [20, 40, 60, 80]
+        # The job page names the detector and says what became of the version it produced.
+        assert "e2e-weld" in result["jobCrumbs"] and detector_id not in result["jobCrumbs"]
+        assert "v3 is not active (candidate)" in result["jobDecision"] and "no decision recorded" in result["jobDecision"]
+        # Compare renders every field, nested ones included, never "[object Object]".
+        compare = result["compareText"]
+        assert "[object Object]" not in compare
+        for field in ("per class recall", "support", "evaluation", "comparison", "promotion", "skipped labels"):
+            assert field in compare, field
+        assert "promotion policy is manual" in compare
+        # Activate and roll back ask first, say what changes, and change nothing before the answer.
+        assert "replaces v" in result["activateConfirm"] and "roll back" in result["activateConfirm"]
+        assert result["activeWhileAsking"] == activation["before"]
+        assert "Roll back v" in result["rollbackConfirm"]
+        # The edge page charts its one current detector by name, with no internal counters.
+        assert [c["title"] for c in result["edgeCharts"]] == ["e2e-weld: per hour"]
+        assert result["edgeCharts"][0]["legend"] == ["queries", "edge answers", "escalations", "audits"]
+        assert "1 detector: e2e-weld" in result["edgeSummary"]
+        # Tokens: copied as shown, off the screen once revoked, and the tab's own token marked and kept.
+        tokens = result["tokens"]
+        assert tokens["copiedMatches"] and not tokens["stillShown"] and not tokens["revokedListed"]
+        assert len(tokens["mine"]) == 1 and tokens["mine"][0]["revocable"] is False
+        # At 390 px no page pans sideways, and the review answers are on screen under the image.
+        for path, layout in result["phone"].items():
+            assert layout["scrollWidth"] <= layout["innerWidth"], (path, layout)
+        review = result["phone"]["/review"]
+        assert review["imageTop"] < review["answersBottom"] <= 844, review
         # The page timed each wait between items (key press to the next item painted).
         assert len(result["uiWaitsMs"]) >= 6
         assert all(0 < wait < 5000 for wait in result["uiWaitsMs"])
@@ -170,5 +203,7 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
         "06b-detector-off",
         "13-edges",
         "14-edge",
+        "phone-review",
+        "phone-detectors",
     ):
         assert f"{name}.png" in shots

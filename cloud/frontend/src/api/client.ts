@@ -140,6 +140,9 @@ export class Client {
     return URL.createObjectURL(blob);
   }
   imageQueryImagePath = (id: string) => `/v1/image-queries/${id}/image`;
+  /** Why the model answered as it did (model version, raw confidence, OODD score, ...); 404 where there is none. */
+  explanation = (id: string) => this.json<Record<string, unknown>>("GET", `/v1/image-queries/${id}/explanation`);
+  overlayPath = (id: string, kind: "heatmap" | "boxes") => `/v1/image-queries/${id}/overlay?kind=${kind}`;
 
   // Tokens.
   tokens = () => this.json<ApiToken[]>("GET", "/v1/tokens");
@@ -162,6 +165,9 @@ export class Client {
   };
   label = (itemId: string, label: string) =>
     this.json<ReviewItem>("POST", `/v1/review/items/${itemId}/label`, undefined, { label });
+  /** The SDK's `POST /v1/labels`: labels an image query whoever holds its review claim. */
+  addLabel = (imageQueryId: string, label: string) =>
+    this.json<unknown>("POST", "/v1/labels", undefined, { image_query_id: imageQueryId, label });
   /** keepalive: a skip sent as the page closes (giving back claimed items) still arrives. */
   skip = async (itemId: string) => {
     await this.send("POST", `/v1/review/items/${itemId}/skip`, undefined, undefined, true);

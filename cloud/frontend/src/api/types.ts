@@ -63,6 +63,13 @@ export interface QueryResult {
   from_edge?: boolean | null;
 }
 
+/** A box in image fractions [0, 1] (Groundlight's ROI). */
+export interface Roi {
+  label: string;
+  score: number;
+  geometry: { left: number; top: number; right: number; bottom: number };
+}
+
 export interface ImageQuery {
   id: string;
   created_at: string;
@@ -70,6 +77,9 @@ export interface ImageQuery {
   detector_id: string;
   result_type?: string;
   result: QueryResult | null;
+  /** The detector's threshold when the query was asked. */
+  confidence_threshold?: number;
+  rois?: Roi[] | null;
   metadata?: Record<string, unknown> | null;
   done_processing?: boolean;
 }
@@ -160,7 +170,8 @@ export interface ModelMetrics {
   balanced_accuracy?: number | null;
   confident_coverage?: number | null;
   confident_accuracy?: number | null;
-  [name: string]: number | null | undefined;
+  /** The worker also writes nested fields: per_class_recall, support, evaluation, comparison, promotion, ... */
+  [name: string]: unknown;
 }
 
 export interface ModelVersion {

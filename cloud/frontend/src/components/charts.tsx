@@ -37,7 +37,7 @@ export interface LineChartProps {
 export function LineChart({ title, series, yMax, yFormat = (v) => String(v), xLabel = String, xTitle, height = 200 }: LineChartProps) {
   const width = 560;
   // The right margin leaves room for half of a date-and-time label under the last point.
-  const pad = { left: 48, right: 40, top: 12, bottom: xTitle ? 40 : 28 };
+  const pad = { left: 58, right: 40, top: 12, bottom: xTitle ? 42 : 30 };
   const values = series.flatMap((s) => s.points);
   const xs = values.map((p) => p.x);
   const ys = values.map((p) => p.y).filter((y): y is number => typeof y === "number" && Number.isFinite(y));

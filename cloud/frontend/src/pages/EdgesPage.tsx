@@ -3,6 +3,7 @@ import type { Edge } from "../api/types";
 import { useSession } from "../auth";
 import { Badge, Empty, Gate, ago, num, pct, useLoad } from "../components/ui";
 import { Link } from "../router";
+import { RatesText, hourlyRates } from "./EdgePage";
 
 /** Detector names by id, for pages that only get ids (empty until loaded, or on error). */
 export function useDetectorNames(): Map<string, string> {
@@ -38,8 +39,7 @@ export function EdgesPage() {
                     <th>Last seen</th>
                     <th>Software</th>
                     <th>Detectors (primary / OODD version)</th>
-                    <th>Query rate</th>
-                    <th>Escalation rate</th>
+                    <th>Queries and escalations</th>
                   </tr>
                 </thead>
                 <tbody>
@@ -64,8 +64,9 @@ export function EdgesPage() {
                                 </div>
                               ))}
                         </td>
-                        <td>{num(rate(edge, "query_rate"), 1)}</td>
-                        <td>{pct(rate(edge, "escalation_rate"))}</td>
+                        <td>
+                          <EdgeRates edge={edge} />
+                        </td>
                       </tr>
                     );
                   })}
@@ -76,5 +77,19 @@ export function EdgesPage() {
         }
       </Gate>
     </section>
+  );
+}
+
+/** The rates from the heartbeat where it carries them, else from the edge's latest hourly counters. */
+function EdgeRates({ edge }: { edge: Edge }) {
+  const { client } = useSession();
+  const given = rate(edge, "query_rate");
+  const detail = useLoad(async () => (given === null ? client.edge(edge.id) : null), [client, edge.id, given]);
+  if (given !== null) return <>{`query rate ${num(given, 1)} · ${pct(rate(edge, "escalation_rate"))} escalated`}</>;
+  if (!detail.data) return <>{detail.loading ? "…" : "–"}</>;
+  return (
+    <span className="small">
+      <RatesText rates={hourlyRates(edge, detail.data.hourly ?? [])} /> (latest hour)
+    </span>
   );
 }

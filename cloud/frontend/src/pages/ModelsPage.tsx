@@ -5,11 +5,15 @@
  * validation metrics).
  */
 import { useState } from "react";
-import type { EdgeLearning, ModelCompare, ModelVersion, TrainerKind, TrainingJob } from "../api/types";
+import type { EdgeLearning, ModelVersion, TrainerKind, TrainingJob } from "../api/types";
 import { CAN, useSession } from "../auth";
 import { LineChart } from "../components/charts";
 import { Badge, Empty, ErrorBox, Gate, ago, num, pct, useLoad, when } from "../components/ui";
 import { Link, navigate } from "../router";
+import { Compare } from "./ModelCompare";
+import { decisionText, nearChance, triggerText } from "./modelFacts";
+
+type Pending = { kind: "activate"; model: ModelVersion } | { kind: "rollback" };
 
 const MAIN_METRICS = ["accuracy", "balanced_accuracy", "confident_coverage", "confident_accuracy"];
 
@@ -31,10 +35,13 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
   const [picked, setPicked] = useState<number[]>([]);
   const [actionError, setActionError] = useState<unknown>(null);
   const [trainer, setTrainer] = useState<TrainerKind>("auto");
+  const [pending, setPending] = useState<Pending | null>(null);
+  const active = models.data?.find((m) => m.status === "active") ?? null;
   const canTrain = CAN.train(me.role);
 
   const act = async (action: () => Promise<unknown>) => {
     setActionError(null);
+    setPending(null);
     try {
       await action();
       models.reload();
@@ -59,7 +66,7 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
   return (
     <section aria-label="Models and training">
       <p className="crumbs">
-        <Link to="/detectors">Detectors</Link> / <Link to={`/detectors/${detectorId}`}>{detector.data?.name ?? detectorId}</Link> /
+        <Link to="/detectors">Detectors</Link> / <Link to={`/detectors/${detectorId}`}>{detector.data?.name ?? "…"}</Link> /
       </p>
       <div className="page-head">
         <h1>Models and training</h1>
@@ -76,13 +83,25 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
             <button type="button" className="primary" onClick={startJob}>
               Start training
             </button>
-            <button type="button" onClick={() => act(() => client.rollbackModel(detectorId))}>
+            <button type="button" onClick={() => setPending({ kind: "rollback" })} disabled={!active}>
               Roll back
             </button>
           </div>
         )}
       </div>
       {actionError !== null && <ErrorBox error={actionError} />}
+      {pending && (
+        <Confirm
+          pending={pending}
+          active={active}
+          onCancel={() => setPending(null)}
+          onConfirm={() =>
+            act(() =>
+              pending.kind === "activate" ? client.activateModel(detectorId, pending.model.version) : client.rollbackModel(detectorId),
+            )
+          }
+        />
+      )}
 
       <h2>Training jobs</h2>
       <Gate state={jobs} what="training jobs">
@@ -127,16 +146,21 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
                           </td>
                           <td>
                             <Badge kind={model.status}>{model.status}</Badge>
+                            {nearChance(model) && (
+                              <div>
+                                <Badge kind="warn">near chance</Badge>
+                              </div>
+                            )}
                           </td>
                           <td>{model.trainer}</td>
                           <td>{model.training_set_size ?? "–"}</td>
                           {MAIN_METRICS.map((m) => (
                             <td key={m}>{metricText(m, model.metrics[m])}</td>
                           ))}
-                          <td className="small">{model.decision ? `${model.decision.action}: ${model.decision.reason}` : "–"}</td>
+                          <td className="small">{decisionText(model.decision, model.status)}</td>
                           <td>
                             {canTrain && model.status !== "active" && (
-                              <button type="button" onClick={() => act(() => client.activateModel(detectorId, model.version))}>
+                              <button type="button" onClick={() => setPending({ kind: "activate", model })}>
                                 Activate
                               </button>
                             )}
@@ -173,6 +197,7 @@ function JobList({ jobs }: { jobs: TrainingJob[] }) {
             <Link to={`/training-jobs/${job.id}`}>{job.id}</Link> <Badge kind={job.status}>{job.status}</Badge> {job.trainer}
             {job.status === "running" && <> · {pct(job.progress, 0)}</>}
             {job.model_version !== null && <> · produced v{job.model_version}</>}
+            {job.trigger && <span className="muted"> · {triggerText(job.trigger)}</span>}
             <span className="muted"> · {when(job.created_at)}</span>
           </li>
         ))}
@@ -180,58 +205,46 @@ function JobList({ jobs }: { jobs: TrainingJob[] }) {
   );
 }
 
-function Compare({ detectorId, a, b }: { detectorId: string; a: number; b: number }) {
-  const { client } = useSession();
-  const compare = useLoad<ModelCompare>(() => client.compareModels(detectorId, a, b), [client, detectorId, a, b]);
+/** Activate and roll back say first what will change, and warn about a version near chance. */
+function Confirm({
+  pending,
+  active,
+  onConfirm,
+  onCancel,
+}: {
+  pending: Pending;
+  active: ModelVersion | null;
+  onConfirm: () => void;
+  onCancel: () => void;
+}) {
+  const was = active ? `v${active.version}` : "no version";
+  const warning = pending.kind === "activate" ? nearChance(pending.model) : null;
   return (
-    <div className="card" aria-label="Comparison">
-      <h3>
-        v{a} and v{b} side by side
-      </h3>
-      <Gate state={compare} what="the comparison">
-        {(c) => {
-          const names = Array.from(new Set([...Object.keys(c.a.metrics), ...Object.keys(c.b.metrics), ...Object.keys(c.metric_deltas)])).sort();
-          return (
-            <table className="table compare" data-testid="compare-table">
-              <thead>
-                <tr>
-                  <th>Metric</th>
-                  <th>v{c.a.version}</th>
-                  <th>v{c.b.version}</th>
-                  <th>Change</th>
-                </tr>
-              </thead>
-              <tbody>
-                <tr>
-                  <td>trainer</td>
-                  <td>{c.a.trainer}</td>
-                  <td>{c.b.trainer}</td>
-                  <td />
-                </tr>
-                <tr>
-                  <td>labels</td>
-                  <td>{c.a.training_set_size}</td>
-                  <td>{c.b.training_set_size}</td>
-                  <td />
-                </tr>
-                {names.map((name) => {
-                  const delta = c.metric_deltas[name];
-                  return (
-                    <tr key={name}>
-                      <td>{name.replaceAll("_", " ")}</td>
-                      <td>{metricText(name, c.a.metrics[name])}</td>
-                      <td>{metricText(name, c.b.metrics[name])}</td>
-                      <td className={typeof delta === "number" ? (delta > 0 ? "up" : delta < 0 ? "down" : "") : ""}>
-                        {typeof delta === "number" ? `${delta > 0 ? "+" : ""}${isRate(name) ? `${(delta * 100).toFixed(1)} pt` : num(delta, 3)}` : "–"}
-                      </td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
-          );
-        }}
-      </Gate>
+    <div className="card confirm" role="dialog" aria-label="Confirm model change">
+      {pending.kind === "activate" ? (
+        <p>
+          <strong>Activate v{pending.model.version}?</strong> It replaces {was} as the active version: the edges download it
+          at their next model refresh and answer with it from then on; {was} stays listed, so you can roll back.
+        </p>
+      ) : (
+        <p>
+          <strong>Roll back {was}?</strong> {was} is retired and the version that was active before it answers again; the
+          edges switch at their next model refresh.
+        </p>
+      )}
+      {warning && (
+        <p className="notice error" role="alert">
+          {warning}. Activating it makes the edges answer with it.
+        </p>
+      )}
+      <div className="row">
+        <button type="button" className="primary" onClick={onConfirm}>
+          {pending.kind === "activate" ? `Yes, activate v${pending.model.version}` : "Yes, roll back"}
+        </button>
+        <button type="button" onClick={onCancel}>
+          Cancel
+        </button>
+      </div>
     </div>
   );
 }

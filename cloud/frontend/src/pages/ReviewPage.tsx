@@ -3,25 +3,45 @@
  * The claim / preload / undo logic lives in review/session.ts; this page only shows the
  * session's snapshot and turns key presses into commands (review/keys.ts).
  */
-import { useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 import type { ReviewStats } from "../api/types";
 import { useSession } from "../auth";
-import { Badge, Empty, ErrorBox, Loading, REASONS, pct, useLoad } from "../components/ui";
+import { Empty, Loading, useLoad } from "../components/ui";
+import { ImageViewer, INITIAL_VIEW, type ViewState, zoomAt } from "../review/ImageViewer";
+import { PredictionPanel } from "../review/PredictionPanel";
+import { SignInAgain } from "../review/SignInAgain";
 import { cloudReviewBackend } from "../review/backend";
-import { commandForKey, labelOptions, type ReviewCommand } from "../review/keys";
+import { useItemDetails } from "../review/details";
+import { commandForKey, labelOptions, modelAnswer, type ReviewCommand, type ViewAction } from "../review/keys";
 import { ReviewSession } from "../review/session";
 
 /** Name of the performance measure from a key press to the next item on screen. */
 export const WAIT_MEASURE = "io-review-wait";
 
+function applyView(view: ViewState, action: ViewAction): ViewState {
+  if (action === "zoomIn") return zoomAt(view, view.zoom * 1.5, { x: 0, y: 0 });
+  if (action === "zoomOut") return zoomAt(view, view.zoom / 1.5, { x: 0, y: 0 });
+  if (action === "reset") return { ...view, zoom: 1, x: 0, y: 0 };
+  if (action === "smooth") return { ...view, smooth: !view.smooth };
+  return { ...view, overlay: !view.overlay };
+}
+
 export function ReviewPage() {
-  const { client } = useSession();
+  const { client, signInAgain } = useSession();
   const [detectorId, setDetectorId] = useState<string>("");
   const [lastWait, setLastWait] = useState<number | null>(null);
+  const [view, setView] = useState<ViewState>(INITIAL_VIEW);
+  const onView = useCallback((update: (old: ViewState) => ViewState) => setView(update), []);
   const pressedAt = useRef<number | null>(null);
-  const stats = useLoad<ReviewStats>(() => client.reviewStats(), [client], 10_000);
+  // Per-detector counts move with every label (this reviewer's and others'): poll them often.
+  const stats = useLoad<ReviewStats>(() => client.reviewStats(), [client], 3_000);
 
-  const session = useMemo(() => new ReviewSession(cloudReviewBackend(client)), [client]);
+  // One session for the page's life: after signing in again it goes on with the new client
+  // (read through the ref) and sends the labels that waited.
+  const clientRef = useRef(client);
+  clientRef.current = client;
+  const session = useMemo(() => new ReviewSession(cloudReviewBackend(() => clientRef.current)), []);
+  useEffect(() => session.resume(), [session, client]);
   useEffect(() => {
     // Closing the tab gives the claimed items back at once instead of when claims expire.
     const onHide = () => session.dispose();
@@ -40,8 +60,14 @@ export function ReviewPage() {
   if (current) lastShown.current = current;
   if (snap.phase === "empty" || snap.phase === "error") lastShown.current = null;
   const shown = current ?? (snap.phase === "loading" ? lastShown.current : null);
+  const details = useItemDetails(client, current?.item ?? null);
+  const overlaySrc = useOverlay(details, view.overlay);
 
   const run = (command: ReviewCommand) => {
+    if (command.kind === "view") {
+      setView((old) => applyView(old, command.action));
+      return;
+    }
     pressedAt.current = performance.now();
     if (command.kind === "label") session.label(command.label);
     else if (command.kind === "skip") session.skip();
@@ -87,8 +113,11 @@ export function ReviewPage() {
 
   const detectors = stats.data?.per_detector ?? [];
   const options = shown ? labelOptions(shown.item) : [];
-  const answer = shown?.item.edge_answer;
-  const waiting = !current || snap.busy;
+  const accept = shown ? modelAnswer(shown.item) : null;
+  const waiting = !current || snap.busy || snap.signInNeeded;
+  const held = snap.ahead + (current ? 1 : 0);
+  const done = snap.labeled + snap.skipped;
+  const total = snap.remaining === null ? null : done + held + snap.remaining;
 
   return (
     <section className="review" aria-label="Review queue">
@@ -104,17 +133,28 @@ export function ReviewPage() {
             ))}
           </select>
         </label>
+        {current && total !== null && (
+          <span className="progress-count" data-testid="progress">
+            Item <strong>{Math.min(done + 1, total)}</strong> of <strong>{total}</strong>
+          </span>
+        )}
         <span className="counter" data-testid="remaining">
           <strong>{snap.remaining ?? "…"}</strong> waiting
-          {snap.ahead + (current ? 1 : 0) > 0 && <> · {snap.ahead + (current ? 1 : 0)} claimed by you</>}
+          {held > 0 && <> · {held} claimed by you</>}
         </span>
         <span className="muted">
           {snap.labeled} labeled · {snap.skipped} skipped
+          {snap.unsaved > 0 && <span data-testid="unsaved"> · {snap.unsaved} saving</span>}
           {lastWait !== null && <> · next item in {Math.round(lastWait)} ms</>}
         </span>
       </div>
 
-      {snap.error && <ErrorBox error={new Error(snap.error)} />}
+      {snap.signInNeeded && <SignInAgain unsaved={snap.unsaved} onSignIn={signInAgain} />}
+      {snap.error && !snap.signInNeeded && (
+        <div className="notice error" role="alert" data-testid="review-error">
+          {snap.error}
+        </div>
+      )}
 
       {snap.phase === "loading" && !shown && <Loading what="the next item" />}
       {snap.phase === "empty" && (
@@ -133,40 +173,39 @@ export function ReviewPage() {
         >
           <div className="review-image">
             {shown.imageUrl ? (
-              <img src={shown.imageUrl} alt={`Image of ${shown.item.image_query_id}`} />
+              <ImageViewer
+                src={shown.imageUrl}
+                alt={`Image of ${shown.item.image_query_id}`}
+                view={view}
+                onView={onView}
+                overlaySrc={overlaySrc}
+                rois={details.iq?.id === shown.item.image_query_id ? details.iq.rois : null}
+              />
             ) : (
               <div className="notice error">{shown.imageError}</div>
             )}
+            <div className="viewer-hint small">
+              {view.zoom > 1 ? `${view.zoom.toFixed(1)}× · ` : ""}wheel / pinch zoom · drag to pan · <kbd>R</kbd> reset ·{" "}
+              <kbd>M</kbd> {view.smooth ? "smooth" : "pixels"} · <kbd>O</kbd> overlay {view.overlay ? "on" : "off"}
+            </div>
           </div>
           <aside className="review-side">
+            {shown.failure && (
+              <div className="notice error item-failure" role="alert" data-testid="item-failure">
+                <strong>
+                  Your answer {shown.failure.label} was NOT saved
+                </strong>
+                <span>{shown.failure.message}. Answer it again.</span>
+              </div>
+            )}
             <p className="detector-name">{shown.item.detector_name}</p>
             <h2 className="question">{shown.item.query}</h2>
-            <dl>
-              <dt>Edge answer</dt>
-              <dd>
-                {answer?.label ? (
-                  <>
-                    <Badge kind="answer">{answer.label}</Badge> at {pct(answer.confidence)} confidence
-                    {answer.from_edge ? " (edge)" : answer.source ? ` (${answer.source})` : ""}
-                  </>
-                ) : (
-                  "none"
-                )}
-              </dd>
-              <dt>Why it is here</dt>
-              <dd>
-                <Badge kind={shown.item.reason}>{shown.item.reason.replaceAll("_", " ")}</Badge>
-                <span className="muted"> {REASONS[shown.item.reason] ?? ""}</span>
-              </dd>
-              <dt>Image query</dt>
-              <dd className="mono">{shown.item.image_query_id}</dd>
-            </dl>
             <div className="answers" role="group" aria-label="Answers">
               {options.map((option) => (
                 <button
                   type="button"
                   key={option.label}
-                  className="answer"
+                  className={`answer${option.label === accept ? " suggested" : ""}`}
                   disabled={waiting}
                   onClick={() => run({ kind: "label", label: option.label })}
                 >
@@ -175,6 +214,11 @@ export function ReviewPage() {
               ))}
             </div>
             <div className="answers secondary">
+              {accept && (
+                <button type="button" disabled={waiting} onClick={() => run({ kind: "label", label: accept })}>
+                  <kbd>A</kbd> Accept {accept}
+                </button>
+              )}
               <button type="button" disabled={waiting} onClick={() => run({ kind: "skip" })}>
                 <kbd>S</kbd> Skip
               </button>
@@ -183,13 +227,42 @@ export function ReviewPage() {
               </button>
             </div>
             {snap.lastAction && (
-              <p className="muted" role="status">
+              <p className="muted" role="status" data-testid="last-action">
                 {snap.lastAction}
               </p>
             )}
+            <PredictionPanel item={shown.item} details={details} />
           </aside>
         </div>
       )}
     </section>
   );
+}
+
+/** The heat map over the image, where this cloud serves overlays and the query has a map (boxes or a score). */
+function useOverlay(details: ReturnType<typeof useItemDetails>, on: boolean): string | null {
+  const { client } = useSession();
+  const [url, setUrl] = useState<string | null>(null);
+  const iq = details.iq;
+  const hasMap = Boolean(iq && ((iq.rois?.length ?? 0) > 0 || (iq.result && "anomaly_score" in iq.result)));
+  const iqId = on && details.overlayRoute && hasMap ? iq?.id : undefined;
+  useEffect(() => {
+    setUrl(null);
+    if (!iqId) return;
+    let live = true;
+    let made: string | null = null;
+    client.imageObjectUrl(client.overlayPath(iqId, "heatmap")).then(
+      (objectUrl) => {
+        made = objectUrl;
+        if (live) setUrl(objectUrl);
+        else URL.revokeObjectURL(objectUrl);
+      },
+      () => undefined, // no heat map for this query: the boxes alone are drawn
+    );
+    return () => {
+      live = false;
+      if (made) URL.revokeObjectURL(made);
+    };
+  }, [client, iqId]);
+  return url;
 }

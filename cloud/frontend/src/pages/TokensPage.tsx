@@ -1,7 +1,11 @@
-/** API tokens (admin): create for reviewers, devices and workers; revoke. */
+/**
+ * API tokens (admin): create for reviewers, devices and workers; revoke. A new token's raw
+ * value is shown once, with a copy button, and leaves the screen when that token is revoked;
+ * the token this tab is signed in with is marked (the cloud refuses to revoke it).
+ */
 import { type FormEvent, useState } from "react";
 import type { ApiToken, Role } from "../api/types";
-import { useSession } from "../auth";
+import { storedToken, useSession } from "../auth";
 import { Empty, ErrorBox, Gate, ago, useLoad, when } from "../components/ui";
 
 export function TokensPage() {
@@ -11,6 +15,18 @@ export function TokensPage() {
   const [role, setRole] = useState<Role>("reviewer");
   const [created, setCreated] = useState<ApiToken | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [copied, setCopied] = useState(false);
+  const mine = storedToken();
+  const isMine = (token: ApiToken) => Boolean(mine && token.snippet && mine.startsWith(token.snippet));
+
+  const copy = async (raw: string) => {
+    try {
+      await navigator.clipboard.writeText(raw);
+      setCopied(true);
+    } catch {
+      setError(new Error("The browser did not allow copying: select the token and copy it by hand."));
+    }
+  };
 
   const submit = async (event: FormEvent) => {
     event.preventDefault();
@@ -18,6 +34,7 @@ export function TokensPage() {
     setError(null);
     try {
       setCreated(await client.createToken(name.trim(), role));
+      setCopied(false);
       setName("");
       tokens.reload();
     } catch (err) {
@@ -29,6 +46,8 @@ export function TokensPage() {
     if (!window.confirm(`Revoke the token “${token.name}”? Whatever uses it stops working at once.`)) return;
     try {
       await client.deleteToken(token.id);
+      // A revoked token's raw value has no business staying on screen.
+      if (created?.id === token.id) setCreated(null);
       tokens.reload();
     } catch (err) {
       setError(err);
@@ -58,7 +77,15 @@ export function TokensPage() {
       </form>
       {created?.token && (
         <div className="notice" role="status">
-          <strong>Copy this token now; it is not shown again:</strong> <code className="mono">{created.token}</code>
+          <strong>Copy this token now; it is not shown again:</strong>
+          <span className="row">
+            <code className="mono token-raw" data-testid="new-token">
+              {created.token}
+            </code>
+            <button type="button" onClick={() => copy(created.token ?? "")}>
+              {copied ? "Copied" : "Copy"}
+            </button>
+          </span>
         </div>
       )}
       {error !== null && <ErrorBox error={error} />}
@@ -67,7 +94,8 @@ export function TokensPage() {
           list.length === 0 ? (
             <Empty title="No tokens." />
           ) : (
-            <table className="table">
+            <div className="table-wrap">
+            <table className="table" data-testid="tokens-table">
               <thead>
                 <tr>
                   <th>Name</th>
@@ -80,21 +108,26 @@ export function TokensPage() {
               </thead>
               <tbody>
                 {list.map((token) => (
-                  <tr key={token.id}>
-                    <td>{token.name}</td>
+                  <tr key={token.id} data-token-id={token.id}>
+                    <td>
+                      {token.name} {isMine(token) && <span className="badge active">you (this tab)</span>}
+                    </td>
                     <td>{token.role}</td>
                     <td className="mono">{token.snippet ?? "…"}</td>
                     <td>{when(token.created_at)}</td>
                     <td>{token.last_used_at ? ago(token.last_used_at) : "never"}</td>
                     <td>
-                      <button type="button" className="danger" onClick={() => revoke(token)}>
-                        Revoke
-                      </button>
+                      {!isMine(token) && (
+                        <button type="button" className="danger" onClick={() => revoke(token)}>
+                          Revoke
+                        </button>
+                      )}
                     </td>
                   </tr>
                 ))}
               </tbody>
             </table>
+            </div>
           )
         }
       </Gate>

@@ -1,9 +1,10 @@
-/** A training job, live: progress, ETA, per-epoch loss and accuracy, cancel. */
+/** A training job, live: progress, ETA, per-epoch loss and accuracy, cancel, and the promotion decision. */
 import { useState } from "react";
 import { CAN, useSession } from "../auth";
 import { LineChart, ProgressBar } from "../components/charts";
 import { Badge, ErrorBox, Gate, duration, useLoad, when } from "../components/ui";
 import { Link } from "../router";
+import { decisionText, nearChance, smoothedEta, triggerText } from "./modelFacts";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 
@@ -20,6 +21,11 @@ export function TrainingJobPage({ jobId }: { jobId: string }) {
     finished ? undefined : 1_000,
   );
   const [error, setError] = useState<unknown>(null);
+  const detectorId = job.data?.detector_id;
+  const producedVersion = job.data?.model_version ?? null;
+  const detector = useLoad(async () => (detectorId ? client.detector(detectorId) : null), [client, detectorId]);
+  const models = useLoad(async () => (detectorId && producedVersion !== null ? client.models(detectorId) : []), [client, detectorId, producedVersion]);
+  const produced = models.data?.find((m) => m.version === producedVersion) ?? null;
 
   const cancel = async () => {
     setError(null);
@@ -37,7 +43,9 @@ export function TrainingJobPage({ jobId }: { jobId: string }) {
         {(j) => (
           <>
             <p className="crumbs">
-              <Link to="/detectors">Detectors</Link> / <Link to={`/detectors/${j.detector_id}/models`}>{j.detector_id} models</Link> /
+              <Link to="/detectors">Detectors</Link> /{" "}
+              <Link to={`/detectors/${j.detector_id}`}>{detector.data?.name ?? "…"}</Link> /{" "}
+              <Link to={`/detectors/${j.detector_id}/models`}>Models</Link> /
             </p>
             <div className="page-head">
               <h1>
@@ -52,12 +60,12 @@ export function TrainingJobPage({ jobId }: { jobId: string }) {
             {error !== null && <ErrorBox error={error} />}
             <p>
               <Badge kind={j.status}>{j.status}</Badge> trainer <strong>{j.trainer}</strong>
-              {j.trigger && <> · started by {j.trigger}</>} · created {when(j.created_at)}
+              {j.trigger && <> · {triggerText(j.trigger)}</>} · created {when(j.created_at)}
             </p>
             <ProgressBar value={j.progress} label="Training progress" />
             <p data-testid="job-status">
               {j.status === "queued" && "Waiting for a training worker to pick it up."}
-              {j.status === "running" && <>About {duration(j.eta_s)} left.</>}
+              {j.status === "running" && <RunningEta progress={j.progress} startedAt={j.started_at} reported={j.eta_s} />}
               {j.status === "succeeded" && (
                 <>
                   Done in {duration(j.started_at && j.finished_at ? (Date.parse(j.finished_at) - Date.parse(j.started_at)) / 1000 : null)}
@@ -68,6 +76,15 @@ export function TrainingJobPage({ jobId }: { jobId: string }) {
               {j.status === "cancelled" && "Cancelled."}
               {j.message && <span className="muted"> {j.message}</span>}
             </p>
+            {produced && (
+              <p className={`notice ${produced.status === "active" ? "" : "error"}`} data-testid="job-decision">
+                <strong>
+                  v{produced.version} {produced.status === "active" ? "is active" : `is not active (${produced.status})`}
+                </strong>
+                <span>Promotion decision: {decisionText(produced.decision, produced.status)}</span>
+                {nearChance(produced) && <span>{nearChance(produced)}.</span>}
+              </p>
+            )}
             <div className="charts">
               <LineChart
                 title="Loss per epoch"
@@ -91,4 +108,9 @@ export function TrainingJobPage({ jobId }: { jobId: string }) {
       </Gate>
     </section>
   );
+}
+
+function RunningEta({ progress, startedAt, reported }: { progress: number; startedAt: string | null; reported: number | null }) {
+  const eta = smoothedEta(progress, startedAt, Date.now(), reported);
+  return eta === null ? <>Estimating the time left…</> : <>About {duration(eta)} left.</>;
 }

@@ -13,18 +13,24 @@ async function preload(url: string): Promise<void> {
   }
 }
 
-export function cloudReviewBackend(client: Client): ReviewBackend {
+/**
+ * `client` is read on every call: after the reviewer signs in again the same session goes
+ * on with the new token (and sends the labels that waited for it).
+ */
+export function cloudReviewBackend(client: () => Client): ReviewBackend {
   return {
-    claim: (detectorId, ahead) => client.claim(detectorId, ahead),
-    label: (itemId, label) => client.label(itemId, label),
-    skip: (itemId) => client.skip(itemId),
-    undo: (itemId) => client.undo(itemId),
+    claim: (detectorId, ahead) => client().claim(detectorId, ahead),
+    label: (itemId, label) => client().label(itemId, label),
+    labelQuery: (imageQueryId, label) => client().addLabel(imageQueryId, label),
+    skip: (itemId) => client().skip(itemId),
+    undo: (itemId) => client().undo(itemId),
     async loadImage(item) {
-      const url = await client.imageObjectUrl(item.image_url || client.imageQueryImagePath(item.image_query_id));
+      const api = client();
+      const url = await api.imageObjectUrl(item.image_url || api.imageQueryImagePath(item.image_query_id));
       await preload(url);
       return url;
     },
     releaseImage: (url) => URL.revokeObjectURL(url),
-    peek: (detectorId, limit) => client.reviewQueue(detectorId, limit),
+    peek: (detectorId, limit) => client().reviewQueue(detectorId, limit),
   };
 }

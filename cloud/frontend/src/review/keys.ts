@@ -3,11 +3,20 @@
  *
  * Binary detectors: Y / N / U answer YES / NO / UNCLEAR. Multi-class detectors: digit
  * keys 1..9 pick the class in that position (0 picks the tenth). S skips, Z undoes the
- * last label. Held-down keys (auto-repeat), keys with Ctrl/Alt/Meta and keys typed in a
+ * last label, A accepts the model's answer. R resets the zoom, +/- zoom, O toggles the
+ * overlay (heat map / boxes), M toggles smooth vs pixel-exact scaling. Held-down keys (auto-repeat), keys with Ctrl/Alt/Meta and keys typed in a
  * form field are ignored, so a reviewer cannot label a run of images by accident.
  */
 
-export type ReviewCommand = { kind: "label"; label: string } | { kind: "skip" } | { kind: "undo" };
+export type ViewAction = "zoomIn" | "zoomOut" | "reset" | "overlay" | "smooth";
+
+export type ReviewCommand =
+  | { kind: "label"; label: string }
+  | { kind: "skip" }
+  | { kind: "undo" }
+  | { kind: "view"; action: ViewAction };
+
+const VIEW_KEYS: Record<string, ViewAction> = { "+": "zoomIn", "=": "zoomIn", "-": "zoomOut", R: "reset", O: "overlay", M: "smooth" };
 
 export interface KeyInput {
   key: string;
@@ -23,6 +32,8 @@ export interface KeyInput {
 export interface LabelledItem {
   mode: string;
   class_names: string[] | null;
+  /** The model's answer, which A accepts. */
+  edge_answer?: { label: string | null } | null;
 }
 
 export interface LabelOption {
@@ -60,7 +71,20 @@ export function commandForKey(input: KeyInput, item: LabelledItem | null): Revie
   const key = input.key.length === 1 ? input.key.toUpperCase() : input.key;
   if (key === "Z") return { kind: "undo" };
   if (item === null) return null;
+  if (key in VIEW_KEYS) return { kind: "view", action: VIEW_KEYS[key] };
   if (key === "S") return { kind: "skip" };
-  const option = labelOptions(item).find((candidate) => candidate.key === key);
+  const options = labelOptions(item);
+  if (key === "A") {
+    const model = modelAnswer(item);
+    return model ? { kind: "label", label: model } : null;
+  }
+  const option = options.find((candidate) => candidate.key === key);
   return option ? { kind: "label", label: option.label } : null;
+}
+
+/** The model's answer when it is one a reviewer could give (so A can accept it), else null. */
+export function modelAnswer(item: LabelledItem): string | null {
+  const label = item.edge_answer?.label;
+  if (!label) return null;
+  return labelOptions(item).some((option) => option.label === label) ? label : null;
 }

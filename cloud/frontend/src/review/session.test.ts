@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { ApiError } from "../api/client";
 import type { ReviewItem } from "../api/types";
 import { type ReviewBackend, ReviewSession } from "./session";
 
@@ -42,6 +43,11 @@ class MemoryQueue implements ReviewBackend {
   holdLabels = false;
   heldLabels: Deferred[] = [];
   failLabel = false;
+  /** HTTP statuses the next label requests fail with, one per request (0: network error). */
+  labelFailures: number[] = [];
+  /** Labels stored through POST /v1/labels (no claim needed), by image query id. */
+  queryLabels = new Map<string, string>();
+  revoked = false;
   failClaim = false;
   /** Like the cloud: a claim answers with the item the reviewer already holds, if any. */
   lendsOne = false;
@@ -53,6 +59,7 @@ class MemoryQueue implements ReviewBackend {
 
   async claim(detectorId: string | undefined, ahead = false) {
     this.calls.push(`claim:${detectorId ?? "*"}${ahead ? ":ahead" : ""}`);
+    if (this.revoked) throw new ApiError(401, "Invalid API token.", "unauthorized");
     if (this.failClaim) throw new Error("HTTP 500");
     if (this.lendsOne) {
       const held = [...this.claimedBy.values()].find((item) => !detectorId || item.detector_id === detectorId);
@@ -68,6 +75,9 @@ class MemoryQueue implements ReviewBackend {
   label(itemId: string, label: string) {
     this.calls.push(`label:${itemId}:${label}`);
     const apply = () => {
+      if (this.revoked) throw new ApiError(401, "Invalid API token.", "unauthorized");
+      const status = this.labelFailures.shift();
+      if (status !== undefined) throw new ApiError(status, status === 0 ? "Network error: Failed to fetch" : `HTTP ${status}`, null);
       if (this.failLabel) throw new Error("claim expired");
       if (!this.claimedBy.has(itemId)) throw new Error(`${itemId} not claimed`);
       this.claimedBy.delete(itemId);
@@ -87,6 +97,15 @@ class MemoryQueue implements ReviewBackend {
         reject,
       });
     });
+  }
+
+  async labelQuery(imageQueryId: string, label: string) {
+    this.calls.push(`labelQuery:${imageQueryId}:${label}`);
+    if (this.revoked) throw new ApiError(401, "Invalid API token.", "unauthorized");
+    this.queryLabels.set(imageQueryId, label);
+    const id = imageQueryId.replace("iq_", "ri_");
+    this.claimedBy.delete(id);
+    this.pending = this.pending.filter((item) => item.id !== id);
   }
 
   async skip(itemId: string) {
@@ -134,7 +153,8 @@ async function settle(): Promise<void> {
 let session: ReviewSession | null = null;
 
 function open(queue: MemoryQueue, options = {}): ReviewSession {
-  session = new ReviewSession(queue, { pollMs: 60_000, ...options });
+  // Retries wait no time here: what is tested is that they happen, not how long they take.
+  session = new ReviewSession(queue, { pollMs: 60_000, retryDelaysMs: [1, 1], sleep: async () => undefined, ...options });
   return session;
 }
 
@@ -260,7 +280,7 @@ describe("ReviewSession", () => {
     expect(s.getSnapshot().current?.item.id).toBe("ri_1");
   });
 
-  it("reports a label the cloud refused and lets undo bring the item back without an undo call", async () => {
+  it("brings a label the cloud refused back on screen at once, marked, to be answered again", async () => {
     const queue = new MemoryQueue(3);
     queue.failLabel = true;
     const s = open(queue);
@@ -269,16 +289,111 @@ describe("ReviewSession", () => {
     s.label("YES");
     await settle();
     const snap = s.getSnapshot();
-    expect(snap.error).toContain("was not saved");
+    expect(snap.error).toContain("was NOT saved");
     expect(snap.error).toContain("claim expired");
     expect(snap.labeled).toBe(0);
-    expect(await s.undo()).toBe(true);
-    expect(queue.calls.some((c) => c.startsWith("undo"))).toBe(false);
-    expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+    expect(snap.unsaved).toBe(0);
+    expect(snap.current?.item.id).toBe("ri_1");
+    expect(snap.current?.failure).toMatchObject({ label: "YES", direct: false });
+    expect(snap.lastAction).toBe("YES NOT saved for iq_1");
+    // Nothing to undo: the refused label left the undo list when the item came back.
+    expect(snap.canUndo).toBe(false);
     queue.failLabel = false;
     s.label("NO");
+    expect(s.getSnapshot().current?.item.id).toBe("ri_2");
     await settle();
     expect(queue.labels.get("ri_1")).toBe("NO");
+    expect(s.getSnapshot().current?.failure).toBeUndefined();
+  });
+
+  it("retries a label after a 5xx or a network error and reports it saved only once stored", async () => {
+    const queue = new MemoryQueue(4);
+    queue.labelFailures = [503, 0];
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("YES");
+    await settle();
+    expect(queue.calls.filter((c) => c === "label:ri_1:YES")).toHaveLength(3);
+    expect(queue.labels.get("ri_1")).toBe("YES");
+    const snap = s.getSnapshot();
+    expect(snap.lastAction).toBe("YES saved for iq_1");
+    expect(snap.error).toBeNull();
+    expect(snap.current?.item.id).toBe("ri_2");
+    expect(snap.labeled).toBe(1);
+  });
+
+  it("brings the item back when the retries run out, and saves it when answered again", async () => {
+    const queue = new MemoryQueue(4);
+    queue.labelFailures = [500, 502, 503];
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("NO");
+    await settle();
+    let snap = s.getSnapshot();
+    expect(queue.labels.has("ri_1")).toBe(false);
+    expect(snap.current?.item.id).toBe("ri_1");
+    expect(snap.current?.failure?.message).toContain("HTTP 503");
+    expect(snap.labeled).toBe(0);
+    // The item that was on screen waits first in line behind it.
+    s.label("YES");
+    snap = s.getSnapshot();
+    expect(snap.current?.item.id).toBe("ri_2");
+    await settle();
+    expect(queue.labels.get("ri_1")).toBe("YES");
+  });
+
+  it("after a 409 (claim lost) the answer given again labels the image query itself", async () => {
+    const queue = new MemoryQueue(3);
+    queue.labelFailures = [409];
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("YES");
+    await settle();
+    expect(s.getSnapshot().current?.failure?.direct).toBe(true);
+    s.label("YES");
+    await settle();
+    expect(queue.queryLabels.get("iq_1")).toBe("YES");
+    expect(s.getSnapshot().lastAction).toBe("YES saved for iq_1");
+  });
+
+  it("keeps labels refused with 401 until the reviewer signs in again, then sends them", async () => {
+    const queue = new MemoryQueue(6);
+    const s = open(queue, { prefetch: 1 });
+    s.start();
+    await settle();
+    s.label("YES");
+    await settle();
+    expect(queue.labels.get("ri_1")).toBe("YES");
+    queue.revoked = true;
+    s.label("NO");
+    await settle();
+    let snap = s.getSnapshot();
+    expect(snap.signInNeeded).toBe(true);
+    expect(snap.unsaved).toBe(1);
+    expect(snap.lastAction).toContain("NOT saved yet");
+    expect(snap.lastAction).not.toContain("saved for");
+    expect(queue.labels.has("ri_2")).toBe(false);
+    // While signed out a further answer waits too, and no claim is tried.
+    const claims = queue.calls.filter((c) => c.startsWith("claim")).length;
+    s.label("UNCLEAR");
+    await settle();
+    snap = s.getSnapshot();
+    expect(snap.unsaved).toBe(2);
+    expect(queue.calls.filter((c) => c.startsWith("claim")).length).toBe(claims);
+    // Signed in again (a new token: the old claims are not its own): sent by image query.
+    queue.revoked = false;
+    s.resume();
+    await settle();
+    snap = s.getSnapshot();
+    expect(snap.signInNeeded).toBe(false);
+    expect(snap.unsaved).toBe(0);
+    expect(Object.fromEntries(queue.queryLabels)).toEqual({ iq_2: "NO", iq_3: "UNCLEAR" });
+    expect(snap.labeled).toBe(3);
+    expect(snap.current).not.toBeNull();
+    expect(snap.error).toBeNull();
   });
 
   it("changing the detector filter gives back held items and claims only that detector's", async () => {

@@ -17,6 +17,7 @@
  * it with an in-memory backend.
  */
 import type { ReviewItem } from "../api/types";
+import { failureKind, realSleep, type SaveOutcome, type Sleep, saveWithRetry } from "./saving";
 
 /** What the session needs from the cloud. */
 export interface ReviewBackend {
@@ -26,6 +27,11 @@ export interface ReviewBackend {
    */
   claim(detectorId: string | undefined, ahead: boolean): Promise<ReviewItem | null>;
   label(itemId: string, label: string): Promise<unknown>;
+  /**
+   * Label the image query without a claim (POST /v1/labels): for a label re-sent after the
+   * reviewer signed in again, whose claim belongs to the old token, or whose claim expired.
+   */
+  labelQuery(imageQueryId: string, label: string): Promise<unknown>;
   skip(itemId: string): Promise<unknown>;
   /** Undo this reviewer's label; the item comes back claimed by this reviewer. */
   undo(itemId: string): Promise<ReviewItem>;
@@ -40,6 +46,10 @@ export interface HeldItem {
   item: ReviewItem;
   imageUrl: string | null;
   imageError: string | null;
+  /** Sign-in generation the claim was made under; a later one no longer holds the claim. */
+  epoch?: number;
+  /** Set when a label for this item was not saved and it came back on screen. */
+  failure?: { label: string; message: string; direct: boolean };
 }
 
 export type ReviewPhase = "loading" | "ready" | "empty" | "error";
@@ -58,13 +68,19 @@ export interface ReviewSnapshot {
   lastAction: string | null;
   error: string | null;
   detectorId: string | undefined;
+  /** Labels given but not yet stored by the cloud (in flight, retrying or waiting for sign-in). */
+  unsaved: number;
+  /** The cloud refused the token: labels wait until the reviewer signs in again (then `resume`). */
+  signInNeeded: boolean;
 }
 
 interface Answered {
   held: HeldItem;
   label: string;
-  /** Resolves true when the cloud stored the label. */
+  /** Resolves true when the cloud stored the label, false when the item came back unsaved. */
   stored: Promise<boolean>;
+  settle: (stored: boolean) => void;
+  saved: boolean;
 }
 
 export interface ReviewSessionOptions {
@@ -74,6 +90,9 @@ export interface ReviewSessionOptions {
   pollMs?: number;
   /** Called each time a new item takes the screen, for timing the wait between items. */
   onShow?: (item: ReviewItem) => void;
+  /** Waits before each retry of a label that failed with a network error or a 5xx. */
+  retryDelaysMs?: readonly number[];
+  sleep?: Sleep;
 }
 
 /** Claims between two looks at the queue when the preloaded images suffice. */
@@ -89,6 +108,13 @@ export class ReviewSession {
   private readonly undoDepth: number;
   private readonly pollMs: number;
   private readonly onShow?: (item: ReviewItem) => void;
+  private readonly retryDelaysMs: readonly number[];
+  private readonly sleep: Sleep;
+  /** Bumped by `resume` (a new sign-in): claims made before belong to the old token. */
+  private epoch = 0;
+  private signInNeeded = false;
+  /** Labels refused with 401, sent again by `resume`. */
+  private awaitingSignIn: Answered[] = [];
 
   private detectorId: string | undefined = undefined;
   private generation = 0;
@@ -130,6 +156,8 @@ export class ReviewSession {
     this.undoDepth = options.undoDepth ?? 20;
     this.pollMs = options.pollMs ?? 5000;
     this.onShow = options.onShow;
+    this.retryDelaysMs = options.retryDelaysMs ?? [500, 1500];
+    this.sleep = options.sleep ?? realSleep;
     this.snapshot = this.buildSnapshot();
   }
 
@@ -173,28 +201,85 @@ export class ReviewSession {
   label(label: string): boolean {
     const held = this.current;
     if (!held || this.undoing) return false;
-    const iq = held.item.image_query_id;
-    const stored = this.track(this.backend.label(held.item.id, label)).then(
-      () => {
-        if (this.lastAction === `${label} sent for ${iq}`) this.lastAction = `${label} saved for ${iq}`;
-        this.emit();
-        return true;
-      },
-      (error: unknown) => {
-        this.labeled -= 1;
-        this.error = `The label ${label} for ${iq} was not saved (${message(error)}). Press Z to bring it back and try again.`;
-        this.emit();
-        return false;
-      },
-    );
-    this.answered.push({ held, label, stored });
+    let settle: (stored: boolean) => void = () => undefined;
+    const stored = new Promise<boolean>((resolve) => {
+      settle = resolve;
+    });
+    const entry: Answered = { held: { ...held, failure: undefined }, label, stored, settle, saved: false };
+    this.answered.push(entry);
     this.trimUndo();
     this.labeled += 1;
     this.error = null;
-    this.lastAction = `${label} sent for ${iq}`;
+    this.lastAction = `${label} saving for ${held.item.image_query_id}…`;
     this.advance();
+    if (this.signInNeeded) this.awaitingSignIn.push(entry);
+    else void this.save(entry, held.failure?.direct ?? false);
     void this.refill();
     return true;
+  }
+
+  /** After the reviewer signed in again: send the labels that waited, claim again. */
+  resume(): void {
+    if (!this.signInNeeded) return;
+    this.signInNeeded = false;
+    this.epoch += 1;
+    this.fatal = null;
+    this.error = null;
+    for (const entry of this.awaitingSignIn.splice(0)) void this.save(entry, true);
+    this.exhausted = false;
+    this.emit();
+    void this.refill();
+  }
+
+  /** Send one label (retrying transient failures) and act on the outcome. */
+  private async save(entry: Answered, direct: boolean): Promise<void> {
+    const { item } = entry.held;
+    // A claim made under an earlier sign-in is the old token's: label the query itself.
+    const unclaimed = direct || (entry.held.epoch ?? 0) !== this.epoch;
+    const write = unclaimed
+      ? () => this.backend.labelQuery(item.image_query_id, entry.label)
+      : () => this.backend.label(item.id, entry.label);
+    const outcome = await this.track(
+      saveWithRetry(write, this.retryDelaysMs, this.sleep, (attempt, why) => {
+        this.lastAction = `${entry.label} for ${item.image_query_id} not saved yet (${why}); retry ${attempt}…`;
+        this.emit();
+      }),
+    );
+    this.settleSave(entry, outcome);
+  }
+
+  private settleSave(entry: Answered, outcome: SaveOutcome): void {
+    const iq = entry.held.item.image_query_id;
+    if (outcome.stored) {
+      entry.saved = true;
+      entry.settle(true);
+      if (this.lastAction?.startsWith(`${entry.label} `) && this.lastAction.includes(iq)) {
+        this.lastAction = `${entry.label} saved for ${iq}`;
+      }
+      this.emit();
+      return;
+    }
+    if (outcome.kind === "auth") {
+      // Kept, not dropped: sent again once the reviewer has signed in (`resume`).
+      this.signInNeeded = true;
+      this.awaitingSignIn.push(entry);
+      this.lastAction = `${entry.label} for ${iq} NOT saved yet: sign in again to send it`;
+      this.emit();
+      return;
+    }
+    this.labeled -= 1;
+    entry.settle(false);
+    const index = this.answered.indexOf(entry);
+    // An undo that took this entry already puts the item back on screen.
+    if (index < 0) return;
+    this.answered.splice(index, 1);
+    if (this.current) this.buffer.unshift(this.current);
+    const direct = outcome.status === 409;
+    this.current = { ...entry.held, failure: { label: entry.label, message: outcome.message, direct } };
+    this.error = `${entry.label} for ${iq} was NOT saved (${outcome.message}). The item is back on screen: answer it again.`;
+    this.lastAction = `${entry.label} NOT saved for ${iq}`;
+    this.onShow?.(this.current.item);
+    this.emit();
   }
 
   /** Pass the item on screen back to the queue and show the next one. */
@@ -234,6 +319,7 @@ export class ReviewSession {
       // A label the cloud refused needs no undo: the item is shown again to be relabeled.
       if (stored) {
         item = await this.backend.undo(last.held.item.id);
+        last.held.epoch = this.epoch;
         this.labeled -= 1;
       }
     } catch (error) {
@@ -282,7 +368,7 @@ export class ReviewSession {
 
   /** Claim and preload until `prefetch` items wait behind the one on screen (or one, if lent one at a time). */
   private refill(): Promise<void> {
-    if (this.claiming || this.disposed) return this.refillRun;
+    if (this.claiming || this.disposed || this.signInNeeded) return this.refillRun;
     const generation = this.generation;
     this.claiming = true;
     // Runs one after another: an older run (from before a filter change) gives back what it
@@ -321,15 +407,18 @@ export class ReviewSession {
         this.givenBack.delete(item.id);
         this.claimsSincePeek += 1;
         if (this.remaining !== null) this.remaining = Math.max(0, this.remaining - 1);
-        this.buffer.push({ item, imageUrl, imageError });
+        this.buffer.push({ item, imageUrl, imageError, epoch: this.epoch });
         this.fatal = null;
         if (!this.current) this.advance();
         else this.emit();
       }
     } catch (error) {
       if (generation === this.generation) {
-        this.fatal = `Could not claim the next item: ${message(error)}`;
-        this.schedulePoll();
+        if (failureKind(error) === "auth") this.signInNeeded = true;
+        else {
+          this.fatal = `Could not claim the next item: ${message(error)}`;
+          this.schedulePoll();
+        }
       }
     } finally {
       if (generation === this.generation) this.claiming = false;
@@ -402,7 +491,7 @@ export class ReviewSession {
   }
 
   private schedulePoll(): void {
-    if (this.pollTimer !== null || this.disposed) return;
+    if (this.pollTimer !== null || this.disposed || this.signInNeeded) return;
     this.pollTimer = setTimeout(() => {
       this.pollTimer = null;
       this.exhausted = false;
@@ -416,7 +505,8 @@ export class ReviewSession {
   }
 
   private trimUndo(): void {
-    while (this.answered.length > this.undoDepth) {
+    // Only stored labels leave the undo list: one still saving may have to come back.
+    while (this.answered.length > this.undoDepth && this.answered[0].saved) {
       const dropped = this.answered.shift();
       if (dropped) this.releaseUrl(dropped.held.imageUrl);
     }
@@ -466,6 +556,8 @@ export class ReviewSession {
       lastAction: this.lastAction,
       error: this.fatal ?? this.error,
       detectorId: this.detectorId,
+      unsaved: this.answered.filter((entry) => !entry.saved).length,
+      signInNeeded: this.signInNeeded,
     };
   }
 
