@@ -9,7 +9,8 @@ Hierarchy::
     IntelliOpticsError                 500  (never raised directly)
     ├── InvalidInputError              400
     │   ├── ImageDecodeError           400  not an image, truncated, malformed
-    │   └── ConfigError                400  bad edge-config / pipeline_config / YAML
+    │   ├── ConfigError                400  bad edge-config / pipeline_config / YAML
+    │   └── DepthMapError              400  depth map unreadable, 8-bit, NaN, empty, wrong shape
     ├── ImageTooLargeError             413  bytes or pixels over the limits
     ├── UnsupportedMediaTypeError      415
     ├── AuthenticationError            401
@@ -49,6 +50,10 @@ class ImageDecodeError(InvalidInputError):
 
 class ConfigError(InvalidInputError):
     code = "invalid_config"
+
+
+class DepthMapError(InvalidInputError):
+    code = "invalid_depth"
 
 
 class ImageTooLargeError(IntelliOpticsError):

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from intellioptics_common.depth import DepthSpec
 from intellioptics_common.errors import PackageError, PackageIntegrityError
 
 FORMAT_VERSION = 1
@@ -76,9 +77,13 @@ class PipelineConfig:
     output: str = "probabilities"  # OODD: the in-domain score output
     backbone: BackboneRef | None = None
     format_version: int = FORMAT_VERSION
+    # A second input: the model also takes a depth map (intellioptics_common.depth).
+    depth: DepthSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.depth is None:
+            del data["depth"]  # packages without depth read as they always did
         data["class_names"] = list(self.class_names)
         data["input"]["mean"] = list(self.input.mean)
         data["input"]["std"] = list(self.input.std)
@@ -108,6 +113,10 @@ class PipelineConfig:
             if not (8 <= spec.height <= 4096 and 8 <= spec.width <= 4096):
                 raise PackageError("pipeline_config input size must be between 8 and 4096 pixels")
             backbone = data.get("backbone")
+            depth = data.get("depth")
+            depth_spec = DepthSpec(**depth) if depth else None
+            if depth_spec is not None and not (8 <= depth_spec.height <= 1024 and 8 <= depth_spec.width <= 1024):
+                raise PackageError("pipeline_config depth size must be between 8 and 1024 pixels")
             class_names = tuple(str(name) for name in data["class_names"])
             if not class_names:
                 raise PackageError("pipeline_config class_names must not be empty")
@@ -119,6 +128,7 @@ class PipelineConfig:
                 output=str(data.get("output", "probabilities")),
                 backbone=BackboneRef(**backbone) if backbone else None,
                 format_version=version,
+                depth=depth_spec,
             )
         except PackageError:
             raise

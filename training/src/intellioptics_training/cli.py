@@ -56,12 +56,18 @@ def dataset() -> None:
 
 @dataset.command("generate")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["binary", "multiclass", "ood"]), default="binary")
+@click.option("--kind", type=click.Choice(["binary", "multiclass", "ood", "depth"]), default="binary")
 @click.option("--n-per-class", type=click.IntRange(1, 100_000), default=100)
 @click.option("--seed", type=int, default=0)
 @click.option("--strength", type=click.FloatRange(0.1, 10.0), default=1.0, help="Defect contrast multiplier.")
 def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength: float) -> None:
     """Write textured surfaces with subtle defects (or unrelated photos) as OUT/<label>/*.png."""
+    if kind == "depth":
+        from intellioptics_training.synthetic_depth import write_pairs
+
+        count = write_pairs(out, n_per_class, seed)
+        click.echo(f"wrote {count} RGB + depth pairs to {out}")
+        return
     from intellioptics_training.synthetic import write_dataset
 
     count = write_dataset(out, kind, n_per_class, seed, strength)
@@ -76,6 +82,7 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
 @click.option("--trainer", type=click.Choice(["fast", "auto", "finetune"]), default="fast")
 @click.option("--classes", default=None, help="Comma-separated class names (multiclass).")
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="[default: fast 25, finetune 8]")
+@click.option("--depth", "with_depth", is_flag=True, help="DATA holds <id>_rgb.png|jpg + <id>_depth.npy|png pairs.")
 @click.option("--json", "as_json", is_flag=True)
 def train(
     data: Path,
@@ -85,6 +92,7 @@ def train(
     trainer: str,
     classes: str | None,
     epochs: int,
+    with_depth: bool,
     as_json: bool,
 ) -> None:
     """Train primary + OODD models on DATA/<label>/* and write a new package version."""
@@ -105,11 +113,20 @@ def train(
         bar.refresh()
 
     try:
-        samples = read_image_folder(data)
         class_names = tuple(c.strip() for c in classes.split(",")) if classes else None
-        trained = train_detector(
-            samples, mode, class_names, trainer=trainer, epochs=epochs, progress_callback=on_progress
-        )
+        if with_depth:
+            from intellioptics_training.depth import prepare_depth, read_depth_folder, train_depth_detector
+
+            pairs, unpaired = read_depth_folder(data)
+            if unpaired:
+                click.echo(f"skipped {unpaired} image(s) without a depth map", err=True)
+            depth_data = prepare_depth(pairs, mode, class_names)
+            trained = train_depth_detector(depth_data, mode, progress_callback=on_progress, **_epochs(epochs))
+        else:
+            samples = read_image_folder(data)
+            trained = train_detector(
+                samples, mode, class_names, trainer=trainer, epochs=epochs, progress_callback=on_progress
+            )
         paths = export_package(out_dir, detector_id, trained, metrics=trained.validation)
     except IntelliOpticsError as exc:
         _fail(exc.public_message)
@@ -141,9 +158,16 @@ def train(
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.9)
 @click.option("--ood", "ood_dir", type=click.Path(path_type=Path), default=None, help="Folder of unrelated images.")
 @click.option("--detector-id", default=None)
+@click.option("--depth", "with_depth", is_flag=True, help="TEST holds <id>_rgb + <id>_depth pairs.")
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(
-    pkg: Path, test: Path, threshold: float, ood_dir: Path | None, detector_id: str | None, as_json: bool
+    pkg: Path,
+    test: Path,
+    threshold: float,
+    ood_dir: Path | None,
+    detector_id: str | None,
+    with_depth: bool,
+    as_json: bool,
 ) -> None:
     """Evaluate the latest package version on TEST/<label>/*."""
     from intellioptics_training.data import Sample, prepare, read_image_folder
@@ -154,10 +178,19 @@ def evaluate(
         pipeline = detector.primary.pipeline
         mode = "binary" if pipeline.mode == "BINARY" else "multiclass"
         spec = pipeline.input
-        test_data = prepare(read_image_folder(test), mode, spec, pipeline.class_names, require_two_classes=False)
+        depths = None
+        if with_depth:
+            from intellioptics_training.depth import prepare_depth, read_depth_folder
+
+            pairs, _ = read_depth_folder(test)
+            kwargs = {"spec": pipeline.depth} if pipeline.depth else {}
+            test_data = prepare_depth(pairs, mode, pipeline.class_names, require_two_classes=False, **kwargs)
+            depths = test_data.depth
+        else:
+            test_data = prepare(read_image_folder(test), mode, spec, pipeline.class_names, require_two_classes=False)
         if not test_data.rgb:
             _fail(f"no readable test images in {test}")
-        scored = score_images(detector, test_data.rgb)
+        scored = score_images(detector, test_data.rgb, depths=depths)
         ood = None
         if ood_dir is not None:
             ood_samples = [Sample(s.image, "OOD", s.name) for s in _read_flat_or_folder(ood_dir)]
@@ -183,8 +216,9 @@ def evaluate(
 @click.argument("pkg", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--detector-id", default=None)
+@click.option("--depth", "with_depth", is_flag=True, help="Read <id>_depth.npy|png beside each <id>_rgb image.")
 @click.option("--json", "as_json", is_flag=True)
-def predict(pkg: Path, images: tuple[Path, ...], detector_id: str | None, as_json: bool) -> None:
+def predict(pkg: Path, images: tuple[Path, ...], detector_id: str | None, with_depth: bool, as_json: bool) -> None:
     """Print label, (OODD-adjusted) confidence and raw confidences for each image."""
     from intellioptics_common.confidence import predict_from_probabilities
     from intellioptics_common.imaging import decode_image
@@ -196,10 +230,11 @@ def predict(pkg: Path, images: tuple[Path, ...], detector_id: str | None, as_jso
         for path in images:
             try:
                 rgb = decode_image(path.read_bytes()).rgb
+                depths = _depth_beside(path, rgb, detector.primary.pipeline.depth) if with_depth else None
             except (IntelliOpticsError, OSError) as exc:
                 click.echo(f"{path}: unreadable ({getattr(exc, 'public_message', exc)})", err=True)
                 continue
-            scored = score_images(detector, [rgb])
+            scored = score_images(detector, [rgb], depths=depths)
             in_domain = None if scored.in_domain is None else float(scored.in_domain[0])
             pred = predict_from_probabilities(scored.probabilities[0].tolist(), names, in_domain)
             raw = {name: round(float(p), 4) for name, p in zip(names, scored.probabilities[0], strict=True)}
@@ -391,6 +426,22 @@ def _read_flat_or_folder(root: Path) -> list:
         raise DatasetError(f"{root} is not a directory")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     return [Sample(p.read_bytes(), "OOD", str(p)) for p in files]
+
+
+def _epochs(epochs: int | None) -> dict[str, int]:
+    return {} if epochs is None else {"epochs": epochs}
+
+
+def _depth_beside(path: Path, rgb: Any, spec: Any) -> Any:
+    """The model's depth input from ``<id>_depth.npy|png`` next to ``<id>_rgb.*``."""
+    from intellioptics_common.depth import depth_input
+    from intellioptics_common.errors import DepthMapError
+    from intellioptics_training.depth import DEPTH_SPEC, find_depth
+
+    depth_path = find_depth(path)
+    if depth_path is None:
+        raise DepthMapError(f"no depth map beside {path}: expected <id>_depth.npy or <id>_depth.png for <id>_rgb.*")
+    return depth_input(depth_path.read_bytes(), (rgb.shape[1], rgb.shape[0]), spec or DEPTH_SPEC)
 
 
 def _fail(message: str) -> NoReturn:

@@ -78,14 +78,30 @@ def load_detector(path: Path, detector_id: str | None = None) -> LoadedDetector:
     return LoadedDetector(primary, read_latest(models_dir, det, "oodd"))
 
 
-def score_images(detector: LoadedDetector, images: list[np.ndarray], threads: int | None = None) -> Scored:
+def score_images(
+    detector: LoadedDetector,
+    images: list[np.ndarray],
+    threads: int | None = None,
+    depths: np.ndarray | None = None,
+) -> Scored:
+    """``depths`` (N x 1 x H x W on the model's depth grid) is required by depth models, refused by others."""
     spec = detector.primary.pipeline.input
+    depth_spec = detector.primary.pipeline.depth
+    if (depth_spec is None) != (depths is None):
+        raise PackageError(
+            "this model takes RGB + depth pairs: pass --depth and <id>_rgb + <id>_depth files"
+            if depth_spec is not None
+            else "this model takes images only; leave out --depth"
+        )
     primary = make_session(detector.primary.model_bytes(), threads)
     oodd = make_session(detector.oodd.model_bytes(), threads) if detector.oodd else None
     probs, dom = [], []
-    for rgb in images:
+    for index, rgb in enumerate(images):
         x = to_input_tensor(rgb, spec)
-        probs.append(primary.run([detector.primary.pipeline.output], {spec.tensor_name: x})[0][0])
+        feed = {spec.tensor_name: x}
+        if depth_spec is not None and depths is not None:
+            feed[depth_spec.tensor_name] = depths[index : index + 1]
+        probs.append(primary.run([detector.primary.pipeline.output], feed)[0][0])
         if oodd is not None:
             dom.append(float(np.ravel(oodd.run([detector.oodd.pipeline.output], {spec.tensor_name: x})[0])[0]))
     return Scored(np.asarray(probs, dtype=np.float64).reshape(len(images), -1), np.asarray(dom) if oodd else None)

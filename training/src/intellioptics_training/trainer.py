@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from intellioptics_common.depth import DepthSpec
 from intellioptics_common.ids import new_id
 from intellioptics_common.model_package import BackboneRef, InputSpec, PipelineConfig, PredictorMetadata, write_version
 from intellioptics_training.backbone import DEFAULT_INPUT
@@ -72,6 +73,7 @@ class TrainedModels:
     validation: dict[str, float]
     train_seconds: float
     primary_shares_backbone: bool = True
+    depth_input: DepthSpec | None = None  # the primary also takes a depth map (training/depth.py)
 
 
 def train_detector(
@@ -259,6 +261,7 @@ def export_package(
             backbone=None
             if kind == "primary" and not trained.primary_shares_backbone
             else BackboneRef(id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16"),
+            depth=trained.depth_input if kind == "primary" else None,
         )
         metadata = PredictorMetadata(
             detector_id=detector_id,
