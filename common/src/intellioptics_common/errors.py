@@ -9,7 +9,8 @@ Hierarchy::
     IntelliOpticsError                 500  (never raised directly)
     ├── InvalidInputError              400
     │   ├── ImageDecodeError           400  not an image, truncated, malformed
-    │   └── ConfigError                400  bad edge-config / pipeline_config / YAML
+    │   ├── ConfigError                400  bad edge-config / pipeline_config / YAML
+    │   └── UnsafeModelError           400  ONNX file with external data, disallowed ops, over limits
     ├── ImageTooLargeError             413  bytes or pixels over the limits
     ├── UnsupportedMediaTypeError      415
     ├── AuthenticationError            401
@@ -49,6 +50,12 @@ class ImageDecodeError(InvalidInputError):
 
 class ConfigError(InvalidInputError):
     code = "invalid_config"
+
+
+class UnsafeModelError(InvalidInputError):
+    """A model file that reads outside itself or needs unbounded resources (model_check)."""
+
+    code = "unsafe_model"
 
 
 class ImageTooLargeError(IntelliOpticsError):
