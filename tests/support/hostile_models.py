@@ -18,12 +18,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 SIZE = 32
-_INPUT = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, SIZE, SIZE])
+
+
+def _input(size: int = SIZE) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])
+
+
 _OUTPUT = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 2])
 
 
 def _model(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto], check: bool = True) -> bytes:
-    graph = helper.make_graph(nodes, "hostile", [_INPUT], [_OUTPUT], initializer=initializers)
+    graph = helper.make_graph(nodes, "hostile", [_input()], [_OUTPUT], initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if check:
@@ -39,7 +44,7 @@ def _classifier_tail(features: str) -> list[onnx.NodeProto]:
     ]
 
 
-def external_data_model(location: str = "Makefile", length: int = 6) -> bytes:
+def external_data_model(location: str = "Makefile", length: int = 6, size: int = SIZE) -> bytes:
     """The first ``length`` bytes of the file at ``location`` become the weights [3, length/3],
     so the answers carry the file's bytes (what leaked the cloud's ``./Makefile``)."""
     leak = onnx.TensorProto()
@@ -61,7 +66,7 @@ def external_data_model(location: str = "Makefile", length: int = 6) -> bytes:
     graph = helper.make_graph(
         nodes,
         "hostile",
-        [_INPUT],
+        [_input(size)],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, length // 3])],
         initializer=[leak, shape],
     )
