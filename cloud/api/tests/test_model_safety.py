@@ -84,3 +84,38 @@ def test_a_worker_cannot_activate_under_the_manual_policy(admin, helpers) -> Non
     by_admin = helpers.upload_model(admin, detector["id"], activate=True).json()
     assert by_admin["status"] == "active"
     assert admin.post(f"{path}/models/{kept.json()['version']}/activate").json()["status"] == "active"
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "{}" + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [40, 900, 100_000])
+def test_a_deeply_nested_manifest_is_a_400(admin, helpers, settings, depth) -> None:
+    detector = admin.create_detector()
+    good = json.dumps({"primary_pipeline_config": helpers.pipeline_config("primary", ["NO", "YES"])})
+    manifest = good[:-1] + ', "metrics": ' + _nested(depth) + "}"
+    files = {"primary": ("model.buf", helpers.brightness_model(2), "application/octet-stream")}
+    response = admin.post(f"/v1/detectors/{detector['id']}/models", files=files, data={"manifest": manifest})
+    assert response.status_code == 400, response.text[:200]
+    assert "nested more than 32 levels" in response.json()["detail"]
+    assert helpers.count_rows(settings, "model_versions") == 0
+
+
+def test_every_cloud_json_route_answers_deep_nesting_with_a_4xx(admin) -> None:
+    detector = admin.create_detector()
+    spec = admin.get("/openapi.json").json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if method not in ("post", "put", "patch") or "application/json" not in content:
+                continue
+            url = path.replace("{detector_id}", detector["id"])
+            for depth in (900, 100_000):
+                response = admin.request(
+                    method.upper(), url, content=_nested(depth), headers={"content-type": "application/json"}
+                )
+                assert 400 <= response.status_code < 500, (method, url, depth, response.text[:200])
+                checked += 1
+    assert checked >= 20
