@@ -157,3 +157,18 @@ def test_put_refuses_a_body_over_one_mebibyte(edge: Edge) -> None:
     padded = json.dumps(current) + " " * (1024 * 1024)  # valid JSON, just too big
     response = edge.client.put("/edge-config", content=padded.encode(), headers=AUTH)
     assert response.status_code == 400 and "over 1048576 bytes" in response.json()["detail"]
+
+
+def test_every_edge_response_sends_the_shared_security_headers(edge: Edge) -> None:
+    """The /status page is HTML a browser opens: no framing, no sniffing, no referrer, as the cloud."""
+    from intellioptics_common.security_headers import SECURITY_HEADERS
+
+    for response in (
+        edge.client.get("/status"),
+        edge.client.get("/status.json"),
+        edge.client.get("/edge-config"),  # 401
+        edge.client.get("/no-such-page"),  # 404
+    ):
+        for name, value in SECURITY_HEADERS:
+            assert response.headers[name.decode()] == value.decode(), (response.url, name)
+    assert edge.client.get("/status").headers["content-type"].startswith("text/html")
