@@ -49,6 +49,7 @@ def test_a_model_that_allocates_a_gigabyte_when_run_is_refused_within_the_time_l
     start = time.monotonic()
     response = _post(admin, detector["id"], hostile_models.memory_bomb_model(1_200_000_000), helpers=helpers)
     elapsed = time.monotonic() - start
+    print(f"\n1.2 GB-at-run-time model refused in {elapsed:.2f} s")
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "unsafe_model" and "memory" in response.json()["detail"]
     assert elapsed < ModelLimits().trial_timeout_s
