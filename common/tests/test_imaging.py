@@ -1,6 +1,8 @@
 import io
 import struct
+import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +144,107 @@ def test_sniff_and_encode_roundtrip():
     data = encode_jpeg(rgb)
     assert sniff_format(data) == "JPEG"
     assert np.abs(decode_image(data).rgb.astype(int) - rgb.astype(int)).mean() < 4
+
+
+# --- reduced-size decoding and the pixel budget (issue 11, finding 9) ----------------
+
+
+def _texture(width: int, height: int, seed: int = 3) -> Image.Image:
+    """A photo-like test image: smooth gradients plus fine noise and sharp edges."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = 128 + 60 * np.sin(x / 37.0) * np.cos(y / 23.0)
+    stripes = 40 * ((x // 50 + y // 70) % 2)
+    rgb = np.stack([base + stripes, base[::-1] * 0.8, 255 - base], axis=2) + rng.normal(0, 12, (height, width, 3))
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+_BACKBONE = Path(__file__).resolve().parents[2] / "data" / "backbones" / "efficientnet_lite0" / "backbone.onnx"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP"])
+def test_reduced_decode_matches_the_full_size_path(fmt):
+    """Within the JPEG draft's own tolerance: ~1 grey level on a noisy, striped texture,
+    and the real backbone's pooled features agree (cosine > 0.998; JPEG draft: 0.9995)."""
+    from intellioptics_common.model_package import InputSpec
+    from intellioptics_common.preprocessing import load_input_tensor, to_input_tensor
+
+    spec = InputSpec(height=200, width=200)
+    data = _encode(_texture(1600, 1200), fmt)
+    reference = to_input_tensor(decode_image(data).rgb, spec)  # full size, then resize
+    reduced = decode_image(data, draft_size=(spec.width, spec.height))
+    assert reduced.original_size == (1600, 1200) and reduced.width == 534  # reduced by 3: >= 2x 200
+    tensor = load_input_tensor(data, spec)
+    grey_levels = np.abs(tensor - reference) * 128
+    assert grey_levels.mean() < 1.5 and grey_levels.max() < 20, (grey_levels.mean(), grey_levels.max())
+    if _BACKBONE.is_file():
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(_BACKBONE), providers=["CPUExecutionProvider"])
+        a, b = (session.run(["feat_head"], {"image": t})[0].mean(axis=(2, 3)).ravel() for t in (reference, tensor))
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.998
+
+
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "RGBA", "L"])
+def test_reduced_decode_widens_modes_that_cannot_be_averaged(mode):
+    image = _texture(1280, 960).convert("L" if mode in ("1", "I;16") else "RGB")
+    wide = mode == "I;16"
+    image = Image.fromarray(np.asarray(image, dtype=np.uint16) * 200) if wide else image.convert(mode)
+    data = _encode(image, "PNG")
+    full = decode_image(data).rgb.astype(np.float32).mean()
+    reduced = decode_image(data, draft_size=(160, 160))
+    assert reduced.rgb.shape == (320, 427, 3) and reduced.rgb.dtype == np.uint8  # reduced by 3
+    assert abs(reduced.rgb.astype(np.float32).mean() - full) < 3.0
+
+
+def test_exif_orientation_survives_the_reduction():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(_texture(1600, 800), "WEBP", exif=exif.tobytes())
+    assert decode_image(data, draft_size=(200, 200)).rgb.shape[:2] == (800, 400)  # reduced by 2, portrait
+
+
+def test_concurrent_decodes_wait_for_the_pixel_budget_then_get_a_503():
+    from intellioptics_common.errors import ServiceUnavailableError
+    from intellioptics_common.imaging import _BUDGET
+
+    limits = ImageLimits(max_pixels_in_flight=1_000_000, budget_wait_s=0.3)
+    data = _encode(_gradient(1000, 800), "PNG")  # 0.8 megapixels
+    with _BUDGET.hold(800_000, limits):  # another decode of the same size is running
+        start = time.monotonic()
+        with pytest.raises(ServiceUnavailableError) as refused:
+            decode_image(data, limits)
+        assert time.monotonic() - start >= 0.3
+        assert "busy decoding" in refused.value.public_message
+        # Small images still fit next to it.
+        assert decode_image(_encode(_gradient(), "PNG"), limits).rgb.shape == (48, 64, 3)
+    assert _BUDGET.in_flight == 0
+    # Alone, an image larger than the whole budget decodes (the budget never deadlocks).
+    assert decode_image(data, ImageLimits(max_pixels_in_flight=100_000)).rgb.shape == (800, 1000, 3)
+
+
+def test_eight_threads_never_hold_more_than_the_budget():
+    import threading
+
+    from intellioptics_common.imaging import _BUDGET
+
+    limits = ImageLimits(max_pixels_in_flight=2_500_000)
+    data = _encode(_gradient(1200, 1000), "PNG")  # 1.2 megapixels: two fit at a time
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _BUDGET.in_flight)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=decode_image, args=(data, limits)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    watcher.join()
+    assert 1_200_000 <= peak <= 2_400_000 and _BUDGET.in_flight == 0

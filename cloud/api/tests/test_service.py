@@ -72,6 +72,10 @@ def test_web_ui_is_served_with_spa_fallback(settings, web_dir, make_api) -> None
     assert api.client.get("/assets/app.js").text == "console.log(1)"
     assert api.client.get("/review/queue/somewhere").text == "<html>IntelliOptics</html>"
     assert api.client.get("/../../etc/passwd").text == "<html>IntelliOptics</html>"
+    for nul in ("/%00", "/assets/app.js%00.html", "/review/%00/queue"):
+        response = api.client.get(nul)  # pathlib's "embedded null byte" was a 500
+        assert response.status_code == 404 and response.json()["code"] == "not_found", (nul, response.text)
+        assert response.headers["x-frame-options"] == "DENY"
     api_miss = api.client.get("/v1/not-a-route")
     assert api_miss.status_code == 404 and api_miss.json()["code"] == "not_found"
     # The edge's own routes, asked of the cloud, and clients that want JSON: no UI page.

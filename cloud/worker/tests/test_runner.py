@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import httpx
@@ -11,6 +12,7 @@ from intellioptics_worker.cloud import CloudClient
 from intellioptics_worker.errors import CloudError
 from intellioptics_worker.loop import Worker
 from intellioptics_worker.runner import JobRunner
+from tests.support.hostile_models import external_data_model
 
 
 def _label(cloud, per_class: int, seed: int = 0, classes=("NO", "YES")) -> None:
@@ -186,3 +188,29 @@ def test_upload_racing_another_version_is_retried(cloud, color_trainer_class, se
     cloud.handle = racing
     outcome = _runner(cloud, color_trainer_class(), settings).run(cloud.client().claim_job())
     assert outcome.status == "succeeded" and len(conflicts) == 1 and len(cloud.models) == 1
+
+
+def test_a_model_with_external_data_is_never_uploaded(cloud, color_trainer_class, settings):
+    """The worker refuses what the cloud would refuse before sending it: a trained file
+    that points at a path of this machine fails the job and no upload is made."""
+    _label(cloud, 10)
+    job_id = cloud.add_job()
+
+    class LeakyTrainer(color_trainer_class):
+        def train(self, *args, **kwargs):
+            version = super().train(*args, **kwargs)
+            files = dataclasses.replace(version.files, primary=external_data_model("Makefile", size=16))
+            return dataclasses.replace(version, files=files)
+
+    uploads = []
+    original = cloud.handle
+
+    def watching(request):
+        if request.method == "POST" and request.url.path.endswith("/models"):
+            uploads.append(request)
+        return original(request)
+
+    cloud.handle = watching
+    outcome = _runner(cloud, LeakyTrainer(), settings).run(cloud.client().claim_job())
+    assert outcome.status == "failed" and uploads == [] and cloud.models == []
+    assert "external data" in cloud.jobs[job_id]["error"]

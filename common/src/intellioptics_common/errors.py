@@ -10,7 +10,8 @@ Hierarchy::
     ├── InvalidInputError              400
     │   ├── ImageDecodeError           400  not an image, truncated, malformed
     │   ├── ConfigError                400  bad edge-config / pipeline_config / YAML
-    │   └── DepthMapError              400  depth map unreadable, 8-bit, NaN, empty, wrong shape
+    │   ├── DepthMapError              400  depth map unreadable, 8-bit, NaN, empty, wrong shape
+    │   └── UnsafeModelError           400  ONNX file with external data, disallowed ops, over limits
     ├── ImageTooLargeError             413  bytes or pixels over the limits
     ├── UnsupportedMediaTypeError      415
     ├── AuthenticationError            401
@@ -54,6 +55,12 @@ class ConfigError(InvalidInputError):
 
 class DepthMapError(InvalidInputError):
     code = "invalid_depth"
+
+
+class UnsafeModelError(InvalidInputError):
+    """A model file that reads outside itself or needs unbounded resources (model_check)."""
+
+    code = "unsafe_model"
 
 
 class ImageTooLargeError(IntelliOpticsError):

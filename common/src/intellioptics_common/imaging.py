@@ -2,18 +2,34 @@
 
 Every part (edge API, inference, cloud, training) decodes through :func:`decode_image`
 so that limits, EXIF orientation and colour conversion are identical everywhere.
+
+Memory follows the model, not the file (issue 11): a 38 KB PNG can declare 6300x6300
+pixels, and the old path then held it in four full-size copies (mode L, RGB, the array,
+the resize input: about 414 MiB). With ``draft_size`` a JPEG decodes at a reduced DCT
+scale and any other format is box-reduced (``Image.reduce``) in its own mode right after
+decoding, before colour conversion, so only the decoder's own buffer is full size.
+Concurrent decodes share a pixel budget (``ImageLimits.max_pixels_in_flight``): a
+decode that does not fit waits for others to finish, so eight such images at once cost
+what one does. After a large decode the C heap is trimmed (``malloc_trim`` on glibc),
+because freed 16 MB image blocks otherwise stay in the process's RSS.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
+import threading
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from intellioptics_common.errors import ImageDecodeError, ImageTooLargeError
+from intellioptics_common.errors import ImageDecodeError, ImageTooLargeError, ServiceUnavailableError
 
 # Truncated files are errors, never silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -34,6 +50,11 @@ class ImageLimits:
     max_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_side: int = 16_384
+    # Pixels (as decoded, after the JPEG draft) all concurrent decodes of a process may
+    # hold; one image larger than this still decodes, alone. 0 turns the budget off.
+    max_pixels_in_flight: int = 48_000_000
+    # How long a decode waits for room in the budget before a 503.
+    budget_wait_s: float = 10.0
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -93,12 +114,18 @@ def decode_image(
             _check_dimensions(width, height, limits)
             if draft_size is not None and fmt == "JPEG":
                 image.draft("RGB", draft_size)
-            image.load()
-            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-                # Only rotated images pay for the transpose copy (most cameras write 1).
-                image = ImageOps.exif_transpose(image) or image
-            rgb = _to_rgb(image)
-    except (ImageTooLargeError, ImageDecodeError):
+            with _BUDGET.hold(image.size[0] * image.size[1], limits):
+                image.load()
+                # Wide greyscale scales by the peak of the whole image, measured before any reduction.
+                peak = int(image.getextrema()[1]) if image.mode in _WIDE_GREY else None  # type: ignore[index]
+                if draft_size is not None:
+                    image = _reduce(image, draft_size)
+                if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                    # Only rotated images pay for the transpose copy (most cameras write 1).
+                    image = ImageOps.exif_transpose(image) or image
+                rgb = _to_rgb(image, peak)
+                del image
+    except (ImageTooLargeError, ImageDecodeError, ServiceUnavailableError):
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
@@ -112,6 +139,98 @@ def decode_image(
     return DecodedImage(rgb=rgb, format=fmt, original_size=(width, height))
 
 
+_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "I", "F", "CMYK", "YCbCr"})
+
+
+def _reduce(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """Box-reduce to at least twice ``target`` in the image's own mode, before any colour
+    conversion; palette, 1-bit and 16-bit images are widened first (averaging palette
+    indices or bits would be wrong)."""
+    # Half the factor that would just cover ``target``: the final bilinear resize then
+    # still averages about 2x2 reduced pixels, which keeps the tensor within ~0.2 grey
+    # levels (mean) of the full-size path (the JPEG draft's own difference is ~0.3).
+    factor = min(image.size[0] // max(target[0], 1), image.size[1] // max(target[1], 1)) // 2
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE:
+        if image.mode in ("P", "PA"):
+            transparent = image.mode == "PA" or "transparency" in image.info
+            image = image.convert("RGBA" if transparent else "RGB")
+        elif image.mode == "1":
+            image = image.convert("L")
+        elif image.mode.startswith("I;16"):
+            image = image.convert("I")
+        else:
+            return image
+    reduced = image.reduce(factor)
+    reduced.info = dict(image.info)  # keeps EXIF (orientation) for the transpose after
+    return reduced
+
+
+class _PixelBudget:
+    """Pixels held by the decodes running in this process (one per process: the budget
+    is about this process's memory)."""
+
+    _TRIM_AFTER_PIXELS = 4_000_000
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._in_flight = 0
+        self._large_done = False
+        self._libc = _glibc()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextmanager
+    def hold(self, pixels: int, limits: ImageLimits) -> Iterator[None]:
+        cap = limits.max_pixels_in_flight
+        if cap <= 0:
+            yield
+            return
+        deadline = time.monotonic() + limits.budget_wait_s
+        with self._condition:
+            # Alone, any image within max_pixels decodes; with others it must fit.
+            while self._in_flight and self._in_flight + pixels > cap:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ServiceUnavailableError(
+                        "The service is busy decoding other large images; retry shortly or send a smaller image."
+                    )
+                self._condition.wait(left)
+            self._in_flight += pixels
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._in_flight -= pixels
+                self._large_done = self._large_done or pixels >= self._TRIM_AFTER_PIXELS
+                trim = self._large_done and self._in_flight == 0
+                if trim:
+                    self._large_done = False
+                self._condition.notify_all()
+            if trim:
+                self.release_memory()
+
+    def release_memory(self) -> None:
+        """Give freed heap pages back to the OS (glibc keeps them otherwise)."""
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_BUDGET = _PixelBudget()
+
+
 def _check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
     if width <= 0 or height <= 0:
         raise ImageDecodeError("The image has no pixels; send a valid image file.")
@@ -122,11 +241,14 @@ def _check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I")
+
+
+def _to_rgb(image: Image.Image, peak: int | None = None) -> np.ndarray:
+    if image.mode in _WIDE_GREY:
         # 16-bit greyscale: scale to 8 bits instead of clipping to white.
         wide = np.asarray(image, dtype=np.uint32)
-        peak = max(int(wide.max()), 1)
+        peak = max(int(wide.max()) if peak is None else peak, 1)
         grey = (wide * 255 // peak).astype(np.uint8) if peak > 255 else wide.astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -123,3 +124,51 @@ def test_the_example_file_is_valid() -> None:
     config = parse_edge_config_yaml(example.read_text(), str(example))
     assert len(config.detectors) == 2
     assert config.inference_config_for(config.detectors[1].detector_id).always_return_edge_prediction
+
+
+@pytest.mark.parametrize("body", [b"null", b"{}", b'{"detectors": []}', b'{"global_config": {"refresh_rate": 30}}'])
+def test_put_refuses_a_config_that_removes_every_detector_unless_asked(edge: Edge, body: bytes) -> None:
+    before = edge.config_path.read_text()
+    refused = edge.client.put("/edge-config", content=body, headers=AUTH)
+    assert refused.status_code == 400, refused.text
+    assert "allow_empty=true" in refused.json()["detail"]
+    assert edge.config_path.read_text() == before
+    assert edge.submit(DET_BINARY, jpeg(255)).status_code == 201  # still configured and answering
+    allowed = edge.client.put("/edge-config", params={"allow_empty": "true"}, content=body, headers=AUTH)
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["detectors"] == [] and yaml.safe_load(edge.config_path.read_text())["detectors"] == []
+    # Nothing left to remove: an empty list is no accident any more, but null / {} still are.
+    again = edge.client.put("/edge-config", content=body, headers=AUTH)
+    assert again.status_code == (400 if body in (b"null", b"{}") else 200), again.text
+
+
+@pytest.mark.parametrize("depth", [40, 900, 100_000])
+def test_put_refuses_deeply_nested_json_with_a_400(edge: Edge, depth: int) -> None:
+    before = edge.config_path.read_text()
+    body = '{"global_config":' + "[" * depth + "]" * depth + "}"
+    response = edge.client.put("/edge-config", content=body.encode(), headers=AUTH)
+    assert response.status_code == 400, response.text[:200]
+    assert "nested more than 32 levels" in response.json()["detail"]
+    assert edge.config_path.read_text() == before
+
+
+def test_put_refuses_a_body_over_one_mebibyte(edge: Edge) -> None:
+    current = edge.client.get("/edge-config", headers=AUTH).json()
+    padded = json.dumps(current) + " " * (1024 * 1024)  # valid JSON, just too big
+    response = edge.client.put("/edge-config", content=padded.encode(), headers=AUTH)
+    assert response.status_code == 400 and "over 1048576 bytes" in response.json()["detail"]
+
+
+def test_every_edge_response_sends_the_shared_security_headers(edge: Edge) -> None:
+    """The /status page is HTML a browser opens: no framing, no sniffing, no referrer, as the cloud."""
+    from intellioptics_common.security_headers import SECURITY_HEADERS
+
+    for response in (
+        edge.client.get("/status"),
+        edge.client.get("/status.json"),
+        edge.client.get("/edge-config"),  # 401
+        edge.client.get("/no-such-page"),  # 404
+    ):
+        for name, value in SECURITY_HEADERS:
+            assert response.headers[name.decode()] == value.decode(), (response.url, name)
+    assert edge.client.get("/status").headers["content-type"].startswith("text/html")

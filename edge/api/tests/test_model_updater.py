@@ -20,6 +20,7 @@ from intellioptics_common.model_package import (
 )
 from intellioptics_edge.model_updater import ModelUpdater
 from tests.support.edge_stack import brightness_model
+from tests.support.hostile_models import external_data_model
 
 DEVICE_TOKEN = "devicetoken_0123456789abcdefghij"
 DETECTOR = "det_" + "U" * 27
@@ -148,3 +149,20 @@ def test_an_unreachable_cloud_is_counted_not_raised(tmp_path: Path) -> None:
     updater = ModelUpdater(client, DEVICE_TOKEN, tmp_path, detector_ids=lambda: [DETECTOR], refresh_rate=lambda: 1.0)
     assert asyncio.run(updater.run_once()) == []
     assert updater.counters.failures == 1 and "unreachable" in (updater.counters.last_error or "")
+
+
+def test_a_download_with_external_data_is_refused_and_nothing_changes(registry: FakeRegistry, tmp_path: Path) -> None:
+    """The cloud checks uploads, but the edge does not trust that: a binary whose tensors
+    point at a file of this edge (right sha256 and all) is never installed."""
+    registry.active = "mv_1"
+    updater = make_updater(registry, tmp_path)
+    asyncio.run(updater.run_once())
+    registry.binaries["mv_3-primary"] = external_data_model("../../../data/run/admin-token")
+    registry.binaries["mv_3-oodd"] = registry.binaries["mv_1-oodd"]
+    registry.active = "mv_3"
+    assert asyncio.run(updater.run_once()) == []
+    assert updater.counters.failures == 1
+    assert "external data" in (updater.counters.last_error or "")
+    assert list_versions(tmp_path, DETECTOR, "primary") == [1] and list_versions(tmp_path, DETECTOR, "oodd") == [1]
+    primary = read_latest(tmp_path, DETECTOR, "primary")
+    assert primary is not None and primary.model_id == "mv_1-primary"

@@ -13,6 +13,7 @@ import pytest
 
 from intellioptics_common.schemas import InferenceResult
 from intellioptics_inference.app import default_loader
+from tests.support import hostile_models
 
 pytestmark = pytest.mark.anyio
 
@@ -208,3 +209,27 @@ async def test_package_whose_outputs_do_not_match_its_classes_is_refused(app_cli
         response = await _infer(client, "det_mismatch", kit.jpeg())
     assert response.status_code == 503 and response.json()["code"] == "model_unusable"
     assert "2 probabilities for 3 classes" in response.json()["detail"]
+
+
+async def test_model_files_with_external_data_are_refused_before_onnx_runtime_sees_them(
+    app_client, models_dir: Path, kit, caplog
+) -> None:
+    """A package whose model.buf points at ./Makefile would answer with the file's bytes
+    (ONNX Runtime reads external data relative to the working directory): refused."""
+    size = kit.spec.height
+    assert Path("Makefile").is_file()  # what the graph would read from this working directory
+    leak = hostile_models.external_data_model("Makefile", size=size)
+    kit.write_detector(models_dir, "det_leak", yes_bias=3.0, oodd=False)
+    kit.write_package(models_dir, "det_leak", "primary", version=2, model_bytes=leak)
+    kit.write_package(models_dir, "det_leakonly", "primary", model_bytes=leak)
+    image = kit.jpeg()
+    caplog.set_level(logging.WARNING, logger="intellioptics_inference")
+    async with app_client() as client:
+        result = InferenceResult.model_validate_json((await _infer(client, "det_leak", image)).content)
+        assert (result.primary_model_version, result.label) == (1, "YES")  # v2 refused, v1 serves
+        response = await _infer(client, "det_leakonly", image)
+        assert response.status_code == 503 and response.json()["code"] == "model_unusable"
+        assert "external data" in response.json()["detail"]
+        listing = {d["detector_id"]: d for d in (await client.get("/detectors")).json()["detectors"]}
+        assert "external data" in listing["det_leak"]["refused_versions"][0]
+    assert "external data" in caplog.text

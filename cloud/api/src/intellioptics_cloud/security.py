@@ -1,4 +1,5 @@
-"""Browser-facing protections: security headers on every response and a CORS allow-list.
+"""Browser-facing protections: security headers on every response (the table shared with
+the edge, in ``intellioptics_common.security_headers``) and a CORS allow-list.
 
 The API is called by the SDK (no browser) and by the web UI, which is served from the
 same origin; other origins get CORS only when an operator lists them in
@@ -13,40 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from intellioptics_cloud.auth import Principal
 from intellioptics_cloud.deps import get_principal
 from intellioptics_cloud.settings import CloudSettings
-
-SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"frame-ancestors 'none'"),
-    (b"referrer-policy", b"no-referrer"),
-)
-
-
-class SecurityHeadersMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware): adds the headers without buffering bodies."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
+from intellioptics_common.security_headers import SecurityHeadersMiddleware
 
 _API_PREFIXES = ("/v1/", "/device-api/v1/", "/edge-api/v1/")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

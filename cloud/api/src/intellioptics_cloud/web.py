@@ -71,6 +71,8 @@ def install_web(app: FastAPI, web_dir: Path) -> None:
             raise NotFoundError(f"No route for {request.method} /{path}.")
         if path.startswith(API_PREFIXES) or "\x00" in path:
             raise NotFoundError(f"No API route at /{path}.")
+        if "\x00" in path:  # %00: pathlib raises ValueError (was a 500); no file has one
+            raise NotFoundError("No file at this path (it contains a NUL byte).")
         candidate = (root / path).resolve()
         if path and candidate.is_file() and candidate.is_relative_to(root):
             return FileResponse(candidate)

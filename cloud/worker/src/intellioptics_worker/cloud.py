@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 
-from intellioptics_worker.errors import CloudError, CloudUnavailableError, JobCancelled
+from intellioptics_common.errors import IntelliOpticsError
+from intellioptics_common.model_check import check_model_bytes
+from intellioptics_worker.errors import CloudError, CloudUnavailableError, JobCancelled, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +240,12 @@ class CloudClient:
 
     def register_model(self, detector_id: str, registration: Registration) -> dict[str, Any]:
         """One multipart upload: the cloud stores both binaries and the version row together
-        or not at all, so a worker killed before or during this call leaves nothing behind."""
+        or not at all, so a worker killed before or during this call leaves nothing behind.
+
+        The files are checked first with the cloud's own static rules (no external data,
+        allowed operators, tensor sizes): a model the cloud would refuse, or that reads a
+        file of this machine, is never sent."""
+        _check_models(registration)
         files = {"primary": ("model.buf", registration.primary_model, "application/octet-stream")}
         if registration.oodd_model is not None:
             files["oodd"] = ("model.buf", registration.oodd_model, "application/octet-stream")
@@ -284,6 +291,17 @@ class CloudClient:
                 self._sleep(delay)
                 delay = min(delay * 2, _BACKOFF_CAP_S)
         raise CloudUnavailableError(f"cloud unavailable: {failure}")
+
+
+def _check_models(registration: Registration) -> None:
+    models = {"primary": registration.primary_model, "oodd": registration.oodd_model}
+    for kind, data in models.items():
+        if data is None:
+            continue
+        try:
+            check_model_bytes(data, kind)
+        except IntelliOpticsError as exc:
+            raise ModelError(f"the trained {kind} model was not uploaded: {exc.public_message}") from exc
 
 
 def _detail(response: httpx.Response) -> str:

@@ -20,6 +20,7 @@ from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.ratelimit import FailedAuthLimiter
 from intellioptics_common.schemas import ErrorBody
+from intellioptics_common.security_headers import SecurityHeadersMiddleware
 from intellioptics_edge.auth import EdgeOwnership, TokenVerifier
 from intellioptics_edge.background import start_background
 from intellioptics_edge.cloud import CloudClient
@@ -205,6 +206,8 @@ def create_app(
     app.include_router(edge.router)
     app.include_router(health.router)
     app.include_router(status.router)
+    # Outermost, so error responses get them too: the /status page is HTML a browser opens.
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 

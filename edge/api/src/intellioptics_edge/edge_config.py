@@ -270,9 +270,24 @@ class EdgeConfigManager:
             self._state = ConfigState(config, mtime, None)
             logger.info("edge-config loaded from %s (%d detectors)", self._path, len(config.detectors))
 
-    def replace(self, payload: Any) -> EdgeConfig:
-        """Validate ``payload``, write it atomically, serve it; on error nothing changes."""
+    def replace(self, payload: Any, *, allow_empty: bool = False) -> EdgeConfig:
+        """Validate ``payload``, write it atomically, serve it; on error nothing changes.
+
+        An empty body (``null``, ``{}``) or one that would leave no detector where some
+        are configured is refused unless ``allow_empty``: a slip of a script must not
+        silently turn every detector off."""
+        if not allow_empty and not payload:
+            raise ConfigError(
+                "PUT /edge-config body is empty (null or {}); send the whole configuration, "
+                "or add ?allow_empty=true to really reset it."
+            )
         config = merge_offline_metadata(parse_edge_config(payload, "PUT /edge-config body"), self.current())
+        current = self.current()
+        if not allow_empty and current.detectors and not config.detectors:
+            raise ConfigError(
+                f"PUT /edge-config body lists no detectors and would remove all {len(current.detectors)} configured "
+                "ones; list the detectors to keep, or add ?allow_empty=true to really remove them all."
+            )
         with self._lock:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(prefix=".edge-config.", suffix=".tmp", dir=self._path.parent)

@@ -13,7 +13,10 @@ inference service serves a detector as soon as its primary appears; a primary wh
 OODD is not there yet would be answered without the out-of-domain adjustment.
 
 A failed or corrupt download changes nothing on disk (the hash is checked before the
-rename) and is logged and counted; the next cycle tries again. A rollback in the cloud
+rename) and is logged and counted; the next cycle tries again. So does a download that
+fails :func:`intellioptics_common.model_check.check_model_bytes` (external data that
+would read a file of this edge, operators outside the allow-list): model files are
+data, never paths, even when the cloud sends them. A rollback in the cloud
 registry is a different active binary id, so it reaches the edge the same way: as a new
 local version holding the older bytes.
 """
@@ -33,7 +36,8 @@ import anyio
 import httpx
 from pydantic import ValidationError
 
-from intellioptics_common.errors import PackageError
+from intellioptics_common.errors import IntelliOpticsError, PackageError
+from intellioptics_common.model_check import check_model_bytes
 from intellioptics_common.model_package import (
     Kind,
     PipelineConfig,
@@ -171,6 +175,10 @@ class ModelUpdater:
         data = response.content
         if update.sha256 is not None and sha256_bytes(data) != update.sha256.lower():
             raise UpdateFailed(f"download of {update.binary_id} does not match its sha256; refused")
+        try:
+            await anyio.to_thread.run_sync(check_model_bytes, data, f"{update.kind} {update.binary_id}")
+        except IntelliOpticsError as exc:
+            raise UpdateFailed(f"download of {update.binary_id} refused: {exc.public_message}") from exc
         return data
 
     def _write(self, detector_id: str, update: KindUpdate, data: bytes) -> None:

@@ -4,7 +4,10 @@ Rules: the newest version of each kind that passes sha256 verification is used; 
 refused version is logged with its reason and the next older one is tried (the model
 package format keeps two). A detector with an ``oodd`` directory but no usable OODD
 version is refused as a whole: serving its primary alone would report unadjusted,
-over-confident answers.
+over-confident answers. A version whose ``model.buf`` fails
+:func:`intellioptics_common.model_check.check_model_bytes` (external data: a path ONNX
+Runtime would read from this machine; operators outside the allow-list) is refused the
+same way, before ONNX Runtime ever sees it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from intellioptics_common.errors import PackageError
+from intellioptics_common.errors import IntelliOpticsError, PackageError
+from intellioptics_common.model_check import check_model_bytes
 from intellioptics_common.model_package import Kind, ModelPackage, kind_dir, list_versions, read_version, sha256_bytes
 from intellioptics_common.schemas import SUPPORTED_MODES
 from intellioptics_inference.errors import DetectorNotFoundError, ModelUnusableError
@@ -91,8 +95,9 @@ def _newest_valid(models_dir: Path, detector_id: str, kind: Kind, refused: list[
                 raise PackageError(f"package at {package.path} belongs to {package.detector_id}/{package.kind}")
             if package.pipeline.mode not in _SERVABLE_MODES:
                 raise PackageError(f"mode {package.pipeline.mode!r} cannot be served (use one of {_SERVABLE_MODES})")
+            check_model_bytes(package.model_bytes(), f"{kind} v{version}")
             return package
-        except (PackageError, OSError) as exc:
+        except (IntelliOpticsError, OSError) as exc:
             reason = f"{kind} v{version}: {exc}"
             logger.warning("refused model package %s/%s", detector_id, reason)
             refused.append(reason)

@@ -30,6 +30,9 @@ class InferenceSettings(BaseServiceSettings):
     inference_workers: int = Field(default=4, ge=1, le=64)
     inference_max_image_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     inference_max_image_pixels: int = Field(default=40_000_000, gt=0)
+    # Pixels all concurrent decodes may hold at once (one larger image still decodes
+    # alone); 0 turns the budget off. See docs/inference.md.
+    inference_max_decode_pixels_in_flight: int = Field(default=48_000_000, ge=0)
 
     # ONNX Runtime; 0 lets ONNX Runtime choose (one thread per physical core).
     ort_intra_op_threads: int = Field(default=1, ge=0, le=256)
@@ -42,7 +45,11 @@ class InferenceSettings(BaseServiceSettings):
 
     @property
     def image_limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.inference_max_image_bytes, max_pixels=self.inference_max_image_pixels)
+        return ImageLimits(
+            max_bytes=self.inference_max_image_bytes,
+            max_pixels=self.inference_max_image_pixels,
+            max_pixels_in_flight=self.inference_max_decode_pixels_in_flight,
+        )
 
 
 @lru_cache

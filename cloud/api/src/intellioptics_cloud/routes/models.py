@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile, status
@@ -15,6 +14,7 @@ from intellioptics_cloud.routes.paging import public_base_url
 from intellioptics_cloud.schemas import ModelCompare, ModelManifest, ModelVersion
 from intellioptics_cloud.services import registry
 from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.jsonlimits import loads_limited
 from intellioptics_common.schemas import EdgeModelInfo
 
 router = APIRouter(tags=["models"])
@@ -60,9 +60,11 @@ async def upload_model(
     manifest: Annotated[str, Form(description="ModelManifest as JSON")],
     oodd: Annotated[UploadFile | None, File(description="OODD model.buf (ONNX)")] = None,
 ) -> ModelVersion:
+    # Depth-limited: a manifest nested ~900 levels parsed, then broke storing it (500).
+    raw = loads_limited(manifest, "manifest")
     try:
-        parsed = ModelManifest.model_validate(json.loads(manifest))
-    except (json.JSONDecodeError, ValidationError) as exc:
+        parsed = ModelManifest.model_validate(raw)
+    except ValidationError as exc:
         raise InvalidInputError(f"manifest is not a valid ModelManifest JSON: {exc}".splitlines()[0]) from None
     primary_bytes = await primary.read()
     oodd_bytes = await oodd.read() if oodd is not None else None

@@ -187,7 +187,9 @@ def submit(resources: Resources, session: Session, principal: Principal, request
         raise ConflictError(f"Detector {detector.id} is OFF; turn it ON to submit image queries.")
     if not (request.content_type or "").lower().startswith("image/"):
         raise UnsupportedMediaTypeError("Send the raw image bytes with a Content-Type of image/jpeg, image/png, ...")
-    decode_image(request.image, resources.limits)  # refuses non-images (400) and oversize ones (413)
+    # Refuses non-images (400) and oversize ones (413); only validates, so a small draft
+    # keeps a 40-megapixel image from costing full-size copies here.
+    decode_image(request.image, resources.limits, draft_size=(64, 64))
     fmt = sniff_format(request.image) or "JPEG"
 
     metadata = request.metadata

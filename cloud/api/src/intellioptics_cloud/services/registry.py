@@ -3,6 +3,14 @@
 Exactly one version is ``active`` (the cloud answers with it and edges fetch it); older
 active ones become ``retired``, new uploads start as ``candidate``. Edges download the
 binaries through signed, expiring URLs so no token travels with a download.
+
+An uploaded file is data, never a path: :mod:`intellioptics_common.model_check` refuses
+external data, operators outside the allow-list and oversized tensors, then runs the
+model once on a blank image in a child process under a memory cap and a time limit
+(never in this process: a model could allocate gigabytes when run). ``activate: true``
+is honoured only where the detector's promotion policy lets the uploader activate:
+under ``manual`` only an admin does, so a worker's upload stays a candidate and its
+``decision`` says why.
 """
 
 from __future__ import annotations
@@ -13,12 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import onnxruntime as ort
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from intellioptics_cloud.auth import Principal, sign, verify_signature
+from intellioptics_cloud.auth import Permission, Principal, sign, verify_signature
 from intellioptics_cloud.models import DetectorRow, ModelVersionRow, utcnow
 from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.schemas import ModelManifest
@@ -29,10 +36,10 @@ from intellioptics_common.errors import (
     IntelliOpticsError,
     InvalidInputError,
     NotFoundError,
-    PackageError,
     PermissionDeniedError,
 )
 from intellioptics_common.ids import new_id
+from intellioptics_common.model_check import check_model_bytes, trial_run
 from intellioptics_common.model_package import PipelineConfig, sha256_bytes
 from intellioptics_common.schemas import EdgeModelInfo
 
@@ -65,15 +72,14 @@ def list_versions(session: Session, principal: Principal, detector_id: str) -> l
     )
 
 
-def _check_onnx(data: bytes, what: str) -> None:
+def _check_onnx(data: bytes, what: str, config: PipelineConfig) -> None:
+    """Static checks first (cheap, no ONNX Runtime), then one bounded trial run."""
     if not data:
         raise InvalidInputError(f"The {what} model file is empty.")
     if len(data) > MAX_MODEL_BYTES:
         raise InvalidInputError(f"The {what} model file is over {MAX_MODEL_BYTES} bytes.")
-    try:
-        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several unrelated types for bad graphs
-        raise PackageError(f"The {what} model file is not a loadable ONNX model.", log_message=repr(exc)) from exc
+    check_model_bytes(data, what)
+    trial_run(data, what, height=config.input.height, width=config.input.width)
 
 
 def _pipeline(data: dict[str, Any], kind: str, what: str) -> PipelineConfig:
@@ -103,11 +109,12 @@ def upload(
         )
     if (oodd is None) != (manifest.oodd_pipeline_config is None):
         raise InvalidInputError("Send the oodd file and oodd_pipeline_config together, or neither.")
+    oodd_config = None
     if manifest.oodd_pipeline_config is not None:
-        _pipeline(manifest.oodd_pipeline_config, "oodd", "oodd_pipeline_config")
-    _check_onnx(primary, "primary")
-    if oodd is not None:
-        _check_onnx(oodd, "oodd")
+        oodd_config = _pipeline(manifest.oodd_pipeline_config, "oodd", "oodd_pipeline_config")
+    _check_onnx(primary, "primary", primary_config)
+    if oodd is not None and oodd_config is not None:
+        _check_onnx(oodd, "oodd", oodd_config)
 
     version = (
         session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.detector_id == detector.id)) or 0
@@ -144,8 +151,12 @@ def upload(
             resources.blobs.put(keys[1], oodd)
         session.add(row)
         session.flush()
-        if manifest.activate:
+        refusal = _activation_refusal(detector, principal) if manifest.activate else None
+        if manifest.activate and refusal is None:
             _activate(session, detector, row, manifest.decision_reason or "uploaded with activate=true")
+        elif refusal is not None:
+            reason = f"{refusal}; {manifest.decision_reason}" if manifest.decision_reason else refusal
+            row.decision = {"action": "keep_candidate", "reason": reason, "at": utcnow().isoformat()}
         elif manifest.decision_reason:
             row.decision = {"action": "keep_candidate", "reason": manifest.decision_reason, "at": utcnow().isoformat()}
         session.commit()
@@ -157,6 +168,18 @@ def upload(
             raise ConflictError("Another version was uploaded at the same moment; retry the upload.") from None
         raise
     return row
+
+
+def _activation_refusal(detector: DetectorRow, principal: Principal) -> str | None:
+    """Why ``activate: true`` is not honoured for this uploader, or None when it is.
+    Under the manual policy activating is a person's decision, which is the admin's right
+    (the same one ``POST .../activate`` asks for)."""
+    if detector.promotion_policy == "manual" and not principal.allows(Permission.MANAGE):
+        return (
+            "kept as a candidate: the detector's promotion policy is manual, so only an admin activates a version "
+            "(POST /v1/detectors/{id}/models/{version}/activate)"
+        )
+    return None
 
 
 def _activate(session: Session, detector: DetectorRow, row: ModelVersionRow, reason: str) -> None:

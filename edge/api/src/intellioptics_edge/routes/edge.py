@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.jsonlimits import MAX_JSON_BYTES, loads_limited
 from intellioptics_edge.deps import EdgeAdmin, EdgeUser, StateDep
 
 router = APIRouter(tags=["edge"])
@@ -20,13 +22,24 @@ async def get_edge_config(state: StateDep, caller: EdgeUser) -> Response:
 
 
 @router.put("/edge-config")
-async def put_edge_config(request: Request, state: StateDep, caller: EdgeAdmin) -> Response:
-    """Validate, write atomically, serve; a bad body is a 400 and the file stays as it was."""
-    try:
-        payload = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidInputError("The body must be the edge configuration as a JSON object.") from None
-    config = await asyncio.to_thread(state.config.replace, payload)
+async def put_edge_config(
+    request: Request,
+    state: StateDep,
+    caller: EdgeAdmin,
+    allow_empty: Annotated[
+        bool, Query(description="Accept a body that leaves no detector configured (refused without it).")
+    ] = False,
+) -> Response:
+    """Validate, write atomically, serve; a bad body is a 400 and the file stays as it was.
+    ``null``, ``{}`` or a configuration that would remove every detector is refused too
+    unless ``?allow_empty=true`` says that is meant."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise InvalidInputError(f"The edge configuration is over {MAX_JSON_BYTES} bytes; send a smaller one.")
+    payload = loads_limited(bytes(body), "The edge configuration (the body, a JSON object)")
+    config = await asyncio.to_thread(state.config.replace, payload, allow_empty=allow_empty)
     return Response(json.dumps(config.to_payload()), media_type="application/json")
 
 
