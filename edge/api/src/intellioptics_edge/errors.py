@@ -16,7 +16,10 @@ Hierarchy::
     └── DuplicateImageQueryError       ``image_query_id`` already used here
     ServiceUnavailableError (503)
     ├── ModelNotReadyError             no model ready and escalation is not allowed
-    └── CloudUnavailableError          the cloud was needed but is absent or unreachable
+    ├── CloudUnavailableError          the cloud was needed but is absent or unreachable
+    └── OutboxFullError                escalations fill the outbox (Retry-After)
+    NotFoundError (404)
+    └── DeadLetterNotFoundError        no such dead letter in the outbox
 """
 
 from __future__ import annotations
@@ -51,3 +54,15 @@ class ModelNotReadyError(ServiceUnavailableError):
 
 class CloudUnavailableError(ServiceUnavailableError):
     code = "cloud_unavailable"
+
+
+class OutboxFullError(ServiceUnavailableError):
+    code = "outbox_full"
+
+    def __init__(self, public_message: str, *, retry_after_s: int) -> None:
+        super().__init__(public_message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadLetterNotFoundError(NotFoundError):
+    code = "dead_letter_not_found"

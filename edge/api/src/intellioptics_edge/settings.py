@@ -44,6 +44,10 @@ class EdgeSettings(BaseServiceSettings):
     # Outbox sender (delivery of escalations and audits to the cloud).
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     outbox_batch_size: int = Field(default=20, ge=1, le=1000)
+    # Requests in flight at once (items of one image query still go one after the other).
+    outbox_concurrency: int = Field(default=8, ge=1, le=64)
+    # A 404 (detector unknown at the cloud) is retried while the item is younger than this.
+    outbox_not_found_grace_s: float = Field(default=24 * 3600.0, ge=0)
     outbox_backoff_base_s: float = Field(default=1.0, gt=0)
     outbox_backoff_cap_s: float = Field(default=300.0, gt=0)
     outbox_max_items: int = Field(default=50_000, ge=1)

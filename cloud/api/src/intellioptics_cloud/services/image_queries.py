@@ -17,13 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from intellioptics_cloud.auth import Principal
+from intellioptics_cloud.errors import DetectorOffError, ImageQueryIdTakenError
 from intellioptics_cloud.inference import ModelRef
 from intellioptics_cloud.models import DetectorRow, ImageQueryRow, ModelVersionRow, ReviewItemRow, utcnow
 from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.services.detectors import get_detector
 from intellioptics_common.confidence import is_confident
 from intellioptics_common.errors import (
-    ConflictError,
     ImageDecodeError,
     ImageTooLargeError,
     InvalidInputError,
@@ -171,7 +171,7 @@ def _existing(session: Session, principal: Principal, image_query_id: str) -> Im
     if row is None:
         return None
     if row.account_id != principal.account_id:
-        raise ConflictError(f"image_query_id {image_query_id} is already in use; send a new id.")
+        raise ImageQueryIdTakenError(f"image_query_id {image_query_id} is already in use; send a new id.")
     return row
 
 
@@ -184,7 +184,7 @@ def submit(resources: Resources, session: Session, principal: Principal, request
             return Submitted(existing, created=False)
     detector = get_detector(session, principal, request.detector_id)
     if detector.status == "OFF":
-        raise ConflictError(f"Detector {detector.id} is OFF; turn it ON to submit image queries.")
+        raise DetectorOffError(f"Detector {detector.id} is OFF; turn it ON to submit image queries.")
     if not (request.content_type or "").lower().startswith("image/"):
         raise UnsupportedMediaTypeError("Send the raw image bytes with a Content-Type of image/jpeg, image/png, ...")
     decode_image(request.image, resources.limits)  # refuses non-images (400) and oversize ones (413)
