@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class Housekeeper:
-    """Every ``interval_s``: hourly counters to SQLite, then the outbox bound.
+    """Every ``interval_s``: the data disk's free space, hourly counters to SQLite, then the outbox bound.
 
     The bound is the outbox's stated policy (:meth:`Outbox.enforce_limits`): the oldest
     audits are dropped (counted on ``/status`` and ``/metrics``, logged at ERROR);
@@ -64,6 +64,12 @@ class Housekeeper:
 
     async def run_once(self) -> dict[str, int]:
         """One pass; returns how many items of each kind were dropped."""
+        disk_was_full = self._outbox.disk_full is not None
+        disk_full = await anyio.to_thread.run_sync(self._outbox.check_disk)
+        if disk_full is not None and not disk_was_full:
+            logger.error("the edge data disk is full (%s): answers are not stored, the outbox stalls", disk_full.detail)
+        elif disk_full is None and disk_was_full:
+            logger.warning("the edge data disk has room again")
         await self.flush()
         was_full = self._outbox.full
         dropped = await anyio.to_thread.run_sync(

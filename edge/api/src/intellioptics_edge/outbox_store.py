@@ -103,6 +103,9 @@ class Outbox:
         """Since when the edge database's disk has been full (None: it is not)."""
         return self._db.disk_full
 
+    def check_disk(self) -> DiskFull | None:
+        return self._db.check_free_space()
+
     def enqueue(
         self,
         *,

@@ -29,6 +29,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -101,6 +102,8 @@ PENDING = "delivered_at IS NULL AND dead_at IS NULL"
 PARKED = "dead_at IS NOT NULL AND discarded_at IS NULL"
 
 _PRUNE_EVERY = 200
+# Below this, the data disk is reported full (an image and its rows need far less).
+MIN_FREE_BYTES = 1024 * 1024
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 
 
@@ -201,11 +204,30 @@ class EdgeDatabase:
                 path.unlink(missing_ok=True)
 
     def _note_write(self, exc: BaseException | None) -> None:
-        """Keep :attr:`disk_full` current: set by a write that found no space, cleared by one that worked."""
+        """Keep :attr:`disk_full` current: set by a write that found no space, cleared by
+        one that worked once there is room again (a write can fit in SQLite's WAL while an
+        image cannot: that alone must not clear it)."""
         if exc is None:
-            self.disk_full = None
+            if self.disk_full is not None and self._free_bytes() >= MIN_FREE_BYTES:
+                self.disk_full = None
         elif is_disk_full(exc) and self.disk_full is None:
             self.disk_full = DiskFull(time.time(), f"{type(exc).__name__}: {exc}")
+
+    def check_free_space(self) -> DiskFull | None:
+        """Set or clear :attr:`disk_full` from the free space (the housekeeper, every few
+        seconds): a full disk shows before a write fails, and its end shows with no write."""
+        free = self._free_bytes()
+        if free < MIN_FREE_BYTES and self.disk_full is None:
+            self.disk_full = DiskFull(time.time(), f"{free} bytes free in {self.images_dir.parent}")
+        elif free >= MIN_FREE_BYTES:
+            self.disk_full = None
+        return self.disk_full
+
+    def _free_bytes(self) -> int:
+        try:
+            return shutil.disk_usage(self.images_dir).free
+        except OSError:
+            return 0
 
     def image_path(self, name: str) -> Path:
         if not _SAFE_NAME.match(name):
