@@ -284,7 +284,7 @@ class SlowCloud:
 def test_delivery_is_concurrent_and_keeps_the_order_of_one_query(outbox: Outbox) -> None:
     for index in range(12):
         enqueue(outbox, f"iq_c{index}")
-    # Two items about one query (an escalation, then an audit of it): the first goes first.
+    # Two items about one query (an escalation, then an audit of it): the second waits.
     enqueue(outbox, "iq_c0", OutboxKind.AUDIT, image=b"")
     cloud, clock = SlowCloud(), Clock()
     client = httpx.AsyncClient(base_url="http://cloud.test", transport=httpx.MockTransport(cloud.handle))
@@ -292,11 +292,98 @@ def test_delivery_is_concurrent_and_keeps_the_order_of_one_query(outbox: Outbox)
         outbox, client, DEVICE_TOKEN, policy=RetryPolicy(), keep_finished_s=0, batch_size=20, concurrency=4, clock=clock
     )
     deliveries = asyncio.run(sender.run_once())
-    assert [d.outcome for d in deliveries] == ["delivered"] * 13
+    assert [d.outcome for d in deliveries] == ["delivered"] * 12
     assert cloud.most_in_flight == 4
-    first, second = [d.seq for d in deliveries if d.image_query_id == "iq_c0"]
-    assert first < second and cloud.order.count("iq_c0") == 2
-    assert cloud.order.index("iq_c0") < len(cloud.order) - 1 - cloud.order[::-1].index("iq_c0")
+    assert cloud.order.count("iq_c0") == 1
+    assert [(d.image_query_id, d.outcome) for d in asyncio.run(sender.run_once())] == [("iq_c0", "delivered")]
+    assert cloud.order[-1] == "iq_c0" and outbox.summary().delivered == 13
+
+
+@dataclass
+class BatchCloud(FakeCloud):
+    """FakeCloud with ``POST /v1/image-queries/batch``: each item answered as alone."""
+
+    batches: list[int] = field(default_factory=list)
+    refuse: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (status, code)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/image-queries/batch":
+            return super().handle(request)
+        self.requests.append(request)
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.status is not None:
+            return httpx.Response(self.status, json={"detail": f"forced {self.status}", "code": self.code})
+        items = json.loads(request.content)["items"]
+        self.batches.append(len(items))
+        results = []
+        for item in items:
+            iq_id = item["image_query_id"]
+            if iq_id in self.refuse:
+                status, code = self.refuse[iq_id]
+                results.append({"image_query_id": iq_id, "status": status, "code": code, "detail": "no"})
+                continue
+            created = iq_id not in self.stored
+            self.stored.setdefault(iq_id, {"id": iq_id, "params": item, "bytes": len(base64.b64decode(item["image"]))})
+            results.append({"image_query_id": iq_id, "status": 201 if created else 200})
+        return httpx.Response(200, json={"results": results})
+
+
+def _batch_sender(outbox: Outbox, cloud: FakeCloud, clock: Clock) -> OutboxSender:
+    client = httpx.AsyncClient(base_url="http://cloud.test", transport=httpx.MockTransport(cloud.handle))
+    return OutboxSender(
+        outbox, client, DEVICE_TOKEN, policy=RetryPolicy(), keep_finished_s=0, batch_size=100,
+        items_per_request=20, concurrency=2, jitter=lambda: 1.0, clock=clock,
+    )  # fmt: skip
+
+
+def test_batches_carry_what_single_requests_carry_and_each_item_gets_its_verdict(outbox: Outbox) -> None:
+    for index in range(45):
+        enqueue(outbox, f"iq_b{index:02d}")
+    cloud, clock = BatchCloud(), Clock()
+    cloud.stored["iq_b07"] = {"id": "iq_b07"}  # an earlier attempt reached it: 200, delivered
+    cloud.refuse = {"iq_b10": (409, "detector_off"), "iq_b11": (400, "invalid_input")}
+    deliveries = asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert sorted(cloud.batches) == [5, 20, 20]
+    outcomes = {d.image_query_id: d.outcome for d in deliveries}
+    assert outcomes.pop("iq_b10") == "retry" and outcomes.pop("iq_b11") == "dead"
+    assert set(outcomes.values()) == {"delivered"} and len(outcomes) == 43
+    item = cloud.stored["iq_b00"]["params"]
+    assert (
+        item["detector_id"] == DETECTOR and item["confidence_threshold"] == "0.9" and item["inspection_id"] == "insp_1"
+    )
+    assert cloud.stored["iq_b00"]["bytes"] == len(jpeg(200))
+    summary = outbox.summary()
+    assert summary.delivered == 43 and summary.retrying == 1 and summary.dead_letters == {"invalid_request": 1}
+
+
+def test_a_cloud_without_the_batch_route_gets_one_item_per_request(outbox: Outbox) -> None:
+    for index in range(3):
+        enqueue(outbox, f"iq_old{index}")
+    cloud, clock = FakeCloud(), Clock()  # answers 404/405 to the batch path: an older cloud
+    original = cloud.handle
+
+    def old_cloud(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/batch"):
+            return httpx.Response(405, json={"detail": "Method Not Allowed", "code": "method_not_allowed"})
+        return original(request)
+
+    cloud.handle = old_cloud  # type: ignore[method-assign]
+    deliveries = asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert [d.outcome for d in deliveries] == ["delivered"] * 3
+    assert sorted(cloud.stored) == ["iq_old0", "iq_old1", "iq_old2"]
+
+
+def test_a_batch_to_an_unreachable_cloud_is_retried_with_the_backoff(outbox: Outbox) -> None:
+    for index in range(30):
+        enqueue(outbox, f"iq_down{index:02d}")
+    cloud, clock = BatchCloud(down=True), Clock()
+    deliveries = asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert {d.outcome for d in deliveries} == {"retry"} and len(deliveries) <= 30
+    cloud.down = False
+    clock.now += 1.0
+    asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert outbox.summary().pending_escalations == 0 and len(cloud.stored) == 30
 
 
 def _seqs(outbox: Outbox) -> list[int]:

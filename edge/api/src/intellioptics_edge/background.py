@@ -179,6 +179,7 @@ def start_background(
         keep_finished_s=settings.outbox_keep_finished_s,
         batch_size=settings.outbox_batch_size,
         concurrency=settings.outbox_concurrency,
+        items_per_request=settings.outbox_items_per_request,
         not_found_grace_s=settings.outbox_not_found_grace_s,
         edge_id=lambda: identity.edge_id,
     )

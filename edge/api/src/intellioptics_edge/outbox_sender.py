@@ -23,10 +23,14 @@ Why it is shaped this way:
   ``image_query_id_taken`` (by another account), ``detector_not_found`` after the grace,
   ``image_missing``. Dead letters stay until a person re-sends or discards them
   (``routes/outbox.py``); they are counted by reason on ``/status`` and ``/metrics``.
-- **Concurrent delivery, order kept where it matters.** A pass takes up to
-  ``batch_size`` due items and sends them ``concurrency`` at a time; items of one image
-  query go one after the other, in order (a query's escalation before anything later
-  about it). One HTTP round trip at a time capped the outbox at ~12 items/s.
+- **Batched and concurrent, order kept where it matters.** A pass takes up to
+  ``batch_size`` due items and sends them as ``POST /v1/image-queries/batch`` requests
+  of up to ``items_per_request`` (one transaction at the cloud for all of them),
+  ``concurrency`` requests at a time. Only the oldest item of an image query goes in a
+  pass; a later one about the same query (an audit after its escalation) waits for the
+  next pass, so it never overtakes. A cloud without the batch route (404/405) is sent
+  one item per request from then on. One request per item, one at a time, capped the
+  outbox at ~12 items/s (docs/reliability.md has the figures now).
 - **A full disk stalls, visibly.** When marking an item fails for lack of space the pass
   stops and the sender waits with the backoff (not every second); the database's
   ``disk_full`` state is what ``/status`` shows, cleared by the next write that works.
@@ -74,6 +78,8 @@ DEAD_LETTER_REASONS = (
     "image_missing",
     "refused",
 )
+# A batch request's images stay under this (the cloud refuses bodies over 64 MiB of base64).
+MAX_REQUEST_BYTES = 24 * 1024 * 1024
 # Keys the edge sets in the escalation's metadata (intellioptics_common EdgeEscalationMetadata).
 _RESERVED_KEYS = ("edge_result", "escalation_reason", "is_from_edge")
 
@@ -174,6 +180,7 @@ class OutboxSender:
         keep_finished_s: float,
         batch_size: int = 20,
         concurrency: int = 8,
+        items_per_request: int = 1,
         not_found_grace_s: float = 24 * 3600.0,
         edge_id: Callable[[], str | None] = lambda: None,
         jitter: Callable[[], float] = random.random,
@@ -186,6 +193,7 @@ class OutboxSender:
         self._keep_finished_s = keep_finished_s
         self._batch_size = batch_size
         self._concurrency = concurrency
+        self._items_per_request = items_per_request
         self._not_found_grace_s = not_found_grace_s
         self._stalls = 0  # passes in a row that a full disk stopped
         self._edge_id = edge_id
@@ -217,40 +225,104 @@ class OutboxSender:
         if self._keep_finished_s > 0:
             await anyio.to_thread.run_sync(self._outbox.forget_finished, now - self._keep_finished_s)
         items = await anyio.to_thread.run_sync(lambda: self._outbox.pending(self._batch_size, now))
-        by_query: dict[str, list[OutboxItem]] = {}
+        oldest: dict[str, OutboxItem] = {}
         for item in items:
-            by_query.setdefault(item.image_query_id, []).append(item)
+            oldest.setdefault(item.image_query_id, item)  # later items of a query wait for the next pass
+        due = list(oldest.values())
+        size = self._items_per_request
+        chunks = [due[i : i + size] for i in range(0, len(due), size)]
         slots = asyncio.Semaphore(self._concurrency)
         stop = asyncio.Event()  # the cloud is down or the disk is full: the rest would fail the same way
 
-        async def send_in_order(group: list[OutboxItem]) -> list[Delivery]:
-            done: list[Delivery] = []
-            for item in group:
-                async with slots:
-                    if stop.is_set():
-                        break  # not tried: its attempt count stays as it is
-                    delivery = await self._deliver(item)
-                done.append(delivery)
-                if delivery.outcome == "stalled" or delivery.detail.startswith("unreachable"):
-                    stop.set()
-                if delivery.outcome != "delivered":
-                    break  # what comes later about this query waits for it
-            return done
+        async def send(chunk: list[OutboxItem]) -> list[Delivery]:
+            async with slots:
+                if stop.is_set():
+                    return []  # not tried: their attempt counts stay as they are
+                deliveries = await self._deliver(chunk)
+            if any(d.outcome == "stalled" or d.detail.startswith("unreachable") for d in deliveries):
+                stop.set()
+            return deliveries
 
-        groups = await asyncio.gather(*(send_in_order(group) for group in by_query.values()))
-        return [delivery for group in groups for delivery in group]
+        sent = await asyncio.gather(*(send(chunk) for chunk in chunks))
+        return [delivery for deliveries in sent for delivery in deliveries]
 
-    async def _deliver(self, item: OutboxItem) -> Delivery:
+    async def _deliver(self, chunk: list[OutboxItem]) -> list[Delivery]:
         try:
-            return await self._attempt(item)
+            if len(chunk) == 1 or self._items_per_request == 1:
+                return [await self._attempt(item) for item in chunk]
+            return await self._attempt_batch(chunk)
         except (OSError, sqlite3.OperationalError) as exc:
             if not is_disk_full(exc):
                 raise
             self.last_error = f"edge disk full: {exc}"
-            logger.error(
-                "outbox %s %s: cannot record the outcome, the edge disk is full", item.kind.value, item.image_query_id
+            logger.error("outbox: cannot record what the cloud answered, the edge disk is full")
+            return [Delivery(item.seq, item.image_query_id, "stalled", self.last_error) for item in chunk]
+
+    async def _attempt_batch(self, chunk: list[OutboxItem]) -> list[Delivery]:
+        images = await anyio.to_thread.run_sync(lambda: [self._outbox.image(item) for item in chunk])
+        deliveries = []
+        sendable: list[tuple[OutboxItem, bytes]] = []
+        for item, image in zip(chunk, images, strict=True):
+            if image is None:
+                deliveries.append(
+                    await self._dead(item, "the image file is missing; nothing can be sent", "image_missing")
+                )
+            else:
+                sendable.append((item, image))
+        if sum(len(image) for _, image in sendable) > MAX_REQUEST_BYTES and len(sendable) > 1:
+            half = len(sendable) // 2
+            for part in (sendable[:half], sendable[half:]):
+                deliveries += await self._attempt_batch([item for item, _ in part])
+            return deliveries
+        if not sendable:
+            return deliveries
+        edge_id = self._edge_id()
+        body = {
+            "items": [
+                {
+                    **escalation_params(item, edge_id),
+                    "content_type": item.content_type,
+                    "image": base64.b64encode(image).decode(),
+                }
+                for item, image in sendable
+            ]
+        }
+        try:
+            response = await self._client.post(
+                "/v1/image-queries/batch", json=body, headers={"x-api-token": self._token}
             )
-            return Delivery(item.seq, item.image_query_id, "stalled", self.last_error)
+        except httpx.HTTPError as exc:
+            return deliveries + [
+                await self._retry(item, f"unreachable: {type(exc).__name__}: {exc}") for item, _ in sendable
+            ]
+        if response.status_code in (404, 405):
+            logger.warning("the cloud has no batch route (HTTP %d): one item per request", response.status_code)
+            self._items_per_request = 1
+            return deliveries + [await self._attempt(item) for item, _ in sendable]
+        if response.status_code != 200:
+            code, message = _error_detail(response)
+            for item, _ in sendable:
+                deliveries.append(
+                    await self._refused(item, response.status_code, code, message, response.headers.get("retry-after"))
+                )
+            return deliveries
+        answers = {r.get("image_query_id"): r for r in response.json().get("results", []) if isinstance(r, dict)}
+        delivered = []
+        for item, _ in sendable:
+            answer = answers.get(item.image_query_id)
+            if answer is None:
+                deliveries.append(await self._retry(item, "the cloud's batch answer left this item out"))
+            elif answer.get("status") in (200, 201):
+                delivered.append(item)
+            else:
+                status = int(answer.get("status") or 500)
+                message = str(answer.get("detail") or "")[:500]
+                deliveries.append(await self._refused(item, status, answer.get("code"), message, None))
+        if delivered:
+            await anyio.to_thread.run_sync(lambda: self._outbox.mark_delivered(*(item.seq for item in delivered)))
+            self.last_delivery_at = self._clock()
+            self.last_error = None
+        return deliveries + [Delivery(item.seq, item.image_query_id, "delivered") for item in delivered]
 
     async def _attempt(self, item: OutboxItem) -> Delivery:
         image = await anyio.to_thread.run_sync(self._outbox.image, item)
@@ -271,14 +343,13 @@ class OutboxSender:
             self.last_error = None
             return Delivery(item.seq, item.image_query_id, "delivered")
         code, message = _error_detail(response)
-        detail = f"HTTP {response.status_code}: {message}"
-        verdict = classify(
-            response.status_code,
-            code,
-            self._clock() - item.created_at,
-            self._not_found_grace_s,
-            response.headers.get("retry-after"),
-        )
+        return await self._refused(item, response.status_code, code, message, response.headers.get("retry-after"))
+
+    async def _refused(
+        self, item: OutboxItem, status: int, code: str | None, message: str, retry_after: str | None
+    ) -> Delivery:
+        detail = f"HTTP {status}: {message}"
+        verdict = classify(status, code, self._clock() - item.created_at, self._not_found_grace_s, retry_after)
         if not verdict.retry:
             return await self._dead(item, detail, verdict.reason)
         return await self._retry(item, detail, verdict.not_before_s)

@@ -151,10 +151,14 @@ class Outbox:
     def image(self, item: OutboxItem) -> bytes | None:
         return self._db.read_image(item.image_ref)
 
-    def mark_delivered(self, seq: int) -> None:
+    def mark_delivered(self, *seqs: int) -> None:
+        """Delivered, in one transaction however many (a batch of the sender)."""
+        if not seqs:
+            return
         with self._db.lock, self._db.transaction(durable=False) as connection:
-            connection.execute("UPDATE outbox SET delivered_at = ? WHERE seq = ?", (time.time(), seq))
-            bump_counter(connection, "delivered")
+            now = time.time()
+            connection.executemany("UPDATE outbox SET delivered_at = ? WHERE seq = ?", [(now, seq) for seq in seqs])
+            bump_counter(connection, "delivered", len(seqs))
 
     def mark_failed(self, seq: int, error: str, retry_at: float) -> None:
         with self._db.lock, self._db.transaction(durable=False) as connection:

@@ -43,8 +43,10 @@ class EdgeSettings(BaseServiceSettings):
 
     # Outbox sender (delivery of escalations and audits to the cloud).
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
-    outbox_batch_size: int = Field(default=20, ge=1, le=1000)
-    # Requests in flight at once (items of one image query still go one after the other).
+    # Items taken per pass, sent as batch requests of outbox_items_per_request (1: one
+    # POST image-queries per item), outbox_concurrency requests in flight at once.
+    outbox_batch_size: int = Field(default=160, ge=1, le=1000)
+    outbox_items_per_request: int = Field(default=20, ge=1, le=50)
     outbox_concurrency: int = Field(default=8, ge=1, le=64)
     # A 404 (detector unknown at the cloud) is retried while the item is younger than this.
     outbox_not_found_grace_s: float = Field(default=24 * 3600.0, ge=0)
