@@ -324,9 +324,7 @@ def submit_batch(
     ids = [r.image_query_id for r in requests if r.image_query_id]
     stored = {row.id: row for row in session.scalars(select(ImageQueryRow).where(ImageQueryRow.id.in_(ids)))}
     # Held here, so that each get_detector finds it in the session (its identity map keeps weak references).
-    detectors = list(
-        session.scalars(select(DetectorRow).where(DetectorRow.id.in_({r.detector_id for r in requests})))
-    )
+    detectors = list(session.scalars(select(DetectorRow).where(DetectorRow.id.in_({r.detector_id for r in requests}))))
     try:
         # Rows are written at the end, queries first (the review items refer to them):
         # no flush per query.
