@@ -13,9 +13,9 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from intellioptics_common.schemas import Me
+from intellioptics_common.schemas import Me, StrictRequest
 from intellioptics_edge.deps import StateDep, caller_address
 from intellioptics_edge.errors import DeadLetterNotFoundError
 from intellioptics_edge.outbox_store import DeadLetter
@@ -32,11 +32,11 @@ async def outbox_admin(request: Request, state: StateDep, x_api_token: Annotated
 OutboxAdmin = Annotated[Me, Depends(outbox_admin)]
 
 
-class ResendAll(BaseModel):
+class ResendAll(StrictRequest):
     reason: str | None = Field(default=None, max_length=64, description="Only dead letters of this reason")
 
 
-class Discard(BaseModel):
+class Discard(StrictRequest):
     reason: str = Field(min_length=1, max_length=500, description="Why it is given up (kept with the row)")
 
 
