@@ -14,6 +14,7 @@ inference service, edge API and nginx, and the real ``groundlight`` SDK as the c
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -181,6 +182,8 @@ def test_a_stalled_cloud_database_makes_no_duplicate_queries(tmp_path: Path) -> 
         with cloud_server(tmp_path / "cloud", database_url=url, INTELLIOPTICS_AUTH_MAX_FAILURES="0") as server:
             with server.client() as admin:
                 detector_id = admin.post("/v1/detectors", json={"name": "stall", "query": "bright?"}).json()["id"]
+                # Not in edge-config, no edge model: the edge can only forward its queries.
+                cloud_only = admin.post("/v1/detectors", json={"name": "cloud-only", "query": "dim?"}).json()["id"]
                 device = admin.post("/v1/tokens", json={"name": "edge", "role": "device"}).json()["token"]
             with edge_processes(
                 tmp_path / "edge", [detector_id], preset="default", cloud_url=server.url, device_token=device,
@@ -189,6 +192,12 @@ def test_a_stalled_cloud_database_makes_no_duplicate_queries(tmp_path: Path) -> 
                 gl = Groundlight(endpoint=edge.gateway_url, api_token=device)
                 gl.submit_image_query(detector_id, jpeg(230), wait=0)  # token and detector known to the edge now
                 assert _count(url, "image_queries", detector_id) == 0
+                forwarded = httpx.Client(base_url=edge.gateway_url, headers={"x-api-token": device}, timeout=30)
+                warm = forwarded.post(
+                    "/device-api/v1/image-queries", params={"detector_id": cloud_only}, content=jpeg(230),
+                    headers={"content-type": "image/jpeg"},
+                )  # fmt: skip
+                assert warm.status_code == 201, warm.text  # answered by the cloud: the edge knows the detector
                 locked = threading.Event()
                 staller = threading.Thread(target=_stall, args=(url, 6.0, locked))
                 staller.start()
@@ -202,8 +211,19 @@ def test_a_stalled_cloud_database_makes_no_duplicate_queries(tmp_path: Path) -> 
                     except Exception as exc:
                         errors.append(exc)
 
+                refused: list[httpx.Response] = []
+
+                def submit_cloud_only() -> None:
+                    refused.append(
+                        forwarded.post(
+                            "/device-api/v1/image-queries", params={"detector_id": cloud_only}, content=jpeg(230),
+                            headers={"content-type": "image/jpeg"},
+                        )
+                    )  # fmt: skip
+
                 started = time.monotonic()
                 clients = [threading.Thread(target=submit) for _ in range(5)]
+                clients += [threading.Thread(target=submit_cloud_only) for _ in range(5)]
                 for thread in clients:
                     thread.start()
                 for thread in clients:
@@ -217,6 +237,22 @@ def test_a_stalled_cloud_database_makes_no_duplicate_queries(tmp_path: Path) -> 
                 rows = _count(url, "image_queries", detector_id)
                 reviews = _count(url, "review_items", detector_id)
                 in_cloud = sorted(cloud_image_query_ids(server, detector_id))
-    print(f"cloud database stalled 6 s: 5 answered in {answered_s:.1f} s, {rows} rows, {reviews} review items")
+                # No edge model, no timely cloud answer: 503, naming the id the cloud may have stored.
+                assert [r.status_code for r in refused] == [503] * 5, [r.text for r in refused]
+                named = sorted(re.search(r"image_query_id=(iq_\w+)", r.json()["detail"]).group(1) for r in refused)  # type: ignore[union-attr]
+                stored = sorted(set(cloud_image_query_ids(server, cloud_only)) - {warm.json()["id"]})
+                retried = forwarded.post(
+                    "/device-api/v1/image-queries", params={"detector_id": cloud_only, "image_query_id": named[0]},
+                    content=jpeg(230), headers={"content-type": "image/jpeg"},
+                )  # fmt: skip
+                after_retry = _count(url, "image_queries", cloud_only)
+                forwarded.close()
+    print(
+        f"cloud database stalled 6 s: 5 answered in {answered_s:.1f} s, {rows} rows, {reviews} review items; "
+        f"5 forwarded-only queries answered 503, {len(stored)} stored by the cloud under the ids the 503s named"
+    )
     assert in_cloud == ids, "the cloud holds exactly the 5 queries the SDK was answered with"
     assert rows == 5 and reviews == 5
+    assert stored == named, "what the cloud stored of the 503-answered queries is what the 503s named, once each"
+    assert retried.status_code == 200 and retried.json()["id"] == named[0], retried.text  # the stored one
+    assert after_retry == 1 + 5
