@@ -59,6 +59,7 @@ POLICY: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/v1/detector-groups"): ALL,
     ("POST", "/v1/detector-groups"): ADMIN,
     ("POST", "/v1/image-queries"): SUBMIT,
+    ("POST", "/v1/image-queries/batch"): SUBMIT,
     ("GET", "/v1/image-queries"): ALL,
     ("GET", "/v1/image-queries/{image_query_id}"): ALL,
     ("GET", "/v1/image-queries/{image_query_id}/image"): ALL,

@@ -1,6 +1,6 @@
 """Local upkeep that runs in every mode (background.Housekeeper), checked on an offline
 edge, where no outbox sender ever runs: the outbox stays within its limits by the stated
-policy, and the hourly counters reach SQLite while the edge runs."""
+policy (oldest audits dropped, escalations never: a full outbox refuses new ones), and the hourly counters reach SQLite while the edge runs."""
 
 from __future__ import annotations
 
@@ -32,14 +32,21 @@ def test_an_offline_edge_keeps_its_outbox_bounded_audits_first(
     assert outbox()["pending"] == {"escalation": 3, "audit": 0}
     assert outbox()["dropped"]["escalation"] == 0  # audits alone made room
 
-    # Nothing left to drop but escalations: the oldest goes, counted and logged.
+    # Nothing left to drop but escalations: none is dropped; the outbox is full, the next
+    # query that would escalate is refused (503 + Retry-After), stated on /status and logged.
     with caplog.at_level(logging.ERROR, logger="intellioptics_edge.background"):
-        escalations.append(edge.submit(DET_BINARY, jpeg(128)).json()["id"])
-        wait_for(lambda: outbox()["dropped"]["escalation"] == 1)
+        wait_for(lambda: outbox()["full"] is True)
+    refused = edge.submit(DET_BINARY, jpeg(128))
+    assert refused.status_code == 503 and refused.json()["code"] == "outbox_full", refused.text
+    assert refused.headers["retry-after"] == "30"
+    assert edge.submit(DET_BINARY, jpeg(255)).status_code == 201  # confident answers still come
     assert outbox()["pending"] == {"escalation": 3, "audit": 0}
-    assert [i.image_query_id for i in edge.state.outbox.pending(now=1e12)] == escalations[1:]
-    assert any("dropped 0 oldest audits and 1 oldest escalations" in r.getMessage() for r in caplog.records)
-    assert 'intellioptics_edge_outbox{counter="outbox_dropped_audits"} 3.0' in edge.client.get("/metrics").text
+    assert outbox()["dropped"]["escalation"] == 0
+    assert [i.image_query_id for i in edge.state.outbox.pending(now=1e12)] == escalations
+    assert any("outbox full of escalations" in r.getMessage() for r in caplog.records)
+    metrics = edge.client.get("/metrics").text
+    assert 'intellioptics_edge_outbox{counter="outbox_dropped_audits"} 3.0' in metrics
+    assert 'intellioptics_edge_outbox{counter="outbox_full"} 1.0' in metrics
 
 
 def test_hourly_counters_are_on_disk_while_the_edge_runs(make_edge: MakeEdge) -> None:

@@ -115,8 +115,32 @@ def test_no_model_forwards_to_the_cloud_with_the_original_parameters(make_edge: 
     assert response.status_code == 201
     body = response.json()
     assert body["id"] == "iq_cloud"
-    assert body["forwarded"] == {"detector_id": DET_NOMODEL, "confidence_threshold": "0.8", "inspection_id": "i-1"}
+    forwarded = body["forwarded"]
+    assert forwarded.pop("image_query_id").startswith("iq_")  # given by the edge before sending
+    assert forwarded == {"detector_id": DET_NOMODEL, "confidence_threshold": "0.8", "inspection_id": "i-1"}
     assert body["bytes"] == len(image)
+
+
+def test_a_query_the_cloud_timed_out_on_is_escalated_under_the_id_it_was_sent_with(make_edge: MakeEdge) -> None:
+    """Issue 11, finding 4: the cloud may have stored a query whose answer timed out; the
+    fallback escalation must carry the same id so that the cloud sees one query, not two."""
+    sent: list[str] = []
+    cloud = FakeCloud()
+
+    def slow_cloud(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/device-api/v1/image-queries" and request.method == "POST":
+            sent.append(request.url.params["image_query_id"])
+            raise httpx.ReadTimeout("the cloud database is stalled", request=request)
+        return cloud.handle(request)
+
+    edge = make_edge(cloud=slow_cloud)
+    response = edge.submit(DET_BINARY, jpeg(255), human_review="ALWAYS")
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] == sent[0]
+    assert [i.image_query_id for i in edge.state.outbox.pending(now=1e12)] == sent
+    refused = edge.submit(DET_NOMODEL, jpeg(255))  # no edge model: 503, naming the id it was sent with
+    assert refused.status_code == 503
+    assert f"image_query_id={sent[1]}" in refused.json()["detail"]
 
 
 def test_want_async_goes_to_the_cloud_and_to_the_outbox_when_it_is_down(make_edge: MakeEdge) -> None:
@@ -172,7 +196,9 @@ def test_human_review_always_goes_to_the_cloud_and_to_the_outbox_when_it_is_down
     forwarded = edge.submit(DET_BINARY, jpeg(255), human_review="ALWAYS")
     assert forwarded.status_code == 201
     assert forwarded.json()["id"] == "iq_cloud"
-    assert forwarded.json()["forwarded"] == {"detector_id": DET_BINARY, "human_review": "ALWAYS"}
+    params = forwarded.json()["forwarded"]
+    assert params.pop("image_query_id").startswith("iq_")
+    assert params == {"detector_id": DET_BINARY, "human_review": "ALWAYS"}
     assert edge.state.outbox.pending(now=1e12) == []
 
     cloud.down = True

@@ -1,5 +1,7 @@
 """The outbox sender's logic against a fake cloud (httpx.MockTransport): what it sends,
-backoff with a cap, dead letters, the bounded-outbox policy, counters that survive a restart."""
+backoff with a cap, which refusals are retried and which park a dead letter (with its
+reason), re-send and discard, concurrent delivery in per-query order, the bounded-outbox
+policy (audits dropped, escalations never), counters that survive a restart."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import pytest
 
 from intellioptics_edge.background import Housekeeper
 from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy
+from intellioptics_edge.outbox_store import Outbox
 from intellioptics_edge.reporting import HourlyCounters
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, Outbox, OutboxKind
+from intellioptics_edge.store import EdgeDatabase, OutboxKind
 
 from .conftest import jpeg
 
@@ -32,6 +35,8 @@ class FakeCloud:
     """Stores image queries by id like the real cloud: a retry of a known id is a 200."""
 
     status: int | None = None  # force this status for every request
+    code: str = "x"  # the error body's code with ``status``
+    headers: dict[str, str] = field(default_factory=dict)  # with ``status``
     down: bool = False
     stored: dict[str, dict] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
@@ -41,7 +46,8 @@ class FakeCloud:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         if self.status is not None:
-            return httpx.Response(self.status, json={"detail": f"forced {self.status}", "code": "x"})
+            body = {"detail": f"forced {self.status}", "code": self.code}
+            return httpx.Response(self.status, json=body, headers=self.headers)
         assert request.headers["x-api-token"] == DEVICE_TOKEN
         iq_id = request.url.params["image_query_id"]
         if iq_id in self.stored:
@@ -154,33 +160,236 @@ def test_a_retry_after_a_lost_answer_does_not_duplicate(outbox: Outbox) -> None:
     assert list(cloud.stored) == ["iq_twice"]
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 413, 415, 422])
-def test_permanent_refusals_become_dead_letters(outbox: Outbox, status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "reason"),
+    [
+        (400, "invalid_input", "invalid_request"),
+        (410, "gone", "gone"),
+        (413, "image_too_large", "image_too_large"),
+        (415, "unsupported_media_type", "unsupported_media_type"),
+        (422, "validation_error", "invalid_request"),
+        (409, "image_query_id_taken", "image_query_id_taken"),
+    ],
+)
+def test_permanent_refusals_become_dead_letters(outbox: Outbox, status: int, code: str, reason: str) -> None:
     enqueue(outbox, "iq_bad")
     enqueue(outbox, "iq_next")
-    cloud, clock = FakeCloud(status=status), Clock()
+    cloud, clock = FakeCloud(status=status, code=code), Clock()
     sender = make_sender(outbox, cloud, clock)
     deliveries = asyncio.run(sender.run_once())
     assert [d.outcome for d in deliveries] == ["dead", "dead"]
     assert f"HTTP {status}" in deliveries[0].detail
     summary = outbox.summary()
     assert summary.dead == 2 and summary.pending_escalations == 0
+    assert summary.dead_letters == {reason: 2}
     assert outbox.dead_letters()[0][0] == "iq_next"
+    assert outbox.dead_letters()[0].reason == reason
     cloud.status = None
     clock.now += 10**6
-    assert asyncio.run(sender.run_once()) == []  # never retried
+    assert asyncio.run(sender.run_once()) == []  # never retried by itself
 
 
-@pytest.mark.parametrize("status", [401, 403, 429, 500, 503])
-def test_transient_refusals_are_retried(outbox: Outbox, status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, "x"), (403, "x"), (408, "x"), (429, "x"), (500, "x"), (503, "x"), (409, "detector_off"), (404, "x")],
+)
+def test_transient_refusals_are_retried(outbox: Outbox, status: int, code: str) -> None:
     enqueue(outbox, "iq_later")
-    cloud, clock = FakeCloud(status=status), Clock()
+    cloud, clock = FakeCloud(status=status, code=code), Clock()
     sender = make_sender(outbox, cloud, clock)
     assert [d.outcome for d in asyncio.run(sender.run_once())] == ["retry"]
+    assert outbox.summary().retrying == 1
     cloud.status = None
     clock.now += 1.0
     assert [d.outcome for d in asyncio.run(sender.run_once())] == ["delivered"]
-    assert outbox.summary().dead == 0
+    assert outbox.summary().dead == 0 and outbox.summary().retrying == 0
+
+
+def test_a_detector_off_for_hours_loses_nothing(outbox: Outbox) -> None:
+    """Finding 3 of issue 11: 409 while the detector is OFF parked every item for good."""
+    for index in range(10):
+        enqueue(outbox, f"iq_off{index}")
+    cloud, clock = FakeCloud(status=409, code="detector_off"), Clock()
+    sender = make_sender(outbox, cloud, clock, cap=300.0)
+    for _ in range(40):  # 40 passes, the clock moved to each next attempt: hours of OFF
+        asyncio.run(sender.run_once())
+        clock.now = min(_next_attempt(outbox, seq) for seq in _seqs(outbox))
+    assert outbox.summary().dead == 0 and outbox.summary().pending_escalations == 10
+    cloud.status = None  # turned ON again
+    clock.now += 300.0
+    assert [d.outcome for d in asyncio.run(sender.run_once())] == ["delivered"] * 10
+    assert sorted(cloud.stored) == sorted(f"iq_off{index}" for index in range(10))
+
+
+def test_a_404_is_retried_within_the_grace_then_parked(outbox: Outbox) -> None:
+    enqueue(outbox, "iq_syncing")
+    cloud, clock = FakeCloud(status=404, code="not_found"), Clock()
+    sender = make_sender(outbox, cloud, clock)
+    sender._not_found_grace_s = 100.0
+    assert [d.outcome for d in asyncio.run(sender.run_once())] == ["retry"]
+    clock.now += 101.0
+    deliveries = asyncio.run(sender.run_once())
+    assert [d.outcome for d in deliveries] == ["dead"]
+    assert outbox.summary().dead_letters == {"detector_not_found": 1}
+
+
+def test_429_waits_at_least_its_retry_after(outbox: Outbox) -> None:
+    enqueue(outbox, "iq_limited")
+    cloud, clock = FakeCloud(status=429, code="rate_limited", headers={"retry-after": "42"}), Clock()
+    asyncio.run(make_sender(outbox, cloud, clock).run_once())
+    assert _next_attempt(outbox, _seqs(outbox)[0]) - clock.now == 42.0  # not the 1 s of the backoff
+
+
+def test_dead_letters_are_kept_then_resent_or_discarded_with_a_reason(outbox: Outbox) -> None:
+    for name in ("iq_d1", "iq_d2", "iq_d3"):
+        enqueue(outbox, name)
+    cloud, clock = FakeCloud(status=400, code="invalid_input"), Clock()
+    sender = make_sender(outbox, cloud, clock)
+    asyncio.run(sender.run_once())
+    assert len(outbox.dead_letters()) == 3
+    outbox.forget_finished(older_than=time.time() + 10**6)  # old dead letters are not forgotten
+    letters = {letter.image_query_id: letter for letter in outbox.dead_letters()}
+    assert set(letters) == {"iq_d1", "iq_d2", "iq_d3"}
+    assert outbox.resend([letters["iq_d1"].seq]) == 1
+    assert outbox.discard(letters["iq_d2"].seq, "operator: test image") is True
+    assert outbox.discard(letters["iq_d2"].seq, "twice") is False  # no longer a dead letter
+    cloud.status = None
+    clock.now += 1.0
+    deliveries = asyncio.run(sender.run_once())
+    assert [(d.image_query_id, d.outcome) for d in deliveries] == [("iq_d1", "delivered")]
+    summary = outbox.summary()
+    assert summary.dead_letters == {"invalid_request": 1} and summary.resent == 1 and summary.discarded == 1
+    assert outbox.resend(reason="invalid_request") == 1
+    assert [d.image_query_id for d in asyncio.run(sender.run_once())] == ["iq_d3"]
+    assert sorted(cloud.stored) == ["iq_d1", "iq_d3"] and outbox.dead_letters() == []
+
+
+@dataclass
+class SlowCloud:
+    """Answers after a pause and records how many requests were in flight at once."""
+
+    order: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.01)  # a real pause: it is what lets requests overlap
+        self.order.append(request.url.params["image_query_id"])
+        self.in_flight -= 1
+        return httpx.Response(201, json={"id": request.url.params["image_query_id"]})
+
+
+def test_delivery_is_concurrent_and_keeps_the_order_of_one_query(outbox: Outbox) -> None:
+    for index in range(12):
+        enqueue(outbox, f"iq_c{index}")
+    # Two items about one query (an escalation, then an audit of it): the second waits.
+    enqueue(outbox, "iq_c0", OutboxKind.AUDIT, image=b"")
+    cloud, clock = SlowCloud(), Clock()
+    client = httpx.AsyncClient(base_url="http://cloud.test", transport=httpx.MockTransport(cloud.handle))
+    sender = OutboxSender(
+        outbox, client, DEVICE_TOKEN, policy=RetryPolicy(), keep_finished_s=0, batch_size=20, concurrency=4, clock=clock
+    )
+    deliveries = asyncio.run(sender.run_once())
+    assert [d.outcome for d in deliveries] == ["delivered"] * 12
+    assert cloud.most_in_flight == 4
+    assert cloud.order.count("iq_c0") == 1
+    assert [(d.image_query_id, d.outcome) for d in asyncio.run(sender.run_once())] == [("iq_c0", "delivered")]
+    assert cloud.order[-1] == "iq_c0" and outbox.summary().delivered == 13
+
+
+@dataclass
+class BatchCloud(FakeCloud):
+    """FakeCloud with ``POST /v1/image-queries/batch``: each item answered as alone."""
+
+    batches: list[int] = field(default_factory=list)
+    refuse: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (status, code)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/image-queries/batch":
+            return super().handle(request)
+        self.requests.append(request)
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.status is not None:
+            return httpx.Response(self.status, json={"detail": f"forced {self.status}", "code": self.code})
+        items = json.loads(request.content)["items"]
+        self.batches.append(len(items))
+        results = []
+        for item in items:
+            iq_id = item["image_query_id"]
+            if iq_id in self.refuse:
+                status, code = self.refuse[iq_id]
+                results.append({"image_query_id": iq_id, "status": status, "code": code, "detail": "no"})
+                continue
+            created = iq_id not in self.stored
+            self.stored.setdefault(iq_id, {"id": iq_id, "params": item, "bytes": len(base64.b64decode(item["image"]))})
+            results.append({"image_query_id": iq_id, "status": 201 if created else 200})
+        return httpx.Response(200, json={"results": results})
+
+
+def _batch_sender(outbox: Outbox, cloud: FakeCloud, clock: Clock) -> OutboxSender:
+    client = httpx.AsyncClient(base_url="http://cloud.test", transport=httpx.MockTransport(cloud.handle))
+    return OutboxSender(
+        outbox, client, DEVICE_TOKEN, policy=RetryPolicy(), keep_finished_s=0, batch_size=100,
+        items_per_request=20, concurrency=2, jitter=lambda: 1.0, clock=clock,
+    )  # fmt: skip
+
+
+def test_batches_carry_what_single_requests_carry_and_each_item_gets_its_verdict(outbox: Outbox) -> None:
+    for index in range(45):
+        enqueue(outbox, f"iq_b{index:02d}")
+    cloud, clock = BatchCloud(), Clock()
+    cloud.stored["iq_b07"] = {"id": "iq_b07"}  # an earlier attempt reached it: 200, delivered
+    cloud.refuse = {"iq_b10": (409, "detector_off"), "iq_b11": (400, "invalid_input")}
+    deliveries = asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert sorted(cloud.batches) == [5, 20, 20]
+    outcomes = {d.image_query_id: d.outcome for d in deliveries}
+    assert outcomes.pop("iq_b10") == "retry" and outcomes.pop("iq_b11") == "dead"
+    assert set(outcomes.values()) == {"delivered"} and len(outcomes) == 43
+    item = cloud.stored["iq_b00"]["params"]
+    assert (
+        item["detector_id"] == DETECTOR and item["confidence_threshold"] == "0.9" and item["inspection_id"] == "insp_1"
+    )
+    assert cloud.stored["iq_b00"]["bytes"] == len(jpeg(200))
+    summary = outbox.summary()
+    assert summary.delivered == 43 and summary.retrying == 1 and summary.dead_letters == {"invalid_request": 1}
+
+
+def test_a_cloud_without_the_batch_route_gets_one_item_per_request(outbox: Outbox) -> None:
+    for index in range(3):
+        enqueue(outbox, f"iq_old{index}")
+    cloud, clock = FakeCloud(), Clock()  # answers 404/405 to the batch path: an older cloud
+    original = cloud.handle
+
+    def old_cloud(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/batch"):
+            return httpx.Response(405, json={"detail": "Method Not Allowed", "code": "method_not_allowed"})
+        return original(request)
+
+    cloud.handle = old_cloud  # type: ignore[method-assign]
+    deliveries = asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert [d.outcome for d in deliveries] == ["delivered"] * 3
+    assert sorted(cloud.stored) == ["iq_old0", "iq_old1", "iq_old2"]
+
+
+def test_a_batch_to_an_unreachable_cloud_is_retried_with_the_backoff(outbox: Outbox) -> None:
+    for index in range(30):
+        enqueue(outbox, f"iq_down{index:02d}")
+    cloud, clock = BatchCloud(down=True), Clock()
+    deliveries = asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert {d.outcome for d in deliveries} == {"retry"} and len(deliveries) <= 30
+    cloud.down = False
+    clock.now += 1.0
+    asyncio.run(_batch_sender(outbox, cloud, clock).run_once())
+    assert outbox.summary().pending_escalations == 0 and len(cloud.stored) == 30
+
+
+def _seqs(outbox: Outbox) -> list[int]:
+    database = outbox._db
+    with database.lock:
+        return [row[0] for row in database.connection.execute("SELECT seq FROM outbox ORDER BY seq")]
 
 
 def test_a_missing_image_is_a_dead_letter(outbox: Outbox, tmp_path: Path) -> None:
@@ -190,7 +399,7 @@ def test_a_missing_image_is_a_dead_letter(outbox: Outbox, tmp_path: Path) -> Non
     assert deliveries[0].outcome == "dead" and "missing" in deliveries[0].detail
 
 
-def test_full_outbox_drops_oldest_audits_first_then_escalations_with_a_count(outbox: Outbox) -> None:
+def test_full_outbox_drops_oldest_audits_and_never_an_escalation(outbox: Outbox) -> None:
     for index in range(3):
         enqueue(outbox, f"iq_esc{index}")
         enqueue(outbox, f"iq_aud{index}", OutboxKind.AUDIT)
@@ -198,15 +407,19 @@ def test_full_outbox_drops_oldest_audits_first_then_escalations_with_a_count(out
     # Room for 4: the two oldest audits go, every escalation stays.
     dropped = outbox.enforce_limits(max_items=4, max_bytes=10**9)
     assert dropped == {"escalation": 0, "audit": 2}
+    assert outbox.full is False  # an audit is left to make room
     assert {i.image_query_id for i in outbox.pending(now=clock.now + 10**6)} == {
         "iq_esc0", "iq_esc1", "iq_esc2", "iq_aud2"
     }  # fmt: skip
-    # Room for 2: the last audit goes, then the oldest escalation, counted apart.
+    # Room for 2: the last audit goes; the escalations stay and the outbox is full.
     housekeeper = Housekeeper(outbox, EdgeStats(), HourlyCounters(outbox._db), max_items=2, max_bytes=10**9)
-    assert asyncio.run(housekeeper.run_once()) == {"escalation": 1, "audit": 1}
+    assert asyncio.run(housekeeper.run_once()) == {"escalation": 0, "audit": 1}
     summary = outbox.summary()
-    assert (summary.dropped_audits, summary.dropped_escalations) == (3, 1)
-    assert {i.image_query_id for i in outbox.pending(now=clock.now + 10**6)} == {"iq_esc1", "iq_esc2"}
+    assert (summary.dropped_audits, summary.dropped_escalations) == (3, 0)
+    assert {i.image_query_id for i in outbox.pending(now=clock.now + 10**6)} == {"iq_esc0", "iq_esc1", "iq_esc2"}
+    assert outbox.full is True
+    outbox.enforce_limits(max_items=10, max_bytes=10**9)
+    assert outbox.full is False  # cleared once there is room
 
 
 def test_the_byte_limit_counts_image_sizes(outbox: Outbox) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from intellioptics_edge.store import EdgeDatabase, Outbox, OutboxEntry, OutboxKind, QueryStore
+from intellioptics_edge.outbox_store import Outbox
+from intellioptics_edge.store import EdgeDatabase, OutboxEntry, OutboxKind, QueryStore
 
 
 def _save(store: QueryStore, name: str, escalate: bool = False) -> None:

@@ -10,7 +10,9 @@ Hierarchy (on top of :mod:`intellioptics_common.errors`)::
     ├── NotFoundError            404  (common) also for another account's objects
     ├── ConflictError            409  (common)
     │   ├── DuplicateNameError   409  detector/group name already used
-    │   └── ClaimError           409  review claim missing or expired
+    │   ├── ClaimError           409  review claim missing or expired
+    │   ├── DetectorOffError     409  the detector is OFF (an edge retries: it can be turned ON)
+    │   └── ImageQueryIdTakenError 409  image_query_id used by another account (an edge gives up)
     └── ServiceUnavailableError  503  (common) database or blob store down
 
 SQLAlchemy's OperationalError/InterfaceError (database down or restarting) also map
@@ -45,7 +47,9 @@ __all__ = [
     "AuthenticationError",
     "ClaimError",
     "ConflictError",
+    "DetectorOffError",
     "DuplicateNameError",
+    "ImageQueryIdTakenError",
     "IntelliOpticsError",
     "InvalidInputError",
     "NotFoundError",
@@ -80,6 +84,14 @@ class DuplicateNameError(ConflictError):
 
 class ClaimError(ConflictError):
     code = "claim_required"
+
+
+class DetectorOffError(ConflictError):
+    code = "detector_off"
+
+
+class ImageQueryIdTakenError(ConflictError):
+    code = "image_query_id_taken"
 
 
 def _body(status: int, detail: str, code: str, request: Request, errors: list | None = None) -> JSONResponse:

@@ -29,12 +29,13 @@ from intellioptics_edge.detectors import DetectorDirectory
 from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
 from intellioptics_edge.loopback_http import LoopbackHTTP
-from intellioptics_edge.routes import edge, health, identity, image_queries, status
+from intellioptics_edge.outbox_store import Outbox
+from intellioptics_edge.routes import edge, health, identity, image_queries, outbox, status
 from intellioptics_edge.service import ImageQueryService
 from intellioptics_edge.settings import EdgeSettings, get_settings
 from intellioptics_edge.state import EdgeState
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, Outbox, QueryStore
+from intellioptics_edge.store import EdgeDatabase, QueryStore
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ def create_app(
                 limits=limits,
                 answer_timeout_s=settings.cloud_answer_timeout_s,
                 device_token=settings.device_token,
+                outbox_full=lambda: outbox.full,
             ),
             limits=limits,
             background=background,
@@ -204,6 +206,7 @@ def create_app(
         app.include_router(image_queries.router, prefix=prefix)
         app.include_router(identity.router, prefix=prefix)
     app.include_router(edge.router)
+    app.include_router(outbox.router)
     app.include_router(health.router)
     app.include_router(status.router)
     # Outermost, so error responses get them too: the /status page is HTML a browser opens.

@@ -24,20 +24,21 @@ from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
 from intellioptics_edge.model_updater import ModelUpdater
 from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy, summary_as_dict
+from intellioptics_edge.outbox_store import Outbox
 from intellioptics_edge.reporting import CloudReporter, EdgeIdentity, HourlyCounters
 from intellioptics_edge.settings import EdgeSettings
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, Outbox, OutboxKind
+from intellioptics_edge.store import EdgeDatabase, OutboxKind
 
 logger = logging.getLogger(__name__)
 
 
 class Housekeeper:
-    """Every ``interval_s``: hourly counters to SQLite, then the outbox bound.
+    """Every ``interval_s``: the data disk's free space, hourly counters to SQLite, then the outbox bound.
 
     The bound is the outbox's stated policy (:meth:`Outbox.enforce_limits`): the oldest
-    audits go first, escalations only when audits alone cannot make room, and every drop
-    is counted (``/status``, ``/metrics``) and logged at ERROR. Flushing the counters here
+    audits are dropped (counted on ``/status`` and ``/metrics``, logged at ERROR);
+    escalations never are: the outbox is then *full* and new escalations are refused. Flushing the counters here
     rather than only at each cloud report means a kill -9 loses at most one interval of
     counts, and an offline edge keeps them at all.
     """
@@ -63,18 +64,26 @@ class Housekeeper:
 
     async def run_once(self) -> dict[str, int]:
         """One pass; returns how many items of each kind were dropped."""
+        disk_was_full = self._outbox.disk_full is not None
+        disk_full = await anyio.to_thread.run_sync(self._outbox.check_disk)
+        if disk_full is not None and not disk_was_full:
+            logger.error("the edge data disk is full (%s): answers are not stored, the outbox stalls", disk_full.detail)
+        elif disk_full is None and disk_was_full:
+            logger.warning("the edge data disk has room again")
         await self.flush()
+        was_full = self._outbox.full
         dropped = await anyio.to_thread.run_sync(
             lambda: self._outbox.enforce_limits(max_items=self._max_items, max_bytes=self._max_bytes)
         )
-        if any(dropped.values()):
+        if dropped[OutboxKind.AUDIT.value]:
             logger.error(
-                "outbox full (max %d items / %d bytes): dropped %d oldest audits and %d oldest escalations",
+                "outbox over its bound (max %d items / %d bytes): dropped the %d oldest audits",
                 self._max_items,
                 self._max_bytes,
                 dropped[OutboxKind.AUDIT.value],
-                dropped[OutboxKind.ESCALATION.value],
             )
+        if self._outbox.full and not was_full:
+            logger.error("outbox full of escalations: new escalations are refused (503) until it drains")
         return dropped
 
     async def flush(self) -> None:
@@ -169,6 +178,9 @@ def start_background(
         policy=RetryPolicy(settings.outbox_backoff_base_s, settings.outbox_backoff_cap_s),
         keep_finished_s=settings.outbox_keep_finished_s,
         batch_size=settings.outbox_batch_size,
+        concurrency=settings.outbox_concurrency,
+        items_per_request=settings.outbox_items_per_request,
+        not_found_grace_s=settings.outbox_not_found_grace_s,
         edge_id=lambda: identity.edge_id,
     )
     try:
@@ -215,4 +227,10 @@ async def outbox_counters(outbox: Outbox) -> dict[str, float]:
         "outbox_dropped_escalations": summary["dropped"]["escalation"],
         "outbox_pending_bytes": summary["pending_bytes"],
         "outbox_oldest_pending_age_s": summary["oldest_pending_age_s"] or 0.0,
+        "outbox_retrying": summary["retrying"],
+        "outbox_dead_letters": summary["dead_letters"]["total"],
+        "outbox_resent": summary["resent"],
+        "outbox_discarded": summary["discarded"],
+        "outbox_full": float(outbox.full),
+        "edge_disk_full": float(outbox.disk_full is not None),
     }

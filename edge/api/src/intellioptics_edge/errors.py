@@ -17,7 +17,10 @@ Hierarchy::
     ServiceUnavailableError (503)
     ├── ModelNotReadyError             no model ready and escalation is not allowed
     ├── CloudUnavailableError          the cloud was needed but is absent or unreachable
-    └── EdgeNotBoundError              the edge cannot tell which cloud account it serves
+    ├── EdgeNotBoundError              the edge cannot tell which cloud account it serves
+    └── OutboxFullError                escalations fill the outbox (Retry-After)
+    NotFoundError (404)
+    └── DeadLetterNotFoundError        no such dead letter in the outbox
 """
 
 from __future__ import annotations
@@ -59,3 +62,15 @@ class EdgeNotBoundError(ServiceUnavailableError):
     the edge cannot tell whose callers to serve, so it serves no cloud-checked token."""
 
     code = "edge_not_bound"
+
+
+class OutboxFullError(ServiceUnavailableError):
+    code = "outbox_full"
+
+    def __init__(self, public_message: str, *, retry_after_s: int) -> None:
+        super().__init__(public_message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadLetterNotFoundError(NotFoundError):
+    code = "dead_letter_not_found"

@@ -20,7 +20,17 @@ It follows Groundlight's edge (reference/groundlight.md §2) and goes beyond it:
    (at most once per ``min_time_between_escalations`` per detector) and says
    ``done_processing: false`` when it was;
 5. not confident and escalation allowed → escalation queued in the durable outbox
-   (delivered by the cloud sync), answer with ``done_processing: false``.
+   (delivered by the cloud sync), answer with ``done_processing: false``. While
+   escalations fill the outbox (``outbox_max_items``/``_bytes``) such a query is refused
+   with 503 + Retry-After rather than answered with an escalation that could be lost;
+   audits are then skipped.
+
+Exactly once: the edge gives a query its ``image_query_id`` before anything is sent, so
+a query forwarded to a slow cloud (read timeout) and then answered here goes to the
+outbox under the same id, and the cloud treats the second arrival as the first. A query
+that gets 503 because neither the cloud nor an edge model answered may still have been
+stored by the cloud: the 503 names its id, and a retry with that ``image_query_id``
+gets the stored query instead of a second one.
 
 Every edge answer is stored with its image so that ``GET image-queries/{id}`` and
 ``/image`` work here, with ``metadata``, ``inspection_id`` and ``image_query_id`` kept.
@@ -33,7 +43,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -68,6 +78,7 @@ from intellioptics_edge.errors import (
     DuplicateImageQueryError,
     ImageQueryNotFoundError,
     ModelNotReadyError,
+    OutboxFullError,
 )
 from intellioptics_edge.images import probe_image
 from intellioptics_edge.inference_client import InferenceClient, NotReady
@@ -121,6 +132,7 @@ class ImageQueryService:
         random_source: Callable[[], float] = random.random,
         answer_timeout_s: float | None = None,
         device_token: str | None = None,
+        outbox_full: Callable[[], bool] = lambda: False,
     ) -> None:
         self._config = config
         self._detectors = detectors
@@ -132,6 +144,7 @@ class ImageQueryService:
         self._random = random_source
         self._answer_timeout_s = answer_timeout_s
         self._device_token = device_token
+        self._outbox_full = outbox_full
         self._last_escalation: dict[str, float] = {}
         self._rules = RuleEngine()
 
@@ -173,6 +186,13 @@ class ImageQueryService:
         probe_image(request.image, self._limits)
         if request.image_query_id and await anyio.to_thread.run_sync(self._store.get, request.image_query_id):
             raise DuplicateImageQueryError(f"image_query_id {request.image_query_id} was already used on this edge.")
+        if not request.image_query_id:
+            # The id comes first, so whatever path the query takes (forwarded, retried by
+            # the outbox, answered here) the cloud sees one id and stores one query.
+            iq_id = new_id("iq")
+            request = replace(
+                request, image_query_id=iq_id, forward_params={**request.forward_params, "image_query_id": iq_id}
+            )
         threshold = request.confidence_threshold
         threshold = detector.confidence_threshold if threshold is None else threshold
 
@@ -194,7 +214,10 @@ class ImageQueryService:
                 raise CloudUnavailableError(
                     f"This query needs the cloud (want_async or human_review=ALWAYS), which is "
                     f"{self._cloud_state()}, and no edge model could answer: {result.reason}."
+                    f"{self._maybe_stored(request)}"
                 )
+            if self._outbox_full():
+                self._refuse_when_full(True)
             always = request.human_review == HumanReview.ALWAYS.value
             reason = EscalationReason.HUMAN_REVIEW_ALWAYS if always else None
             answer = await self._answer(detector, request, result, threshold, escalate=True, audit=False, reason=reason)
@@ -220,7 +243,7 @@ class ImageQueryService:
             if forwarded is None:
                 raise CloudUnavailableError(
                     f"No model is ready for detector {detector.id} ({result.reason}) and the cloud is "
-                    f"{self._cloud_state()}. Try again once the model is loaded."
+                    f"{self._cloud_state()}. Try again once the model is loaded.{self._maybe_stored(request)}"
                 )
             return Outcome.CLOUD, forwarded, None, False, None
 
@@ -234,6 +257,9 @@ class ImageQueryService:
                     escalate = self._escalation_due(detector.id, settings.min_time_between_escalations)
         else:
             escalate, audit = True, False
+        if self._outbox_full():
+            self._refuse_when_full(escalate)
+            audit = False
         reason = EscalationReason.AUDIT if audit else _low_confidence_reason(result) if escalate else None
         answer = await self._answer(
             detector, request, result, threshold, escalate=escalate, audit=audit, reason=reason, pipeline=pipeline
@@ -293,6 +319,23 @@ class ImageQueryService:
             return False
         self._last_escalation[detector_id] = now
         return True
+
+    @staticmethod
+    def _refuse_when_full(escalate: bool) -> None:
+        if escalate:
+            raise OutboxFullError(
+                "This query would be escalated, but the edge's outbox is full of escalations the cloud has not "
+                "taken yet (see /status). Retry later; nothing was stored.",
+                retry_after_s=30,
+            )
+
+    def _maybe_stored(self, request: SubmitRequest) -> str:
+        if self._cloud is None:
+            return ""
+        return (
+            f" It was sent as image_query_id={request.image_query_id} and the cloud may have stored it: "
+            "retry with that image_query_id to get that query rather than a second one."
+        )
 
     def _cloud_state(self) -> str:
         return "not configured (offline mode)" if self._cloud is None else "unreachable"

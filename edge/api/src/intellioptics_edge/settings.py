@@ -46,7 +46,13 @@ class EdgeSettings(BaseServiceSettings):
 
     # Outbox sender (delivery of escalations and audits to the cloud).
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
-    outbox_batch_size: int = Field(default=20, ge=1, le=1000)
+    # Items taken per pass, sent as batch requests of outbox_items_per_request (1: one
+    # POST image-queries per item), outbox_concurrency requests in flight at once.
+    outbox_batch_size: int = Field(default=200, ge=1, le=1000)
+    outbox_items_per_request: int = Field(default=50, ge=1, le=50)
+    outbox_concurrency: int = Field(default=4, ge=1, le=64)
+    # A 404 (detector unknown at the cloud) is retried while the item is younger than this.
+    outbox_not_found_grace_s: float = Field(default=24 * 3600.0, ge=0)
     outbox_backoff_base_s: float = Field(default=1.0, gt=0)
     outbox_backoff_cap_s: float = Field(default=300.0, gt=0)
     outbox_max_items: int = Field(default=50_000, ge=1)

@@ -11,10 +11,11 @@ from intellioptics_edge.cloud import CloudClient
 from intellioptics_edge.detectors import DetectorDirectory
 from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
+from intellioptics_edge.outbox_store import Outbox
 from intellioptics_edge.service import ImageQueryService
 from intellioptics_edge.settings import EdgeSettings
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import Outbox, QueryStore
+from intellioptics_edge.store import QueryStore
 
 
 @dataclass(frozen=True)

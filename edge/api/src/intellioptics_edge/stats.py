@@ -104,6 +104,12 @@ class EdgeStats:
             ["detector_id", "method"],
             registry=self.registry,
         )
+        self._dead_letters = Gauge(
+            "intellioptics_edge_outbox_dead_letters",
+            "Outbox items parked as dead letters now (waiting to be re-sent or discarded), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self._latency = Histogram(
             "intellioptics_edge_image_query_seconds",
             "Time to answer POST image-queries, by outcome",
@@ -146,6 +152,11 @@ class EdgeStats:
         """Outbox gauges for /metrics, read from SQLite at scrape time (they survive restarts)."""
         for name, value in values.items():
             self._outbox.labels(counter=name).set(value)
+
+    def set_dead_letters(self, by_reason: dict[str, int], reasons: tuple[str, ...]) -> None:
+        """Dead letters by reason; every known reason is set, so a cleared one reads 0."""
+        for reason in {*reasons, *by_reason}:
+            self._dead_letters.labels(reason=reason).set(by_reason.get(reason, 0))
 
     def take_hourly(self) -> dict[tuple[str, str], dict[str, int]]:
         """The hourly increments since the last call (the reporter adds them to SQLite)."""

@@ -7,7 +7,14 @@ written with ``synchronous=NORMAL`` and no fsync (they survive a crash of the pr
 a power cut may lose the last moments), while every outbox enqueue fsyncs its image and
 commits with ``synchronous=FULL``: an escalation, once acknowledged, is never lost.
 Retention is bounded by count and age; the image of a pending outbox row is kept until
-the row is delivered.
+the row is delivered, and that of a dead letter until it is re-sent and delivered or
+discarded (so a person can still re-send it).
+
+A full disk is a state, not only an error: :attr:`EdgeDatabase.disk_full` is set by the
+first write that fails for lack of space and cleared by the next one that succeeds
+(``/status`` and ``/metrics`` show it). Writes go image first, then the row; when the row
+cannot be written the image is removed again, and image files no row names (a crash
+between the two) are removed when the database is opened: no orphan files.
 
 The same database holds the hourly counters (``reporting.py``) and what the cloud last
 said about tokens and detectors (``cloud_cache.py``); their tables are created here.
@@ -18,9 +25,11 @@ Calls block briefly (SQLite, files); async callers run them in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -81,9 +90,20 @@ CREATE TABLE IF NOT EXISTS known_detectors (
 );
 """
 # Columns added after the first release: (name, declaration), added when missing.
-_ADDED_COLUMNS = (("outbox", "dead_at", "REAL"), ("outbox", "image_bytes", "INTEGER NOT NULL DEFAULT 0"))
+_ADDED_COLUMNS = (
+    ("outbox", "dead_at", "REAL"),
+    ("outbox", "image_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("outbox", "dead_reason", "TEXT"),
+    ("outbox", "discarded_at", "REAL"),
+    ("outbox", "discard_reason", "TEXT"),
+)
+# An item still to deliver; a dead letter (parked until a person re-sends or discards it).
+PENDING = "delivered_at IS NULL AND dead_at IS NULL"
+PARKED = "dead_at IS NOT NULL AND discarded_at IS NULL"
 
 _PRUNE_EVERY = 200
+# Below this, the data disk is reported full (an image and its rows need far less).
+MIN_FREE_BYTES = 1024 * 1024
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 
 
@@ -131,20 +151,19 @@ class OutboxItem:
 
 
 @dataclass(frozen=True)
-class OutboxSummary:
-    pending_escalations: int
-    pending_audits: int
-    pending_bytes: int
-    oldest_pending_age_s: float | None
-    # Since the database was created (persisted, so they survive restarts):
-    delivered: int
-    retries: int
-    dead: int
-    dropped_audits: int
-    dropped_escalations: int
+class DiskFull:
+    since: float
+    detail: str
 
 
-def _bump(connection: sqlite3.Connection, name: str, by: int = 1) -> None:
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT from a file write, or SQLite's "database or disk is full"."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def bump_counter(connection: sqlite3.Connection, name: str, by: int = 1) -> None:
     connection.execute(
         "INSERT INTO outbox_counters (name, value) VALUES (?, ?)"
         " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
@@ -164,6 +183,7 @@ class EdgeDatabase:
         # SQLITE_BUSY between threads of the same process.
         self.connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.lock = threading.Lock()
+        self.disk_full: DiskFull | None = None
         with self.lock:
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=NORMAL")
@@ -172,6 +192,42 @@ class EdgeDatabase:
                 present = {row[1] for row in self.connection.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
                     self.connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            self._remove_orphan_images()
+
+    def _remove_orphan_images(self) -> None:
+        """Image files no row names: left by a crash between the image and its row.
+        Runs before the edge serves, so no write is in flight."""
+        named = {row[0] for row in self.connection.execute("SELECT id FROM image_queries")}
+        named |= {row[0] for row in self.connection.execute("SELECT image_ref FROM outbox")}
+        for path in self.images_dir.iterdir():
+            if path.name not in named:
+                path.unlink(missing_ok=True)
+
+    def _note_write(self, exc: BaseException | None) -> None:
+        """Keep :attr:`disk_full` current: set by a write that found no space, cleared by
+        one that worked once there is room again (a write can fit in SQLite's WAL while an
+        image cannot: that alone must not clear it)."""
+        if exc is None:
+            if self.disk_full is not None and self._free_bytes() >= MIN_FREE_BYTES:
+                self.disk_full = None
+        elif is_disk_full(exc) and self.disk_full is None:
+            self.disk_full = DiskFull(time.time(), f"{type(exc).__name__}: {exc}")
+
+    def check_free_space(self) -> DiskFull | None:
+        """Set or clear :attr:`disk_full` from the free space (the housekeeper, every few
+        seconds): a full disk shows before a write fails, and its end shows with no write."""
+        free = self._free_bytes()
+        if free < MIN_FREE_BYTES and self.disk_full is None:
+            self.disk_full = DiskFull(time.time(), f"{free} bytes free in {self.images_dir.parent}")
+        elif free >= MIN_FREE_BYTES:
+            self.disk_full = None
+        return self.disk_full
+
+    def _free_bytes(self) -> int:
+        try:
+            return shutil.disk_usage(self.images_dir).free
+        except OSError:
+            return 0
 
     def image_path(self, name: str) -> Path:
         if not _SAFE_NAME.match(name):
@@ -186,8 +242,9 @@ class EdgeDatabase:
                 if durable:
                     handle.flush()
                     os.fsync(handle.fileno())
-        except OSError:
+        except OSError as exc:
             path.unlink(missing_ok=True)  # disk full: no half-written image left behind
+            self._note_write(exc)
             raise
         if durable:
             descriptor = os.open(self.images_dir, os.O_RDONLY)
@@ -216,20 +273,32 @@ class EdgeDatabase:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
+                connection.execute("COMMIT")
+            except BaseException as exc:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                self._note_write(exc)
                 raise
-            connection.execute("COMMIT")
+            self._note_write(None)
         finally:
             if durable:
                 connection.execute("PRAGMA synchronous=NORMAL")
+
+    @contextlib.contextmanager
+    def image_removed_on_error(self, name: str):
+        """Around the write of the row that names image ``name``: no row, no file."""
+        try:
+            yield
+        except BaseException:
+            self.delete_image(name)
+            raise
 
     def close(self) -> None:
         with self.lock:
             self.connection.close()
 
 
-def _insert_outbox(
+def insert_outbox(
     connection: sqlite3.Connection,
     *,
     kind: OutboxKind,
@@ -292,14 +361,14 @@ class QueryStore:
             if taken.fetchone() is not None:
                 return False
             self._db.write_image(image_query_id, image, durable=durable)
-            with self._db.transaction(durable=durable) as connection:
+            with self._db.image_removed_on_error(image_query_id), self._db.transaction(durable=durable) as connection:
                 connection.execute(
                     "INSERT INTO image_queries (id, detector_id, created_at, done_processing, inspection_id,"
                     " content_type, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (image_query_id, detector_id, now, int(done_processing), inspection_id, content_type, body),
                 )
                 for entry in outbox or ():
-                    _insert_outbox(
+                    insert_outbox(
                         connection,
                         kind=entry.kind,
                         image_query_id=image_query_id,
@@ -365,8 +434,7 @@ class QueryStore:
     def _prune_locked(self, now: float) -> None:
         connection = self._db.connection
         pending = {
-            row[0]
-            for row in connection.execute("SELECT image_ref FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL")
+            row[0] for row in connection.execute(f"SELECT image_ref FROM outbox WHERE ({PENDING}) OR ({PARKED})")
         }
         expired = connection.execute(
             "SELECT id FROM image_queries WHERE created_at < ? OR id NOT IN "
@@ -380,176 +448,3 @@ class QueryStore:
             connection.executemany("DELETE FROM image_queries WHERE id = ?", [(name,) for name in doomed])
         for name in doomed:
             self._db.delete_image(name)
-
-
-class Outbox:
-    """Durable queue of what must reach the cloud (delivery is the cloud sync's job).
-
-    ``image_ref`` names an image file of the store (read it with :meth:`image`); the file
-    stays until the row is delivered and the answered query has aged out.
-    """
-
-    def __init__(self, database: EdgeDatabase) -> None:
-        self._db = database
-
-    def enqueue(
-        self,
-        *,
-        kind: OutboxKind,
-        image_query_id: str,
-        detector_id: str,
-        image: bytes | None = None,
-        content_type: str = "image/jpeg",
-        edge_answer: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> int:
-        """Add one item, fsynced before returning; ``image`` is written unless None (already stored)."""
-        with self._db.lock:
-            if image is not None:
-                self._db.write_image(image_query_id, image, durable=True)
-            with self._db.transaction(durable=True) as connection:
-                return _insert_outbox(
-                    connection,
-                    kind=kind,
-                    image_query_id=image_query_id,
-                    detector_id=detector_id,
-                    content_type=content_type,
-                    edge_answer=edge_answer,
-                    metadata=metadata,
-                    now=time.time(),
-                    image_bytes=len(image or b""),
-                )
-
-    def pending(self, limit: int = 50, now: float | None = None) -> list[OutboxItem]:
-        """Undelivered items whose next attempt is due, oldest first."""
-        with self._db.lock:
-            rows = self._db.connection.execute(
-                "SELECT seq, kind, image_query_id, detector_id, image_ref, content_type, edge_answer, metadata,"
-                " created_at, attempts FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?"
-                " ORDER BY seq LIMIT ?",
-                (time.time() if now is None else now, limit),
-            ).fetchall()
-        return [
-            OutboxItem(
-                seq=r[0],
-                kind=OutboxKind(r[1]),
-                image_query_id=r[2],
-                detector_id=r[3],
-                image_ref=r[4],
-                content_type=r[5],
-                edge_answer=None if r[6] is None else json.loads(r[6]),
-                metadata=None if r[7] is None else json.loads(r[7]),
-                created_at=r[8],
-                attempts=r[9],
-            )
-            for r in rows
-        ]
-
-    def image(self, item: OutboxItem) -> bytes | None:
-        return self._db.read_image(item.image_ref)
-
-    def mark_delivered(self, seq: int) -> None:
-        with self._db.lock, self._db.transaction(durable=False) as connection:
-            connection.execute("UPDATE outbox SET delivered_at = ? WHERE seq = ?", (time.time(), seq))
-            _bump(connection, "delivered")
-
-    def mark_failed(self, seq: int, error: str, retry_at: float) -> None:
-        with self._db.lock, self._db.transaction(durable=False) as connection:
-            connection.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE seq = ?",
-                (error[:2000], retry_at, seq),
-            )
-            _bump(connection, "retries")
-
-    def mark_dead(self, seq: int, error: str) -> None:
-        """Park an item the cloud will never accept (a dead letter): kept for inspection, not retried."""
-        with self._db.lock, self._db.transaction(durable=False) as connection:
-            connection.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, dead_at = ? WHERE seq = ?",
-                (error[:2000], time.time(), seq),
-            )
-            _bump(connection, "dead")
-
-    def enforce_limits(self, *, max_items: int, max_bytes: int) -> dict[str, int]:
-        """Drop pending items until within both limits: oldest audits first, then oldest
-        escalations. Returns how many of each kind were dropped (the caller logs them)."""
-        dropped = {kind.value: 0 for kind in OutboxKind}
-        with self._db.lock:
-            connection = self._db.connection
-            count, size = connection.execute(
-                "SELECT COUNT(*), COALESCE(SUM(image_bytes), 0) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL"
-            ).fetchone()
-            if count <= max_items and size <= max_bytes:
-                return dropped
-            doomed: list[int] = []
-            for kind in (OutboxKind.AUDIT, OutboxKind.ESCALATION):
-                rows = connection.execute(
-                    "SELECT seq, image_bytes FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND kind = ?"
-                    " ORDER BY seq",
-                    (kind.value,),
-                ).fetchall()
-                for seq, image_bytes in rows:
-                    if count <= max_items and size <= max_bytes:
-                        break
-                    doomed.append(seq)
-                    count, size = count - 1, size - image_bytes
-                    dropped[kind.value] += 1
-            with self._db.transaction(durable=False):
-                connection.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in doomed])
-                for kind, number in dropped.items():
-                    if number:
-                        _bump(connection, f"dropped_{kind}", number)
-        return dropped
-
-    def forget_finished(self, older_than: float) -> int:
-        """Delete delivered and dead rows finished before ``older_than`` (their counters stay)."""
-        with self._db.lock:
-            cursor = self._db.connection.execute(
-                "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?)"
-                " OR (dead_at IS NOT NULL AND dead_at < ?)",
-                (older_than, older_than),
-            )
-            return cursor.rowcount
-
-    def summary(self, now: float | None = None) -> OutboxSummary:
-        """Everything the status page and /metrics show about the outbox."""
-        now = time.time() if now is None else now
-        with self._db.lock:
-            connection = self._db.connection
-            oldest, size = connection.execute(
-                "SELECT MIN(created_at), COALESCE(SUM(image_bytes), 0) FROM outbox"
-                " WHERE delivered_at IS NULL AND dead_at IS NULL"
-            ).fetchone()
-            counters = dict(connection.execute("SELECT name, value FROM outbox_counters").fetchall())
-        pending = self.counts()
-        return OutboxSummary(
-            pending_escalations=pending[OutboxKind.ESCALATION.value],
-            pending_audits=pending[OutboxKind.AUDIT.value],
-            pending_bytes=int(size),
-            oldest_pending_age_s=None if oldest is None else max(0.0, now - oldest),
-            delivered=int(counters.get("delivered", 0)),
-            retries=int(counters.get("retries", 0)),
-            dead=int(counters.get("dead", 0)),
-            dropped_audits=int(counters.get("dropped_audit", 0)),
-            dropped_escalations=int(counters.get("dropped_escalation", 0)),
-        )
-
-    def dead_letters(self, limit: int = 50) -> list[tuple[str, str, str | None]]:
-        """(image_query_id, kind, last_error) of parked items, newest first."""
-        with self._db.lock:
-            rows = self._db.connection.execute(
-                "SELECT image_query_id, kind, last_error FROM outbox WHERE dead_at IS NOT NULL"
-                " ORDER BY dead_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        """Pending items per kind (for the status page)."""
-        with self._db.lock:
-            rows = self._db.connection.execute(
-                "SELECT kind, COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL GROUP BY kind"
-            ).fetchall()
-        counts = {kind.value: 0 for kind in OutboxKind}
-        counts.update({row[0]: int(row[1]) for row in rows})
-        return counts

@@ -3,18 +3,34 @@ everything else in the query string."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import BaseModel, Field, ValidationError
 
 from intellioptics_cloud.deps import Reader, ResourcesDep, SessionDep, Submitter
 from intellioptics_cloud.routes.paging import page_links
 from intellioptics_cloud.services import image_queries
 from intellioptics_cloud.services.wire import decode_metadata, image_query_out
-from intellioptics_common.errors import ImageTooLargeError
-from intellioptics_common.schemas import HumanReview, ImageQuery, Page
+from intellioptics_common.errors import ImageTooLargeError, IntelliOpticsError, InvalidInputError
+from intellioptics_common.schemas import HumanReview, ImageQuery, Page, StrictRequest
 
 router = APIRouter(tags=["image-queries"])
+
+
+async def _read_limited(request: Request, limit: int, what: str) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ImageTooLargeError(f"The {what} is {declared} bytes; the limit is {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ImageTooLargeError(f"The {what} is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def raw_image(request: Request, _caller: Submitter) -> bytes:
@@ -24,17 +40,7 @@ async def raw_image(request: Request, _caller: Submitter) -> bytes:
     failed-token limiter blocks) is answered before a byte of the body is read: an
     unauthenticated client must not make the server take in up to the limit.
     """
-    limit = request.app.state.resources.settings.max_image_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ImageTooLargeError(f"The image is {declared} bytes; the limit is {limit} bytes.")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ImageTooLargeError(f"The image is over the limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await _read_limited(request, request.app.state.resources.settings.max_image_bytes, "image")
 
 
 @router.post(
@@ -108,3 +114,109 @@ def get_image_query(image_query_id: str, principal: Reader, session: SessionDep)
 def get_image(image_query_id: str, principal: Reader, session: SessionDep, resources: ResourcesDep) -> Response:
     data, content_type = image_queries.get_image(resources, session, principal, image_query_id)
     return Response(content=data, media_type=content_type, headers={"cache-control": "private, max-age=3600"})
+
+
+MAX_BATCH_ITEMS = 50
+# Base64 of the images and the JSON around them; the edge keeps a request well under it.
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+class BatchItem(StrictRequest):
+    """One query of a batch: the query parameters of ``POST /image-queries``, plus the image."""
+
+    detector_id: str = Field(min_length=1, max_length=64)
+    # Required: a batch is an edge's outbox, delivered at least once and deduplicated by id.
+    image_query_id: str = Field(min_length=1, max_length=100)
+    content_type: str = Field(min_length=1, max_length=100)
+    image: str = Field(description="The image bytes, standard base64")
+    confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    patience_time: float | None = Field(default=None, ge=0.0, le=3600.0)
+    human_review: HumanReview | None = None
+    metadata: str | None = Field(default=None, max_length=1400, description="As the query parameter: base64url JSON")
+    inspection_id: str | None = Field(default=None, max_length=100)
+
+
+class BatchRequest(StrictRequest):
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class BatchResult(BaseModel):
+    """What ``POST /image-queries`` would have answered for this item."""
+
+    image_query_id: str
+    status: int
+    code: str | None = None
+    detail: str | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchResult]
+
+
+async def raw_batch(request: Request, _caller: Submitter) -> BatchRequest:
+    """The body, read (within a limit) only once the caller is known, then validated."""
+    body = await _read_limited(request, MAX_BATCH_BYTES, "batch")
+    try:
+        return BatchRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInputError(f"Invalid batch: {where}: {first['msg']}") from None
+
+
+def _submit_request(item: BatchItem) -> image_queries.SubmitRequest:
+    try:
+        image = base64.b64decode(item.image, validate=True)
+    except binascii.Error:
+        raise InvalidInputError("image must be standard base64 of the image bytes.") from None
+    return image_queries.SubmitRequest(
+        detector_id=item.detector_id,
+        image=image,
+        content_type=item.content_type,
+        confidence_threshold=item.confidence_threshold,
+        patience_time=item.patience_time,
+        human_review=item.human_review,
+        metadata=decode_metadata(item.metadata),
+        inspection_id=item.inspection_id,
+        image_query_id=item.image_query_id,
+    )
+
+
+@router.post("/image-queries/batch", response_model=BatchResponse)
+def submit_image_query_batch(
+    batch: Annotated[BatchRequest, Depends(raw_batch)],
+    principal: Submitter,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> BatchResponse:
+    """Up to 50 queries in one request and one transaction (an edge's outbox). Each item
+    gets the status ``POST /image-queries`` would give it (201 new, 200 already stored,
+    4xx refused); the request itself is 200 unless the whole batch could not be read."""
+    results: list[BatchResult | None] = [None] * len(batch.items)
+    requests, positions = [], []
+    limit = resources.settings.max_image_bytes
+    for index, item in enumerate(batch.items):
+        try:
+            request = _submit_request(item)
+            if len(request.image) > limit:
+                raise ImageTooLargeError(f"The image is {len(request.image)} bytes; the limit is {limit} bytes.")
+        except IntelliOpticsError as exc:
+            results[index] = BatchResult(
+                image_query_id=item.image_query_id, status=exc.status_code, code=exc.code, detail=exc.public_message
+            )
+            continue
+        requests.append(request)
+        positions.append(index)
+    outcomes = image_queries.submit_batch(resources, session, principal, requests)
+    for index, outcome, request in zip(positions, outcomes, requests, strict=True):
+        if isinstance(outcome, IntelliOpticsError):
+            results[index] = BatchResult(
+                image_query_id=str(request.image_query_id),
+                status=outcome.status_code,
+                code=outcome.code,
+                detail=outcome.public_message,
+            )
+        else:
+            code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+            results[index] = BatchResult(image_query_id=outcome.row.id, status=code)
+    return BatchResponse(results=[r for r in results if r is not None])

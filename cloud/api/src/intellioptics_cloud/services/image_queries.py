@@ -1,7 +1,8 @@
 """Image queries: submit (answer from the active model or send to review), get, list, image.
 
 Escalations from edges arrive here too, with ``image_query_id`` set: a retry with the
-same id returns the stored query and never makes a second one.
+same id returns the stored query and never makes a second one. An edge's outbox sends
+them in batches (:func:`submit_batch`): the same checks per query, one commit per batch.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from intellioptics_cloud.auth import Principal
+from intellioptics_cloud.errors import DetectorOffError, ImageQueryIdTakenError
 from intellioptics_cloud.inference import ModelRef
 from intellioptics_cloud.models import DetectorRow, ImageQueryRow, ModelVersionRow, ReviewItemRow, utcnow
 from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.services.detectors import get_detector
 from intellioptics_common.confidence import is_confident
 from intellioptics_common.errors import (
-    ConflictError,
     ImageDecodeError,
     ImageTooLargeError,
+    IntelliOpticsError,
     InvalidInputError,
     NotFoundError,
     UnsupportedMediaTypeError,
@@ -167,24 +169,47 @@ def _answer(
 
 
 def _existing(session: Session, principal: Principal, image_query_id: str) -> ImageQueryRow | None:
-    row = session.get(ImageQueryRow, image_query_id)
+    return _owned(session.get(ImageQueryRow, image_query_id), principal, image_query_id)
+
+
+def _owned(row: ImageQueryRow | None, principal: Principal, image_query_id: str) -> ImageQueryRow | None:
     if row is None:
         return None
     if row.account_id != principal.account_id:
-        raise ConflictError(f"image_query_id {image_query_id} is already in use; send a new id.")
+        raise ImageQueryIdTakenError(f"image_query_id {image_query_id} is already in use; send a new id.")
     return row
 
 
-def submit(resources: Resources, session: Session, principal: Principal, request: SubmitRequest) -> Submitted:
+@dataclass(frozen=True)
+class _Staged:
+    """A new query checked and built, its image in the blob store, its rows not yet added."""
+
+    row: ImageQueryRow
+    review: ReviewItemRow | None
+    blob_key: str
+
+
+def _stage(
+    resources: Resources,
+    session: Session,
+    principal: Principal,
+    request: SubmitRequest,
+    stored: dict[str, ImageQueryRow] | None = None,
+) -> _Staged | Submitted:
+    """Everything of a submit before the database write; a stored id is returned as it is.
+    ``stored``: the rows of the ids a batch asked for, looked up at once (else one by one)."""
     if request.image_query_id is not None:
         if not is_valid_id(request.image_query_id, "iq"):
             raise InvalidInputError("image_query_id must look like iq_<letters and digits>.")
-        existing = _existing(session, principal, request.image_query_id)
+        if stored is None:
+            existing = _existing(session, principal, request.image_query_id)
+        else:
+            existing = _owned(stored.get(request.image_query_id), principal, request.image_query_id)
         if existing is not None:
             return Submitted(existing, created=False)
     detector = get_detector(session, principal, request.detector_id)
     if detector.status == "OFF":
-        raise ConflictError(f"Detector {detector.id} is OFF; turn it ON to submit image queries.")
+        raise DetectorOffError(f"Detector {detector.id} is OFF; turn it ON to submit image queries.")
     if not (request.content_type or "").lower().startswith("image/"):
         raise UnsupportedMediaTypeError("Send the raw image bytes with a Content-Type of image/jpeg, image/png, ...")
     # Refuses non-images (400) and oversize ones (413); only validates, so a small draft
@@ -241,28 +266,40 @@ def submit(resources: Resources, session: Session, principal: Principal, request
         edge_result=escalation.edge_result.model_dump() if escalation.edge_result else None,
         model_version=answer.model_version,
     )
+    review = None
+    if needs_review:
+        review = ReviewItemRow(
+            id=new_id("rvw"),
+            account_id=principal.account_id,
+            detector_id=detector.id,
+            image_query_id=iq_id,
+            reason=reason,
+            status="pending",
+            sort_at=row.created_at,
+            created_at=row.created_at,
+        )
     resources.blobs.put(blob_key, request.image, _CONTENT_TYPES[fmt])
+    return _Staged(row, review, blob_key)
+
+
+def _add(session: Session, staged: _Staged) -> None:
+    session.add(staged.row)
+    if staged.review is not None:
+        session.flush()  # the review item's foreign key needs the query's row first
+        session.add(staged.review)
+
+
+def submit(resources: Resources, session: Session, principal: Principal, request: SubmitRequest) -> Submitted:
+    staged = _stage(resources, session, principal, request)
+    if isinstance(staged, Submitted):
+        return staged
     try:
-        session.add(row)
-        if needs_review:
-            session.flush()
-            session.add(
-                ReviewItemRow(
-                    id=new_id("rvw"),
-                    account_id=principal.account_id,
-                    detector_id=detector.id,
-                    image_query_id=iq_id,
-                    reason=reason,
-                    status="pending",
-                    sort_at=row.created_at,
-                    created_at=row.created_at,
-                )
-            )
+        _add(session, staged)
         session.commit()
     except IntegrityError:
         # Two retries of one escalation raced: the other one won; answer with its query.
         session.rollback()
-        resources.blobs.delete(blob_key)
+        resources.blobs.delete(staged.blob_key)
         if request.image_query_id is not None:
             existing = _existing(session, principal, request.image_query_id)
             if existing is not None:
@@ -270,9 +307,71 @@ def submit(resources: Resources, session: Session, principal: Principal, request
         raise
     except BaseException:
         session.rollback()
-        resources.blobs.delete(blob_key)
+        resources.blobs.delete(staged.blob_key)
         raise
-    return Submitted(row, created=True)
+    return Submitted(staged.row, created=True)
+
+
+def submit_batch(
+    resources: Resources, session: Session, principal: Principal, requests: list[SubmitRequest]
+) -> list[Submitted | IntelliOpticsError]:
+    """Many submits (an edge's outbox) in one transaction: one commit instead of one per
+    query is most of the gain. Each item succeeds or fails on its own (its domain error
+    is its result); a repeated id, in the batch or stored, is the stored query. When the
+    commit fails (another request stored one of the ids meanwhile) every item is done
+    again one by one, which settles such races as ``submit`` does."""
+    results: list[Submitted | IntelliOpticsError] = []
+    staged_by_id: dict[str, _Staged] = {}
+    staged_all: list[_Staged] = []
+    ids = [r.image_query_id for r in requests if r.image_query_id]
+    stored = {row.id: row for row in session.scalars(select(ImageQueryRow).where(ImageQueryRow.id.in_(ids)))}
+    # Held here, so that each get_detector finds it in the session (its identity map keeps weak references).
+    detectors = list(session.scalars(select(DetectorRow).where(DetectorRow.id.in_({r.detector_id for r in requests}))))
+    try:
+        # Rows are written at the end, queries first (the review items refer to them):
+        # no flush per query.
+        with session.no_autoflush:
+            for request in requests:
+                earlier = staged_by_id.get(request.image_query_id or "")
+                if earlier is not None:
+                    results.append(Submitted(earlier.row, created=False))
+                    continue
+                try:
+                    staged = _stage(resources, session, principal, request, stored)
+                except IntelliOpticsError as exc:
+                    results.append(exc)
+                    continue
+                if isinstance(staged, Submitted):
+                    results.append(staged)
+                    continue
+                staged_all.append(staged)
+                staged_by_id[staged.row.id] = staged
+                session.add(staged.row)
+                results.append(Submitted(staged.row, created=True))
+        session.flush()
+        session.add_all([staged.review for staged in staged_all if staged.review is not None])
+        session.commit()
+        del detectors
+    except IntegrityError:
+        session.rollback()
+        for staged in staged_all:
+            resources.blobs.delete(staged.blob_key)
+        return [_one(resources, session, principal, request) for request in requests]
+    except BaseException:
+        session.rollback()
+        for staged in staged_all:
+            resources.blobs.delete(staged.blob_key)
+        raise
+    return results
+
+
+def _one(
+    resources: Resources, session: Session, principal: Principal, request: SubmitRequest
+) -> Submitted | IntelliOpticsError:
+    try:
+        return submit(resources, session, principal, request)
+    except IntelliOpticsError as exc:
+        return exc
 
 
 def get_image(resources: Resources, session: Session, principal: Principal, image_query_id: str) -> tuple[bytes, str]:

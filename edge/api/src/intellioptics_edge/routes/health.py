@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from intellioptics_edge.background import outbox_counters
 from intellioptics_edge.deps import StateDep
+from intellioptics_edge.outbox_sender import DEAD_LETTER_REASONS
 
 router = APIRouter(tags=["health"])
 
@@ -34,4 +37,6 @@ async def ready(state: StateDep) -> Response:
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
     state.stats.set_outbox(await outbox_counters(state.outbox))
+    summary = await asyncio.to_thread(state.outbox.summary)
+    state.stats.set_dead_letters(summary.dead_letters, DEAD_LETTER_REASONS)
     return Response(generate_latest(state.stats.registry), media_type=CONTENT_TYPE_LATEST)

@@ -26,6 +26,8 @@ async def collect_status(state: EdgeState) -> dict[str, Any]:
     cache_size, states = models if models is not None else (None, {})
     ids = sorted(set(configured) | set(per_detector) | set(states))
     outbox = summary_as_dict(await asyncio.to_thread(state.outbox.summary))
+    outbox["full"] = state.outbox.full
+    disk_full = state.outbox.disk_full
     stored = await asyncio.to_thread(state.store.count)
     detectors = []
     for detector_id in ids:
@@ -49,6 +51,12 @@ async def collect_status(state: EdgeState) -> dict[str, Any]:
         "cloud_url": state.settings.cloud_base or None,
         "edge_config": {"path": str(state.config.path), "error": config_state.error},
         "inference": {"reachable": models is not None, "cache_size": cache_size},
+        # A full data disk stalls answers and the outbox: said here until a write works again.
+        "storage": {
+            "disk_full": disk_full is not None,
+            "since": None if disk_full is None else round(disk_full.since, 1),
+            "detail": None if disk_full is None else disk_full.detail,
+        },
         "outbox_pending": outbox["pending"],
         "outbox": outbox,
         "cloud_sync": state.background.status(),
@@ -80,10 +88,13 @@ def render_outbox(status: dict[str, Any]) -> str:
     parts = [
         f"delivered {outbox['delivered']}",
         f"retries {outbox['retries']}",
-        f"dead letters {outbox['dead']}",
+        f"dead letters {outbox['dead_letters']['total']} waiting ({outbox['dead']} ever)",
+        f"retrying {outbox['retrying']}",
         f"dropped {outbox['dropped']['audit']} audits / {outbox['dropped']['escalation']} escalations",
         f"oldest pending {'—' if age is None else f'{age:.0f} s'}",
     ]
+    if outbox["full"]:
+        parts.append("<b class=err>full of escalations: new escalations are refused (503)</b>")
     if not sync["enabled"]:
         parts.append(f"<b>cloud sync off</b>: {html.escape(str(sync['disabled_reason']))}")
     elif sync["sender_last_error"]:
@@ -110,6 +121,9 @@ def render_status(status: dict[str, Any]) -> str:
     )  # fmt: skip
     error = status["edge_config"]["error"]
     warning = f"<p class=err>edge-config refused: {html.escape(error)}</p>" if error else ""
+    if status["storage"]["disk_full"]:
+        detail = html.escape(str(status["storage"]["detail"]))
+        warning += f"<p class=err>edge data disk full: {detail}; free space in the edge data directory.</p>"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>IntelliOptics edge status</title>
 <meta http-equiv="refresh" content="10">
