@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export INTELLIOPTICS_DATA_DIR ?= $(CURDIR)/data
 BACKBONE := $(INTELLIOPTICS_DATA_DIR)/backbones/efficientnet_lite0/backbone.onnx
 STAMP := $(VENV)/.installed
-PARTS := common training edge/inference edge/api cloud/api cloud/worker
+PARTS := common training edge/inference edge/api edge/streams cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
 .PHONY: help install system-deps backbone web-ui frontend frontend-client test lint format run bench bench-edge bench-frontend soak clean

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from intellioptics_common.errors import ConfigError
 from intellioptics_common.schemas import DetectorMode
+from intellioptics_common.streams import Streams
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class EdgeConfig(_Strict):
     global_config: GlobalConfig = GlobalConfig()
     edge_inference_configs: dict[str, InferenceConfig] = Field(default_factory=lambda: dict(PRESETS))
     detectors: list[DetectorEntry] = Field(default_factory=list)
+    # IntelliOptics: camera streams, run by the stream service (docs/edge-config.md).
+    streams: Streams = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +109,8 @@ class EdgeConfig(_Strict):
                 data = {**data, "edge_inference_configs": {**PRESETS, **configs}}
             if data.get("detectors") is None:
                 data = {**data, "detectors": []}
+            if data.get("streams") is None:
+                data = {**data, "streams": {}}
         return data
 
     @model_validator(mode="after")
@@ -135,7 +140,10 @@ class EdgeConfig(_Strict):
         return self.edge_inference_configs[entry.edge_inference_config if entry else "default"]
 
     def to_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        payload = self.model_dump(mode="json", exclude_none=True)
+        if not self.streams:
+            del payload["streams"]  # a file without streams stays as Groundlight's schema has it
+        return payload
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_payload(), sort_keys=False)
@@ -156,7 +164,7 @@ def parse_edge_config(data: Any, source: str = "edge-config") -> EdgeConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{source}: the top level must be a mapping with global_config, edge_inference_configs, detectors"
+            f"{source}: the top level must be a mapping with global_config, edge_inference_configs, detectors, streams"
         )
     try:
         return EdgeConfig.model_validate(data)
@@ -246,7 +254,12 @@ class EdgeConfigManager:
 
     def replace(self, payload: Any) -> EdgeConfig:
         """Validate ``payload``, write it atomically, serve it; on error nothing changes."""
-        config = merge_offline_metadata(parse_edge_config(payload, "PUT /edge-config body"), self.current())
+        current = self.current()
+        config = merge_offline_metadata(parse_edge_config(payload, "PUT /edge-config body"), current)
+        if isinstance(payload, dict) and "streams" not in payload:
+            # The SDK's apply_config knows no streams: a body without the key keeps them
+            # (``streams: {}`` removes them all).
+            config = config.model_copy(update={"streams": current.streams})
         with self._lock:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(prefix=".edge-config.", suffix=".tmp", dir=self._path.parent)

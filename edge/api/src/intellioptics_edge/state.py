@@ -15,6 +15,7 @@ from intellioptics_edge.service import ImageQueryService
 from intellioptics_edge.settings import EdgeSettings
 from intellioptics_edge.stats import EdgeStats
 from intellioptics_edge.store import Outbox, QueryStore
+from intellioptics_edge.streams_status import StreamsStatus
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,4 @@ class EdgeState:
     service: ImageQueryService
     limits: ImageLimits
     background: Background
+    streams: StreamsStatus
