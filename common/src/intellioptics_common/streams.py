@@ -97,7 +97,7 @@ class AlertRule(_Strict):
 
     @model_validator(mode="after")
     def _fields_fit_the_condition(self) -> Self:
-        if self.when == "answer_changed" and ("answer" in self.model_fields_set or "times" in self.model_fields_set):
+        if self.when == "answer_changed" and (self.answer is not None or self.times != 1):
             raise ValueError("answer and times apply to when: same_answer only")
         return self
 
