@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -113,7 +114,14 @@ class StreamRunner:
 
     def _sample(self) -> None:
         period = 1.0 / self.config.fps
-        next_due = self._clock()
+        # Streams started together would post in step, a burst per tick that other callers
+        # of the edge queue behind; a phase from the name spreads their ticks over the period.
+        origin = self._clock() + (zlib.crc32(self.name.encode()) % 1000) / 1000 * period
+
+        def tick_after(now: float) -> float:
+            return origin + math.ceil((now - origin) / period) * period
+
+        next_due = origin
         while not self._stop.is_set():
             wait = next_due - self._clock()
             if wait > 0 and self._stop.wait(wait):
@@ -123,10 +131,11 @@ class StreamRunner:
             late = self._clock() - next_due
             if late >= period:
                 self.frames_dropped += math.floor(late / period)
-                next_due = self._clock()
+                next_due = tick_after(self._clock())
+                continue
             frame = self.grabber.slot.take(timeout_s=0.5)
             if frame is None:
-                next_due = self._clock()  # no new frame yet: take the next one as soon as it comes
+                next_due = tick_after(self._clock())  # no new frame yet: try again at the next tick
                 continue
             next_due += period
             if not self._motion.should_submit(frame.thumbnail(*THUMBNAIL_SIZE)):
