@@ -193,6 +193,7 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
     def make(
         config: dict | None = None,
         cloud: Callable[[httpx.Request], httpx.Response] | None = None,
+        streams: Callable[[httpx.Request], httpx.Response] | None = None,
         **overrides: object,
     ) -> Edge:
         config_path = tmp_path / "edge-config.yaml"
@@ -202,6 +203,7 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
             "edge_config": config_path,
             "edge_tokens": TOKEN,
             "cloud_url": "http://cloud.test" if cloud else "",
+            "streams_url": "http://streams.test" if streams else "",
         }
         settings = EdgeSettings(**{**values, **overrides})
         inference = FakeInference()
@@ -209,6 +211,7 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
             settings,
             inference_transport=httpx.MockTransport(inference.handle),
             cloud_transport=httpx.MockTransport(cloud) if cloud else None,
+            streams_transport=httpx.MockTransport(streams) if streams else None,
         )
         own = stack.enter_context(contextlib.ExitStack())
         client = SyncClient(app, own)
