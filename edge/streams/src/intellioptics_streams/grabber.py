@@ -23,6 +23,7 @@ from intellioptics_streams.errors import SourceError, SourceUnusableError
 from intellioptics_streams.source import Frame, VideoSource
 
 logger = logging.getLogger(__name__)
+_REOPEN_PAUSE_S = 0.1  # between two reads of a snapshot URL
 
 
 class StreamState(StrEnum):
@@ -144,8 +145,13 @@ class Grabber:
                         self.frames_read += 1
                         self.slot.put(Frame(video, self.frames_read, self._clock(), time.time()))
                     else:
-                        if not source.live and got_frames and not self._stop.is_set():
-                            continue  # a file ended: play it again, no backoff
+                        if got_frames and not self._stop.is_set():
+                            # A file ended (play it again), or a snapshot URL gave its one
+                            # image (ask again): no failure, no backoff. A camera that went
+                            # away fails to reopen and is retried with backoff from there.
+                            if source.live:
+                                self._stop.wait(_REOPEN_PAUSE_S)
+                            continue
                         if not self._stop.is_set():
                             self._failed(SourceError("the source ended the stream"), ever_connected)
                 except SourceError as exc:

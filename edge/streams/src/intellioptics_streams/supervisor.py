@@ -39,12 +39,12 @@ class Supervisor:
         self._poll_interval_s = poll_interval_s
         self._open_source = open_source
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the running streams, for status
+        self._apply_lock = threading.Lock()  # one reconciliation at a time
         self._configs: dict[str, StreamConfig] = {}
         self._runners: dict[str, StreamRunner] = {}
         self.config_loaded = False
         self.last_poll_error: str | None = None
-        self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="streams-config", daemon=True)
 
@@ -72,27 +72,27 @@ class Supervisor:
             self._stop.wait(self._poll_interval_s)
 
     def apply(self, configs: dict[str, StreamConfig]) -> None:
-        """Start, stop and restart only what changed."""
-        with self._lock:
+        """Start, stop and restart only what changed; status stays readable meanwhile."""
+        with self._apply_lock:
             wanted = {name: config for name, config in configs.items() if config.enabled}
-            outdated = [runner for name, runner in self._runners.items() if wanted.get(name) != runner.config]
+            with self._lock:
+                outdated = [runner for name, runner in self._runners.items() if wanted.get(name) != runner.config]
+                for runner in outdated:
+                    del self._runners[runner.name]
             stoppers = [threading.Thread(target=runner.stop, daemon=True) for runner in outdated]
             for thread in stoppers:
                 thread.start()
             for thread in stoppers:
                 thread.join()
-            for runner in outdated:
-                del self._runners[runner.name]
-            for name, config in wanted.items():
-                if name not in self._runners:
-                    if name in self._configs:
-                        self.restarts += 1
-                    runner = StreamRunner(
-                        name, config, self._edge, self._options, open_source=self._open_source, clock=self._clock
-                    )
-                    runner.start()
-                    self._runners[name] = runner
-            self._configs = dict(configs)
+            with self._lock:
+                for name, config in wanted.items():
+                    if name not in self._runners:
+                        runner = StreamRunner(
+                            name, config, self._edge, self._options, open_source=self._open_source, clock=self._clock
+                        )
+                        runner.start()
+                        self._runners[name] = runner
+                self._configs = dict(configs)
 
     def runners(self) -> list[StreamRunner]:
         with self._lock:
