@@ -172,3 +172,46 @@ def test_a_file_stream_posts_one_jpeg_per_detector_at_the_cap(tmp_path: Path) ->
         assert metadata["stream"] == "file" and metadata["frame_time"].endswith("Z")
     assert status["last_results"][DET_B]["label"] == "NO"
     client.close()
+
+
+def test_an_http_snapshot_url_is_read_again_and_again(tmp_path: Path) -> None:
+    """A camera's snapshot URL gives one JPEG per request: the reader asks again at once,
+    with no failure, no backoff and no reconnect counted (a real HTTP server here)."""
+    import io
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (250, 250, 250)).save(buffer, format="JPEG")
+    snapshot = buffer.getvalue()
+
+    class Camera(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "image/jpeg")
+            self.send_header("content-length", str(len(snapshot)))
+            self.end_headers()
+            self.wfile.write(snapshot)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = EdgeApi()
+    client = EdgeApiClient("http://edge.test", "token", 5.0, httpx.MockTransport(api.handle))
+    url = f"http://cam:pw@127.0.0.1:{server.server_address[1]}/snapshot.jpg"
+    runner = StreamRunner("snap", StreamConfig(url=url, detector_ids=[DET_A], fps=2), client, OPTIONS)
+    try:
+        runner.start()
+        time.sleep(2.5)
+        status = runner.status()
+        assert status["state"] == "connected" and status["reconnects"] == 0, status
+        assert status["frames_read"] >= 5 and 3 <= status["frames_submitted"] <= 6, status
+        assert status["url"] == url.replace("cam:pw@", "cam:***@")
+    finally:
+        runner.stop()
+        server.shutdown()
+        server.server_close()
+        client.close()

@@ -62,9 +62,13 @@ def _open_arguments(url: str) -> tuple[str, str | None, dict[str, str], bool]:
     scheme = parts.scheme.lower()
     if scheme == "file":
         return parts.path, None, {}, False
-    # Low latency: no input buffering, a short probe, and TCP for RTSP (UDP drops packets
-    # under load and smears frames; TCP delays instead, and the reader keeps up).
-    options = {"fflags": "nobuffer", "analyzeduration": "1000000"}
+    # A short probe; for streaming protocols no input buffering (low latency) and TCP for
+    # RTSP (UDP drops packets under load and smears frames; TCP delays instead, and the
+    # reader keeps up). Not for HTTP: nobuffer drops what the probe read, which for a
+    # snapshot URL is its only image.
+    options = {"analyzeduration": "1000000"}
+    if scheme in ("rtsp", "rtsps", "rtmp"):
+        options["fflags"] = "nobuffer"
     if scheme in ("rtsp", "rtsps"):
         options["rtsp_transport"] = "tcp"
     return source, None, options, True
