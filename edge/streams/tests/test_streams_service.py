@@ -16,7 +16,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.streams.tests.conftest import DET_A, DET_B, wait_until
+from edge.streams.tests.conftest import BASE_CONFIG, DET_A, DET_B, wait_until
 from tests.support.procs import free_port
 from tests.support.streams import RtspServer, StreamsEdge, WebhookReceiver, rtsp_process, webhook_receiver
 
@@ -207,17 +207,11 @@ def test_bad_stream_config_is_a_clear_400_and_changes_nothing(
         ({"ok": {**good, "sinks": [{"kind": "mqtt", "host": "b", "topic": "a/#"}]}}, "streams.ok.sinks.0.mqtt.topic"),
     ]
     for streams, expected in cases:
-        response = edge.put_config({**edge_config_base(), "streams": streams})
+        response = edge.put_config({**BASE_CONFIG, "streams": streams})
         assert response.status_code == 400, response.text
         assert expected in response.json()["detail"], response.json()
         assert "hidden" not in response.text
     assert edge.streams()["ok"]["fps"] == 1
-
-
-def edge_config_base() -> dict[str, Any]:
-    from edge.streams.tests.conftest import BASE_CONFIG
-
-    return BASE_CONFIG
 
 
 def test_reconnects_within_10_s_of_the_camera_coming_back(edge: StreamsEdge, work_dir, put_streams) -> None:
