@@ -215,3 +215,27 @@ def test_an_http_snapshot_url_is_read_again_and_again(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
         client.close()
+
+
+def test_a_source_without_video_is_an_error_not_a_reconnect_loop(tmp_path: Path) -> None:
+    sound = tmp_path / "sound.wav"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    client = EdgeApiClient("http://edge.test", "token", 5.0, httpx.MockTransport(EdgeApi().handle))
+    runner = StreamRunner("mic", StreamConfig(url=f"file://{sound}", detector_ids=[DET_A]), client, OPTIONS)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 5
+        while runner.status()["state"] != "error":
+            assert time.monotonic() < deadline, runner.status()
+            time.sleep(0.05)
+        assert runner.status()["last_error"] == f"file://{sound} has no video stream"
+    finally:
+        runner.stop()
+        client.close()

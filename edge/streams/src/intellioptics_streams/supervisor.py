@@ -52,9 +52,11 @@ class Supervisor:
         self._thread.start()
 
     def stop(self) -> None:
+        """Every stream stopped within ~2 s; a poll still waiting on the edge API is left
+        to end on its own (it can no longer start anything)."""
         self._stop.set()
-        self._thread.join(5.0)
-        self.apply({})
+        self._thread.join(0.2)
+        self.apply({}, final=True)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -66,14 +68,15 @@ class Supervisor:
                 self.last_poll_error = exc.public_message
             else:
                 self.last_poll_error = None
-                if not self._stop.is_set():
-                    self.apply(configs)
-                    self.config_loaded = True
+                self.apply(configs)
+                self.config_loaded = True
             self._stop.wait(self._poll_interval_s)
 
-    def apply(self, configs: dict[str, StreamConfig]) -> None:
+    def apply(self, configs: dict[str, StreamConfig], *, final: bool = False) -> None:
         """Start, stop and restart only what changed; status stays readable meanwhile."""
         with self._apply_lock:
+            if self._stop.is_set() and not final:
+                return  # shutting down: a late poll must not start streams again
             wanted = {name: config for name, config in configs.items() if config.enabled}
             with self._lock:
                 outdated = [runner for name, runner in self._runners.items() if wanted.get(name) != runner.config]
