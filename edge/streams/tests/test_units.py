@@ -239,3 +239,30 @@ def test_a_source_without_video_is_an_error_not_a_reconnect_loop(tmp_path: Path)
     finally:
         runner.stop()
         client.close()
+
+
+def test_a_slow_edge_drops_frames_and_never_queues_them(tmp_path: Path) -> None:
+    """Answers that take 0.4 s at a 5 fps cap: ticks are dropped, and the frame each
+    submission sends is still the newest one, not one that waited in a queue."""
+    api = EdgeApi()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.4)
+        return api.handle(request)
+
+    client = EdgeApiClient("http://edge.test", "token", 5.0, httpx.MockTransport(slow))
+    config = StreamConfig(url=str(_video_file(tmp_path / "line.mp4")), detector_ids=[DET_A], fps=5)
+    runner = StreamRunner("slow", config, client, OPTIONS)
+    runner.start()
+    ages = []
+    for _ in range(12):
+        time.sleep(0.25)
+        if runner.last_frame_age_s is not None:
+            ages.append(runner.last_frame_age_s)
+    runner.stop()
+    status = runner.status()
+    assert status["frames_dropped"] >= 5, status
+    assert 4 <= status["frames_submitted"] <= 9, status  # about 1 / 0.4 s, not 5 a second
+    # The file runs at 10 fps (0.1 s between frames); a queued frame would be 0.4 s old or more.
+    assert max(ages) < 0.35, f"a submitted frame waited: {ages}"
+    client.close()
