@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 export INTELLIOPTICS_DATA_DIR ?= $(CURDIR)/data
 BACKBONE := $(INTELLIOPTICS_DATA_DIR)/backbones/efficientnet_lite0/backbone.onnx
 STAMP := $(VENV)/.installed
-PARTS := common training edge/inference edge/api cloud/api cloud/worker
+PARTS := common training edge/inference edge/api edge/streams cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
-.PHONY: help install system-deps backbone web-ui frontend frontend-client test lint format run bench bench-edge bench-frontend soak clean
+.PHONY: help install system-deps backbone web-ui frontend frontend-client test lint format run bench bench-edge bench-streams bench-frontend soak clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -63,6 +63,12 @@ bench: install ## Long measurements (training, then the edge); each writes its o
 # About 4-5 minutes on 2 cores: 8 one-second slices of each of 14 runs, then the cache cycle.
 bench-edge: install ## Edge latency/throughput: raw ONNX Runtime, inference, edge API, nginx (the Edge inference section)
 	$(BIN)/python -m tests.support.edge_stack --duration 8
+
+# About 3 minutes: 60 s of 4 streams x 2 fps x 2 detectors, then a 30 s camera outage.
+# The issue's 10 minutes: $(BIN)/python -m edge.streams.bench.load --duration 600
+bench-streams: install ## Stream service: PyAV vs OpenCV frame sources, then the 4-camera load target (Stream service section)
+	$(BIN)/python -m edge.streams.bench.frame_sources
+	$(BIN)/python -m edge.streams.bench.load
 
 soak: install ## Long reliability runs (tests/soak: 60 s load, long fuzzing, 2-minute cloud outage; about 30 minutes)
 	INTELLIOPTICS_SOAK=1 $(BIN)/pytest -s -m soak tests/soak

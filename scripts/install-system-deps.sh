@@ -10,6 +10,12 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+# Stream service tests: a real RTSP server (gst-rtsp-server through the system python3's
+# GObject bindings, H.264 by x264enc) and a real MQTT broker.
+for package in gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav mosquitto; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || need+=("$package")
+done
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

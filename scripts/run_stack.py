@@ -81,6 +81,7 @@ class Stack:
     edge_port: int = field(default_factory=lambda: _env_int("INTELLIOPTICS_EDGE_API_PORT", 8718))
     inference_port: int = field(default_factory=lambda: _env_int("INTELLIOPTICS_INFERENCE_PORT", 8001))
     gateway_port: int = field(default_factory=lambda: _env_int("INTELLIOPTICS_GATEWAY_PORT", 30101))
+    streams_port: int = field(default_factory=lambda: _env_int("INTELLIOPTICS_STREAMS_PORT", 8719))
     services: dict[str, Service] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
@@ -367,6 +368,20 @@ def main() -> int:
                 "INTELLIOPTICS_EDGE_CONFIG": str(edge_config),
                 "INTELLIOPTICS_EDGE_DATA_DIR": str(stack.data / "edge"),
                 "INTELLIOPTICS_MODELS_DIR": str(stack.models_dir),
+                "INTELLIOPTICS_STREAMS_URL": f"http://127.0.0.1:{stack.streams_port}",
+            },
+        )
+        # Camera streams of edge-config (none in the demo; add them with PUT /edge-config).
+        # The device token is one the edge API accepts: the cloud confirms it.
+        stack.start(
+            "streams",
+            [PYTHON, "-m", "intellioptics_streams"],
+            {
+                **common_env,
+                "INTELLIOPTICS_STREAMS_HOST": "127.0.0.1",
+                "INTELLIOPTICS_STREAMS_PORT": str(stack.streams_port),
+                "INTELLIOPTICS_EDGE_API_URL": f"http://127.0.0.1:{stack.edge_port}",
+                "INTELLIOPTICS_STREAMS_TOKEN": device_token,
             },
         )
         sys.path.insert(0, str(REPO / "edge" / "nginx"))
@@ -396,6 +411,7 @@ def main() -> int:
         stack.wait_ready("inference", f"http://127.0.0.1:{stack.inference_port}/health/ready")
         stack.wait_ready("edge-api", f"http://127.0.0.1:{stack.edge_port}/health/ready")
         stack.wait_ready("nginx", f"{stack.gateway_url}/health/live")
+        stack.wait_ready("streams", f"http://127.0.0.1:{stack.streams_port}/health/ready")
         _print_banner(stack, admin_token, device_token, detector_id)
         while True:
             stack.supervise()

@@ -62,6 +62,13 @@ PYTHON_SERVICES = (
         ("intellioptics_edge.settings:EdgeSettings",),
     ),
     PythonService(
+        EDGE_COMPOSE,
+        "streams",
+        "intellioptics_streams",
+        DEPLOY / "streams.Dockerfile",
+        ("intellioptics_streams.settings:StreamsSettings",),
+    ),
+    PythonService(
         CLOUD_COMPOSE,
         "cloud-api",
         "intellioptics_cloud",
@@ -88,7 +95,12 @@ NGINX_SERVICES = {
 }
 
 DOCKERFILES = sorted(DEPLOY.glob("*.Dockerfile"))
-EDGE_DOCKERFILES = (DEPLOY / "inference.Dockerfile", DEPLOY / "edge-api.Dockerfile", DEPLOY / "edge-nginx.Dockerfile")
+EDGE_DOCKERFILES = (
+    DEPLOY / "inference.Dockerfile",
+    DEPLOY / "edge-api.Dockerfile",
+    DEPLOY / "edge-nginx.Dockerfile",
+    DEPLOY / "streams.Dockerfile",
+)
 
 
 # --- compose --------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_compose_config_is_valid(files: tuple[Path, ...], env_file: Path, profil
 
 def test_services_and_profiles() -> None:
     edge = resolved_compose((EDGE_COMPOSE,), EDGE_ENV)["services"]
-    assert set(edge) == {"nginx", "edge-api", "inference"}
+    assert set(edge) == {"nginx", "edge-api", "inference", "streams"}
     cloud = resolved_compose((CLOUD_COMPOSE,), CLOUD_ENV)["services"]
     default = {name for name, service in cloud.items() if not service.get("profiles")}
     assert default == {"nginx", "cloud-api", "worker", "postgres"}
@@ -180,6 +180,7 @@ def _port_field(service: PythonService) -> str:
         "inference": "INTELLIOPTICS_INFERENCE_PORT",
         "edge-api": "INTELLIOPTICS_EDGE_API_PORT",
         "cloud-api": "INTELLIOPTICS_CLOUD_PORT",
+        "streams": "INTELLIOPTICS_STREAMS_PORT",
     }[service.name]
 
 
@@ -215,6 +216,10 @@ def test_services_reach_each_other_on_the_right_ports() -> None:
         == edge["edge-api"]["environment"]["INTELLIOPTICS_CLOUD_URL"]
     )
     assert [(p["target"], p["published"]) for p in edge["nginx"]["ports"]] == [(30101, 30101)]
+    streams_url = urlsplit(edge["edge-api"]["environment"]["INTELLIOPTICS_STREAMS_URL"])
+    assert (streams_url.hostname, streams_url.port) == ("streams", 8719)
+    edge_api_url = urlsplit(edge["streams"]["environment"]["INTELLIOPTICS_EDGE_API_URL"])
+    assert (edge_api_url.hostname, edge_api_url.port) == ("edge-api", 8718)
     assert urlsplit(_healthcheck_url(edge["nginx"])).port == 30101
 
     worker_url = urlsplit(cloud["worker"]["environment"]["INTELLIOPTICS_CLOUD_URL"])
@@ -309,7 +314,11 @@ def filled_env(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, Path]:
             "INTELLIOPTICS_WORKER_TOKEN": token,
         },
     )
-    edge = write_filled_env(EDGE_ENV, tmp_path / "edge.env", {"INTELLIOPTICS_DEVICE_TOKEN": secrets.token_hex(24)})
+    edge = write_filled_env(
+        EDGE_ENV,
+        tmp_path / "edge.env",
+        {"INTELLIOPTICS_DEVICE_TOKEN": secrets.token_hex(24), "INTELLIOPTICS_STREAMS_TOKEN": secrets.token_hex(24)},
+    )
     return {CLOUD_COMPOSE: cloud, EDGE_COMPOSE: edge}
 
 

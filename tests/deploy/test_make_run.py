@@ -198,7 +198,7 @@ def live_in_groups(groups: set[int]) -> list[str]:
 
 def assert_stopped_cleanly(run: MakeRun, sig: signal.Signals) -> None:
     pids = run.service_pids()
-    assert set(pids) == {"cloud", "worker", "inference", "edge-api", "nginx"}, run.output
+    assert set(pids) == {"cloud", "worker", "inference", "edge-api", "streams", "nginx"}, run.output
     code = run.stop(sig)
     assert code == 0, f"exit code {code} after {sig.name}:\n{run.output}"
     assert "Traceback" not in run.output, run.output
@@ -233,7 +233,7 @@ def models(banner: Banner, cloud_port: int) -> list[dict[str, object]]:
 
 def test_make_run_banner_works_stops_cleanly_and_restarts_on_its_data(tmp_path: Path, backbone: Path) -> None:
     data = tmp_path / "data"
-    ports = {name: free_port() for name in ("CLOUD", "EDGE_API", "INFERENCE", "GATEWAY")}
+    ports = {name: free_port() for name in ("CLOUD", "EDGE_API", "INFERENCE", "GATEWAY", "STREAMS")}
     # Only what this test sets: a developer's INTELLIOPTICS_DATABASE_URL must not leak in.
     env = {key: value for key, value in os.environ.items() if not key.startswith("INTELLIOPTICS_")}
     env |= {f"INTELLIOPTICS_{name}_PORT": str(port) for name, port in ports.items()}

@@ -194,6 +194,7 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
     def make(
         config: dict | None = None,
         cloud: Callable[[httpx.Request], httpx.Response] | None = None,
+        streams: Callable[[httpx.Request], httpx.Response] | None = None,
         **overrides: object,
     ) -> Edge:
         config_path = tmp_path / "edge-config.yaml"
@@ -205,6 +206,7 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
             "cloud_url": "http://cloud.test" if cloud else "",
             # The account of the fake clouds' tokens (their /me): whose edge this is.
             "edge_account_id": ACCOUNT_ID if cloud else None,
+            "streams_url": "http://streams.test" if streams else "",
         }
         settings = EdgeSettings(**{**values, **overrides})
         inference = FakeInference()
@@ -212,6 +214,7 @@ def make_edge(tmp_path: Path) -> Iterator[MakeEdge]:
             settings,
             inference_transport=httpx.MockTransport(inference.handle),
             cloud_transport=httpx.MockTransport(cloud) if cloud else None,
+            streams_transport=httpx.MockTransport(streams) if streams else None,
         )
         own = stack.enter_context(contextlib.ExitStack())
         client = SyncClient(app, own)

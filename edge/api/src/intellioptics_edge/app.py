@@ -30,12 +30,13 @@ from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
 from intellioptics_edge.loopback_http import LoopbackHTTP
 from intellioptics_edge.outbox_store import Outbox
-from intellioptics_edge.routes import edge, health, identity, image_queries, outbox, status
+from intellioptics_edge.routes import edge, health, identity, image_queries, outbox, status, streams
 from intellioptics_edge.service import ImageQueryService
 from intellioptics_edge.settings import EdgeSettings, get_settings
 from intellioptics_edge.state import EdgeState
 from intellioptics_edge.stats import EdgeStats
 from intellioptics_edge.store import EdgeDatabase, QueryStore
+from intellioptics_edge.streams_status import StreamsStatus
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def create_app(
     *,
     inference_transport: httpx.AsyncBaseTransport | None = None,
     cloud_transport: httpx.AsyncBaseTransport | None = None,
+    streams_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the app; the transports let unit tests replace the network (httpx.MockTransport)."""
     settings = settings or get_settings()
@@ -125,6 +127,11 @@ def create_app(
                 transport=cloud_transport,
             )
         cloud = CloudClient(cloud_http) if cloud_http is not None else None
+        streams_http = None
+        if settings.streams_url.strip():
+            streams_http = httpx.AsyncClient(
+                base_url=settings.streams_url.strip(), timeout=settings.streams_timeout_s, transport=streams_transport
+            )
         # A replaced transport (tests) must see every call, so the fast hop is for real networks only.
         infer_http = None
         if inference_transport is None:
@@ -179,6 +186,7 @@ def create_app(
             ),
             limits=limits,
             background=background,
+            streams=StreamsStatus(streams_http),
         )
         # Ask the inference service to load the configured detectors now, not on the first query.
         warm_up = asyncio.create_task(_warm_up(inference, [d.detector_id for d in config.current().detectors]))
@@ -198,6 +206,8 @@ def create_app(
                 await infer_http.aclose()
             if cloud_http is not None:
                 await cloud_http.aclose()
+            if streams_http is not None:
+                await streams_http.aclose()
             database.close()
 
     app = FastAPI(title="IntelliOptics edge API", version="0.1.0", lifespan=lifespan)
@@ -209,6 +219,7 @@ def create_app(
     app.include_router(outbox.router)
     app.include_router(health.router)
     app.include_router(status.router)
+    app.include_router(streams.router)
     # Outermost, so error responses get them too: the /status page is HTML a browser opens.
     app.add_middleware(SecurityHeadersMiddleware)
     return app

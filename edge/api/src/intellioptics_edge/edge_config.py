@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from intellioptics_common.errors import ConfigError
 from intellioptics_common.schemas import DetectorMode
+from intellioptics_common.streams import Streams
 from intellioptics_edge.rules import Rule
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class EdgeConfig(_Strict):
     global_config: GlobalConfig = GlobalConfig()
     edge_inference_configs: dict[str, InferenceConfig] = Field(default_factory=lambda: dict(PRESETS))
     detectors: list[DetectorEntry] = Field(default_factory=list)
+    # IntelliOptics: camera streams, run by the stream service (docs/edge-config.md).
+    streams: Streams = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -121,6 +124,8 @@ class EdgeConfig(_Strict):
                 data = {**data, "edge_inference_configs": {**PRESETS, **configs}}
             if data.get("detectors") is None:
                 data = {**data, "detectors": []}
+            if data.get("streams") is None:
+                data = {**data, "streams": {}}
         return data
 
     @model_validator(mode="after")
@@ -154,6 +159,8 @@ class EdgeConfig(_Strict):
         for detector in payload["detectors"]:
             if not detector.get("rules"):
                 detector.pop("rules", None)
+        if not self.streams:
+            del payload["streams"]  # a file without streams stays as Groundlight's schema has it
         return payload
 
     def to_yaml(self) -> str:
@@ -175,7 +182,7 @@ def parse_edge_config(data: Any, source: str = "edge-config") -> EdgeConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{source}: the top level must be a mapping with global_config, edge_inference_configs, detectors"
+            f"{source}: the top level must be a mapping with global_config, edge_inference_configs, detectors, streams"
         )
     try:
         return EdgeConfig.model_validate(data)
@@ -281,13 +288,17 @@ class EdgeConfigManager:
                 "PUT /edge-config body is empty (null or {}); send the whole configuration, "
                 "or add ?allow_empty=true to really reset it."
             )
-        config = merge_offline_metadata(parse_edge_config(payload, "PUT /edge-config body"), self.current())
         current = self.current()
+        config = merge_offline_metadata(parse_edge_config(payload, "PUT /edge-config body"), current)
         if not allow_empty and current.detectors and not config.detectors:
             raise ConfigError(
                 f"PUT /edge-config body lists no detectors and would remove all {len(current.detectors)} configured "
                 "ones; list the detectors to keep, or add ?allow_empty=true to really remove them all."
             )
+        if isinstance(payload, dict) and "streams" not in payload:
+            # The SDK's apply_config knows no streams: a body without the key keeps them
+            # (``streams: {}`` removes them all).
+            config = config.model_copy(update={"streams": current.streams})
         with self._lock:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(prefix=".edge-config.", suffix=".tmp", dir=self._path.parent)

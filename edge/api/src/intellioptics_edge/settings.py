@@ -73,6 +73,10 @@ class EdgeSettings(BaseServiceSettings):
     models_dir: Path = Path("data/edge/models")
     model_download_timeout_s: float = Field(default=300.0, gt=0)
 
+    # The stream service (edge/streams), whose status GET /streams and the status page show.
+    streams_url: str = "http://127.0.0.1:8719"
+    streams_timeout_s: float = Field(default=2.0, gt=0)
+
     # Refused tokens per client address before 429 (0: no limit); the gateway's
     # X-Forwarded-For names the client when the peer is one of trusted_proxies (CIDRs).
     auth_max_failures: int = Field(default=20, ge=0)

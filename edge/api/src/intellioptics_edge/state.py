@@ -16,6 +16,7 @@ from intellioptics_edge.service import ImageQueryService
 from intellioptics_edge.settings import EdgeSettings
 from intellioptics_edge.stats import EdgeStats
 from intellioptics_edge.store import QueryStore
+from intellioptics_edge.streams_status import StreamsStatus
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,4 @@ class EdgeState:
     service: ImageQueryService
     limits: ImageLimits
     background: Background
+    streams: StreamsStatus

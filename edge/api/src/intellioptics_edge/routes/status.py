@@ -28,6 +28,8 @@ async def collect_status(state: EdgeState) -> dict[str, Any]:
     outbox = summary_as_dict(await asyncio.to_thread(state.outbox.summary))
     outbox["full"] = state.outbox.full
     disk_full = state.outbox.disk_full
+    # Asked only when edge-config has streams: an edge without cameras pays nothing.
+    streams = await state.streams.report() if config_state.config.streams else None
     stored = await asyncio.to_thread(state.store.count)
     detectors = []
     for detector_id in ids:
@@ -62,6 +64,8 @@ async def collect_status(state: EdgeState) -> dict[str, Any]:
         "cloud_sync": state.background.status(),
         "stored_image_queries": stored,
         "detectors": detectors,
+        "streams": None if streams is None else streams.streams,
+        "streams_error": None if streams is None else streams.error or streams.config_error,
     }
 
 
@@ -102,6 +106,32 @@ def render_outbox(status: dict[str, Any]) -> str:
     return "outbox: " + ", ".join(parts)
 
 
+def render_streams(status: dict[str, Any]) -> str:
+    if status["streams"] is None and status["streams_error"] is None:
+        return ""
+    error = status["streams_error"]
+    warning = f"<p class=err>streams: {html.escape(error)}</p>" if error else ""
+    headers = (
+        "stream", "url", "state", "fps", "read", "submitted", "no motion", "dropped", "reconnects",
+        "last error", "last image query", "last results",
+    )  # fmt: skip
+    rows = []
+    for s in status["streams"] or []:
+        results = ", ".join(
+            f"{detector}: {r['label']} ({r['confidence']:.2f})"
+            if r.get("confidence") is not None
+            else f"{detector}: {r['label']}"
+            for detector, r in s["last_results"].items()
+        )
+        cells = [
+            s["name"], s["url"], s["state"], s["fps"], s["frames_read"], s["frames_submitted"], s["frames_skipped_motion"],
+            s["frames_dropped"], s["reconnects"], s["last_error"], s["last_image_query_id"], results or None,
+        ]  # fmt: skip
+        rows.append("<tr>" + "".join(_cell(c) for c in cells) + "</tr>")
+    table = f"<table><tr>{''.join(f'<th>{h}</th>' for h in headers)}</tr>{''.join(rows)}</table>"
+    return f"<h2>Streams</h2>{warning}{table}"
+
+
 def render_status(status: dict[str, Any]) -> str:
     rows = []
     for d in status["detectors"]:
@@ -137,4 +167,5 @@ stored answers: {status["stored_image_queries"]} ·
 {render_outbox(status)} · <a href="/status.json">JSON</a> · <a href="/metrics">metrics</a></p>
 {warning}
 <table><tr>{"".join(f"<th>{h}</th>" for h in headers)}</tr>{"".join(rows)}</table>
+{render_streams(status)}
 </body></html>"""

@@ -1,0 +1,1 @@
+"""Benchmarks of the stream service (not part of the installed package)."""

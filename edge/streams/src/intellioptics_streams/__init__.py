@@ -1,0 +1,1 @@
+"""The stream service: camera streams (RTSP, HTTP, files, USB) become edge image queries."""

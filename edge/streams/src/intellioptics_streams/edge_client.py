@@ -1,0 +1,106 @@
+"""The stream service's calls to the edge API: its configuration and image queries.
+
+Every sampled frame goes through ``POST /device-api/v1/image-queries``, the same
+decision tree as a camera posting itself: escalation, audits, outbox and the local
+record all apply, and the answer comes back at once (escalations are queued).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from intellioptics_common.schemas import ImageQuery
+from intellioptics_common.streams import StreamConfig, Streams
+from intellioptics_streams.errors import EdgeApiError
+
+_STREAMS = TypeAdapter(Streams)
+
+
+@dataclass(frozen=True)
+class Answer:
+    image_query_id: str
+    detector_id: str
+    label: str | None
+    confidence: float | None
+    source: str | None
+
+
+def encode_metadata(metadata: dict[str, Any]) -> str:
+    """URL-safe base64 of the JSON, as the groundlight SDK sends ``metadata``."""
+    return base64.urlsafe_b64encode(json.dumps(metadata, separators=(",", ":")).encode()).decode()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("detail", body)) if isinstance(body, dict) else str(body)[:200]
+
+
+class EdgeApiClient:
+    """Thread-safe (one httpx.Client shared by every stream's sampler thread)."""
+
+    def __init__(
+        self, base_url: str, token: str | None, timeout_s: float, transport: httpx.BaseTransport | None = None
+    ):
+        headers = {"x-api-token": token} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=2.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def streams(self) -> dict[str, StreamConfig]:
+        """The ``streams:`` section of the edge's serving configuration."""
+        try:
+            response = self._http.get("/edge-config")
+        except httpx.HTTPError as exc:
+            raise EdgeApiError(f"GET /edge-config failed: {type(exc).__name__}: {exc}") from None
+        if response.status_code == 401:
+            raise EdgeApiError("the edge API refused INTELLIOPTICS_STREAMS_TOKEN (401); set a token it accepts")
+        if not response.is_success:
+            raise EdgeApiError(f"GET /edge-config answered HTTP {response.status_code}: {_detail(response)}")
+        try:
+            return _STREAMS.validate_python(response.json().get("streams") or {})
+        except (ValueError, ValidationError) as exc:
+            raise EdgeApiError(f"GET /edge-config: the streams section does not validate: {exc}") from None
+
+    def submit(self, detector_id: str, jpeg: bytes, metadata: dict[str, Any]) -> Answer:
+        try:
+            response = self._http.post(
+                "/device-api/v1/image-queries",
+                params={"detector_id": detector_id, "metadata": encode_metadata(metadata)},
+                content=jpeg,
+                headers={"content-type": "image/jpeg"},
+            )
+        except httpx.HTTPError as exc:
+            raise EdgeApiError(f"{detector_id}: POST image-queries failed: {type(exc).__name__}: {exc}") from None
+        if not response.is_success:
+            raise EdgeApiError(f"{detector_id}: HTTP {response.status_code}: {_detail(response)}")
+        try:
+            query = ImageQuery.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise EdgeApiError(f"{detector_id}: the edge API's answer is not an image query: {exc}") from None
+        result = query.result
+        label = getattr(result, "label", None)
+        return Answer(
+            image_query_id=query.id,
+            detector_id=detector_id,
+            label=None if label is None else str(getattr(label, "value", label)),
+            confidence=None if result is None else result.confidence,
+            source=None
+            if result is None or result.source is None
+            else str(getattr(result.source, "value", result.source)),
+        )
