@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from intellioptics_common.confidence import adjust_confidence
+from intellioptics_common.imaging import decode_image
+from intellioptics_common.schemas import AnomalyOutput
 
 ANOMALY_LABEL = "anomaly"
 MAX_BOXES = 10
@@ -172,6 +174,20 @@ def resize_map(anomaly_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(amap, mode="F").resize((width, height), Image.Resampling.BILINEAR))
 
 
+def coarse_map(anomaly_map: np.ndarray, cells: int = 40) -> list[list[float]]:
+    """Block means of the map on at most ``cells`` x ``cells`` (what travels on the wire:
+    the model's own resolution is stride 8, 40 x 40 at 320 px)."""
+    amap = np.asarray(anomaly_map, dtype=np.float32)
+    height, width = amap.shape
+    rows = np.array_split(np.arange(height), min(cells, height))
+    cols = np.array_split(np.arange(width), min(cells, width))
+    return [[round(float(amap[np.ix_(r, c)].mean()), 3) for c in cols] for r in rows]
+
+
+def map_from_grid(grid: list[list[float]]) -> np.ndarray:
+    return np.clip(np.asarray(grid, dtype=np.float32), 0.0, 1.0)
+
+
 OVERLAY_KINDS = ("heatmap", "mask", "boxes")
 
 
@@ -212,3 +228,14 @@ def _heat_colours(amap: np.ndarray) -> np.ndarray:
     green = np.clip(1.5 - np.abs(4.0 * t - 2.0), 0, 1)
     blue = np.clip(1.0 - 2.5 * t, 0, 1)
     return np.stack([red, green, blue], axis=-1) * 255.0
+
+
+def overlay_png(image: bytes, anomaly: AnomalyOutput, kind: str, threshold: float = 0.5) -> bytes:
+    """:func:`render_overlay` from a stored image and an answer's wire anomaly fields."""
+    rgb = decode_image(image).rgb
+    grid = map_from_grid(anomaly.map) if anomaly.map else np.zeros((1, 1), dtype=np.float32)
+    boxes = tuple(
+        Box(roi.geometry.left, roi.geometry.top, roi.geometry.right, roi.geometry.bottom, roi.score)
+        for roi in anomaly.rois
+    )
+    return render_overlay(rgb, grid, boxes, kind, threshold)

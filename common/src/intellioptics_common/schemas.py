@@ -169,6 +169,15 @@ Result = Annotated[
 # --- image queries ------------------------------------------------------------------
 
 
+class AnomalySummary(WireModel):
+    """Extra fields of an anomaly detector's answer. The SDK 1.3.1 keeps unknown
+    image-query properties (its generated model allows additional properties) and its
+    pydantic ``ImageQuery`` ignores them, so they never break a client."""
+
+    anomaly_score: float
+    severity: str
+
+
 class ImageQuery(WireModel):
     metadata: dict[str, Any] | None = None
     id: str
@@ -183,6 +192,7 @@ class ImageQuery(WireModel):
     rois: list[ROI] | None = None
     text: str | None = None
     done_processing: bool = False
+    anomaly: AnomalySummary | None = None
 
 
 class Page(WireModel, Generic[T]):
@@ -331,6 +341,17 @@ class InferenceTimings(WireModel):
     total_ms: float
 
 
+class AnomalyOutput(WireModel):
+    """What an anomaly model adds to its BINARY answer (see intellioptics_common.anomaly)."""
+
+    anomaly_score: float = Field(description="Normalised anomaly score in [0, 1]; 0.5 is the threshold.")
+    severity: str = Field(description="Normal, Potential, Moderate or Critical.")
+    rois: list[ROI] = Field(default_factory=list, description="Boxes around the anomalous regions.")
+    map: list[list[float]] | None = Field(
+        default=None, description="The anomaly map on a coarse grid (rows of values in [0, 1])."
+    )
+
+
 class InferenceResult(WireModel):
     """Answer of the edge inference service's ``POST /infer``."""
 
@@ -348,6 +369,9 @@ class InferenceResult(WireModel):
     oodd_model_version: int | None = None
     oodd_model_id: str | None = None
     timings: InferenceTimings
+    anomaly: AnomalyOutput | None = Field(
+        default=None, description="Set when the detector's model is an anomaly model."
+    )
 
 
 # --- errors -------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any
 
 import anyio
 
+from intellioptics_common.anomaly import OVERLAY_KINDS, overlay_png
 from intellioptics_common.confidence import is_confident, normalize_binary_label
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.ids import new_id
@@ -44,6 +45,7 @@ from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.schemas import (
     RESULT_TYPE_BY_MODE,
     SUPPORTED_MODES,
+    AnomalySummary,
     BinaryClassificationResult,
     DetectorMode,
     EscalationReason,
@@ -324,6 +326,26 @@ class ImageQueryService:
                 return response
         return stored.body
 
+    async def overlay(self, image_query_id: str, kind: str) -> bytes:
+        """A PNG of the anomaly map (``heatmap``), its thresholded ``mask`` or the ``boxes``
+        over the stored image. The map is not stored: the model runs again on the image
+        (deterministic for a model version, and it keeps every stored answer small)."""
+        if kind not in OVERLAY_KINDS:
+            raise InvalidInputError(f"kind must be one of {', '.join(OVERLAY_KINDS)}, not {kind!r}.")
+        stored = await anyio.to_thread.run_sync(self._store.get, image_query_id)
+        image = await anyio.to_thread.run_sync(self._store.image, image_query_id)
+        if stored is None or image is None:
+            raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
+        detector_id = json.loads(stored.body)["detector_id"]
+        result = await self._inference.infer(detector_id, image.data, image.content_type)
+        if isinstance(result, NotReady):
+            raise ModelNotReadyError(f"The model of detector {detector_id} is not ready on this edge: {result.reason}")
+        if result.anomaly is None or result.anomaly.map is None:
+            raise InvalidInputError(
+                f"Detector {detector_id} is not an anomaly detector here; overlays exist only for anomaly models."
+            )
+        return await anyio.to_thread.run_sync(partial(overlay_png, image.data, result.anomaly, kind))
+
     async def image(self, image_query_id: str) -> StoredImage:
         image = await anyio.to_thread.run_sync(self._store.image, image_query_id)
         if image is None:
@@ -357,6 +379,7 @@ def build_edge_image_query(
         answer = MultiClassificationResult(
             label=result.label, confidence=confidence, source=Source.ALGORITHM, from_edge=True
         )
+    anomaly = result.anomaly
     return ImageQuery(
         id=image_query_id,
         created_at=datetime.now(UTC),
@@ -368,4 +391,8 @@ def build_edge_image_query(
         confidence_threshold=threshold,
         metadata=metadata,
         done_processing=done_processing,
+        rois=None if anomaly is None else anomaly.rois,
+        anomaly=None
+        if anomaly is None
+        else AnomalySummary(anomaly_score=anomaly.anomaly_score, severity=anomaly.severity),
     )

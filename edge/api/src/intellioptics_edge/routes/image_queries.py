@@ -84,5 +84,11 @@ async def get_image(image_query_id: str, state: StateDep, token: TokenDep) -> Re
     return Response(image.data, media_type=image.content_type)
 
 
+@router.get("/image-queries/{image_query_id}/overlay")
+async def get_overlay(image_query_id: str, state: StateDep, token: TokenDep, kind: str = "heatmap") -> Response:
+    """Anomaly detectors: PNG of the heat map, the mask or the boxes over the image."""
+    return Response(await state.service.overlay(image_query_id, kind), media_type="image/png")
+
+
 def _cloud(answer: CloudResponse) -> Response:
     return JSONResponse(answer.body, status_code=answer.status_code)
