@@ -374,6 +374,34 @@ class InferenceResult(WireModel):
     )
 
 
+class BatchItem(WireModel):
+    """One image of a batch: the answer, or why there is none."""
+
+    filename: str
+    label: str | None = None
+    confidence: float | None = None
+    anomaly_score: float | None = None
+    severity: str | None = None
+    rois: list[ROI] = Field(default_factory=list)
+    ms: float | None = None
+    error: str | None = None
+
+
+class BatchSummary(WireModel):
+    total: int
+    answered: int
+    flagged: int = Field(description="Images answered YES (anomalous).")
+    per_severity: dict[str, int]
+    mean_ms: float | None
+    errors: int
+
+
+class BatchResult(WireModel):
+    detector_id: str
+    results: list[BatchItem]
+    summary: BatchSummary
+
+
 # --- errors -------------------------------------------------------------------------
 
 

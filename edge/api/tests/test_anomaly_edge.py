@@ -103,3 +103,23 @@ def test_overlay_route_draws_heatmap_mask_and_boxes(stack: EdgeStack) -> None:
     assert bad.status_code == 400 and "heatmap" in bad.json()["detail"]
     missing = httpx.get(f"{stack.gateway_url}/v1/image-queries/iq_nope/overlay", headers=headers)
     assert missing.status_code == 404
+
+
+def test_batch_route_answers_every_image_with_a_summary(stack: EdgeStack) -> None:
+    images = list(generate_anomaly("metal", 2, 2, seed=44, strength=4.0))
+    files = [("images", (f"{i}.png", encode_png(g.rgb), "image/png")) for i, g in enumerate(images)]
+    files.append(("images", ("broken.jpg", b"\xff\xd8\xff nope", "image/jpeg")))
+    headers = {"x-api-token": stack.token}
+    url = f"{stack.gateway_url}/v1/image-queries/batch"
+    response = httpx.post(url, params={"detector_id": DET}, files=files, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    results, summary = body["results"], body["summary"]
+    assert [r["filename"] for r in results] == ["0.png", "1.png", "2.png", "3.png", "broken.jpg"]
+    assert results[-1]["error"] and results[-1]["label"] is None
+    assert summary["total"] == 5 and summary["answered"] == 4 and summary["errors"] == 1
+    assert sum(summary["per_severity"].values()) == 4
+    assert summary["flagged"] == sum(r["label"] == "YES" for r in results[:4]) and summary["mean_ms"] > 0
+    assert [r["label"] for r in results[:2]] == ["NO", "NO"]
+    empty = httpx.post(url, params={"detector_id": DET}, data={"note": "x"}, files=[], headers=headers)
+    assert empty.status_code == 400, empty.text

@@ -37,7 +37,7 @@ from typing import Any
 
 import anyio
 
-from intellioptics_common.anomaly import OVERLAY_KINDS, overlay_png
+from intellioptics_common.anomaly import OVERLAY_KINDS, Severity, overlay_png
 from intellioptics_common.confidence import is_confident, normalize_binary_label
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.ids import new_id
@@ -46,6 +46,9 @@ from intellioptics_common.schemas import (
     RESULT_TYPE_BY_MODE,
     SUPPORTED_MODES,
     AnomalySummary,
+    BatchItem,
+    BatchResult,
+    BatchSummary,
     BinaryClassificationResult,
     DetectorMode,
     EscalationReason,
@@ -346,11 +349,57 @@ class ImageQueryService:
             )
         return await anyio.to_thread.run_sync(partial(overlay_png, image.data, result.anomaly, kind))
 
+    async def batch(self, detector_id: str, token: str, images: list[tuple[str, bytes, str]]) -> BatchResult:
+        """Answer several images of one detector from the edge model, without storing or
+        escalating them (an inspection run, not image queries). A bad image fails alone."""
+        detector = await self._detectors.get(detector_id, token)
+        items = []
+        for filename, data, content_type in images:
+            started = time.perf_counter()
+            try:
+                probe_image(data, self._limits)
+                result = await self._inference.infer(detector.id, data, content_type)
+            except InvalidInputError as exc:
+                items.append(BatchItem(filename=filename, error=exc.public_message))
+                continue
+            if isinstance(result, NotReady):
+                raise ModelNotReadyError(f"No model is ready for detector {detector.id} on this edge: {result.reason}")
+            anomaly = result.anomaly
+            items.append(
+                BatchItem(
+                    filename=filename,
+                    label=result.label,
+                    confidence=result.confidence,
+                    anomaly_score=None if anomaly is None else anomaly.anomaly_score,
+                    severity=None if anomaly is None else anomaly.severity,
+                    rois=[] if anomaly is None else anomaly.rois,
+                    ms=round(1000.0 * (time.perf_counter() - started), 2),
+                )
+            )
+        return BatchResult(detector_id=detector.id, results=items, summary=summarise_batch(items))
+
     async def image(self, image_query_id: str) -> StoredImage:
         image = await anyio.to_thread.run_sync(self._store.image, image_query_id)
         if image is None:
             raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
         return image
+
+
+def summarise_batch(items: list[BatchItem]) -> BatchSummary:
+    answered = [item for item in items if item.error is None]
+    per_severity = {grade.value: 0 for grade in Severity}
+    for item in answered:
+        if item.severity is not None:
+            per_severity[item.severity] = per_severity.get(item.severity, 0) + 1
+    times = [item.ms for item in answered if item.ms is not None]
+    return BatchSummary(
+        total=len(items),
+        answered=len(answered),
+        flagged=sum(item.label == "YES" for item in answered),
+        per_severity=per_severity,
+        mean_ms=round(sum(times) / len(times), 2) if times else None,
+        errors=len(items) - len(answered),
+    )
 
 
 def _low_confidence_reason(result: InferenceResult) -> EscalationReason:

@@ -8,6 +8,7 @@ from functools import partial
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.schemas import Page
@@ -40,6 +41,29 @@ async def submit_image_query(request: Request) -> Response:
     if isinstance(outcome, EdgeAnswer):
         return Response(outcome.body, status_code=201, media_type="application/json")
     return _cloud(outcome)
+
+
+MAX_BATCH_IMAGES = 32
+
+
+@router.post("/image-queries/batch")
+async def batch_image_queries(request: Request, state: StateDep, token: TokenDep, detector_id: str) -> Response:
+    """Several images (multipart files, any field name) for one detector: one result per
+    image and a summary (total, flagged, per severity, mean ms). Nothing is stored."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInputError("Send the images as multipart/form-data files (for example curl -F image=@a.jpg).")
+    try:
+        form = await request.form(max_files=MAX_BATCH_IMAGES, max_fields=MAX_BATCH_IMAGES)
+    except Exception as exc:  # starlette's parser raises its own errors for malformed or oversized forms
+        raise InvalidInputError(
+            f"The multipart body could not be read ({exc}); at most {MAX_BATCH_IMAGES} files."
+        ) from exc
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise InvalidInputError("The batch holds no image files; attach 1 to 32 files to the multipart body.")
+    images = [(f.filename or f"image_{i}", await f.read(), f.content_type or "image/jpeg") for i, f in enumerate(files)]
+    result = await state.service.batch(detector_id, token, images)
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.get("/image-queries")
