@@ -108,3 +108,20 @@ def get_image_query(image_query_id: str, principal: Reader, session: SessionDep)
 def get_image(image_query_id: str, principal: Reader, session: SessionDep, resources: ResourcesDep) -> Response:
     data, content_type = image_queries.get_image(resources, session, principal, image_query_id)
     return Response(content=data, media_type=content_type, headers={"cache-control": "private, max-age=3600"})
+
+
+@router.get(
+    "/image-queries/{image_query_id}/overlay",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_overlay(
+    image_query_id: str,
+    principal: Reader,
+    session: SessionDep,
+    resources: ResourcesDep,
+    kind: Annotated[str, Query(description="heatmap, mask or boxes")] = "heatmap",
+) -> Response:
+    """Anomaly detectors: the heat map, mask or boxes over the image, as PNG."""
+    png = image_queries.get_overlay(resources, session, principal, image_query_id, kind)
+    return Response(content=png, media_type="image/png", headers={"cache-control": "private, max-age=60"})
