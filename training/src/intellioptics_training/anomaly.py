@@ -77,7 +77,7 @@ class AnomalyOptions:
 
     target_false_alarm: float = 0.01
     folds: int = 5
-    max_bank_patches: int = 2048
+    max_bank_patches: int = 1024
     max_bank_bytes: int = MAX_BANK_BYTES
     dims: int = 0  # PCA dimensions kept (0: no projection)
     standardize: bool = False  # per-channel z-scores (measured: slightly worse)
@@ -120,7 +120,10 @@ class AnomalyHead(nn.Module):
         super().__init__()
         self.features = features
         bank_t = torch.as_tensor(bank.T.copy(), dtype=torch.float32)
-        self.register_buffer("bank_t", bank_t)
+        # -2 b is stored pre-scaled, and ||a||^2 is added after the minimum (it does not
+        # depend on the bank patch): one matrix product and one add over the N x P x M
+        # distances instead of three passes.
+        self.register_buffer("bank_t_neg2", -2.0 * bank_t)
         self.register_buffer("bank_sq", (bank_t * bank_t).sum(dim=0).view(1, 1, -1))
         self.threshold = float(threshold)
         self.scale = float(scale)
@@ -128,8 +131,8 @@ class AnomalyHead(nn.Module):
     def distance_map(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
         """Raw nearest-bank-patch distance, smoothed over 3x3 patches: N x 1 x H8 x W8."""
         q = self.features(feat_s8, feat_s16)
-        d2 = (q * q).sum(dim=2, keepdim=True) - 2.0 * (q @ self.bank_t) + self.bank_sq
-        dist = d2.amin(dim=2).clamp_min(0.0).sqrt()
+        nearest = (q @ self.bank_t_neg2 + self.bank_sq).amin(dim=2)
+        dist = (nearest + (q * q).sum(dim=2)).clamp_min(0.0).sqrt()
         dmap = dist.reshape(feat_s8.shape[0], 1, feat_s8.shape[2], feat_s8.shape[3])
         return F.avg_pool2d(dmap, 3, 1, 1, count_include_pad=False)
 

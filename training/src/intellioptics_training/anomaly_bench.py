@@ -55,15 +55,19 @@ def bench_quality(surface: str, n_good: int, n_test: int, strength: float, optio
     }
 
 
-def _median_ms(session, feed: dict, repeats: int) -> float:
-    for _ in range(3):
-        session.run(None, feed)
-    times = []
+def _round_robin_ms(sessions: list, feed: dict, repeats: int) -> list[float]:
+    """Median ms per session, run in turns so that load changes on a shared machine fall
+    on all of them alike."""
+    for session in sessions:
+        for _ in range(3):
+            session.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(1000.0 * (time.perf_counter() - start))
-    return statistics.median(times)
+        for session, store in zip(sessions, times, strict=True):
+            start = time.perf_counter()
+            session.run(None, feed)
+            store.append(1000.0 * (time.perf_counter() - start))
+    return [statistics.median(store) for store in times]
 
 
 def bench_latency(options: AnomalyOptions, repeats: int = 30, threads: int = 2) -> dict:
@@ -88,8 +92,8 @@ def bench_latency(options: AnomalyOptions, repeats: int = 30, threads: int = 2) 
         runner.model_bytes, PrimaryHead(2, stats).eval(), PRIMARY_INPUTS, PROBABILITIES, PRIMARY_PREFIX
     )
     feed = {"image": np.random.default_rng(0).normal(size=(1, 3, 320, 320)).astype(np.float32)}
-    classifier_ms = _median_ms(make_session(classifier, threads), feed, repeats)
-    anomaly_ms = _median_ms(make_session(trained.primary_onnx, threads), feed, repeats)
+    sessions = [make_session(classifier, threads), make_session(trained.primary_onnx, threads)]
+    classifier_ms, anomaly_ms = _round_robin_ms(sessions, feed, repeats)
     return {
         "threads": threads,
         "machine": platform.processor() or platform.machine(),
