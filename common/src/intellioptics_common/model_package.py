@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from intellioptics_common.anomaly import DEFAULT_SEVERITY_CUTS, SeverityCuts
 from intellioptics_common.depth import DepthSpec
 from intellioptics_common.errors import PackageError, PackageIntegrityError
 
@@ -41,6 +42,9 @@ MANIFEST_FILE = "manifest.json"
 PACKAGE_FILES = (MODEL_FILE, PIPELINE_FILE, METADATA_FILE, MODEL_ID_FILE)
 
 Kind = Literal["primary", "oodd"]
+# What the primary computes: class probabilities, or an anomaly score and map (trained
+# from good images only). The kind picks the post-processor; the wire mode stays BINARY.
+MODEL_KINDS = ("classifier", "anomaly")
 _DETECTOR_DIR = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
 
 
@@ -69,6 +73,35 @@ class BackboneRef:
 
 
 @dataclass(frozen=True)
+class AnomalySpec:
+    """How to read an anomaly primary: its extra outputs and the detector's settings.
+
+    ``threshold`` is on the normalised score (0.5 by construction); ``raw_threshold`` and
+    ``raw_scale`` record the distance threshold and logistic scale baked into the graph,
+    and ``target_false_alarm`` the rate the threshold was chosen for (docs/training.md).
+    """
+
+    threshold: float = 0.5
+    severity_cuts: SeverityCuts = DEFAULT_SEVERITY_CUTS
+    score_output: str = "anomaly_score"
+    map_output: str = "anomaly_map"
+    target_false_alarm: float = 0.01
+    raw_threshold: float = 0.0
+    raw_scale: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AnomalySpec:
+        if not isinstance(data, dict):
+            raise PackageError("pipeline_config anomaly must be a mapping")
+        raw = dict(data)
+        cuts = raw.pop("severity_cuts", None)
+        try:
+            return cls(severity_cuts=SeverityCuts(**cuts) if cuts else DEFAULT_SEVERITY_CUTS, **raw)
+        except (TypeError, ValueError) as exc:
+            raise PackageError(f"pipeline_config anomaly is invalid: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     kind: Kind
     mode: str  # DetectorMode value
@@ -79,6 +112,8 @@ class PipelineConfig:
     format_version: int = FORMAT_VERSION
     # A second input: the model also takes a depth map (intellioptics_common.depth).
     depth: DepthSpec | None = None
+    model_kind: str = "classifier"
+    anomaly: AnomalySpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -87,6 +122,10 @@ class PipelineConfig:
         data["class_names"] = list(self.class_names)
         data["input"]["mean"] = list(self.input.mean)
         data["input"]["std"] = list(self.input.std)
+        if self.model_kind == "classifier":  # classifier packages read as they always have
+            del data["model_kind"]
+        if self.anomaly is None:
+            del data["anomaly"]
         return data
 
     def to_yaml(self) -> str:
@@ -120,6 +159,12 @@ class PipelineConfig:
             class_names = tuple(str(name) for name in data["class_names"])
             if not class_names:
                 raise PackageError("pipeline_config class_names must not be empty")
+            model_kind = str(data.get("model_kind", "classifier"))
+            if model_kind not in MODEL_KINDS:
+                raise PackageError(f"pipeline_config model_kind must be one of {MODEL_KINDS}, got {model_kind!r}")
+            anomaly = AnomalySpec.from_dict(data["anomaly"]) if data.get("anomaly") else None
+            if model_kind == "anomaly" and kind == "primary" and anomaly is None:
+                raise PackageError("pipeline_config of an anomaly primary needs its anomaly section")
             return cls(
                 kind=kind,
                 mode=str(data["mode"]),
@@ -129,6 +174,8 @@ class PipelineConfig:
                 backbone=BackboneRef(**backbone) if backbone else None,
                 format_version=version,
                 depth=depth_spec,
+                model_kind=model_kind,
+                anomaly=anomaly,
             )
         except PackageError:
             raise

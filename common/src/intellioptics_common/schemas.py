@@ -186,6 +186,15 @@ class PipelineReport(WireModel):
     rules_ms: float | None = Field(default=None, description="Time the rule stage took.")
 
 
+class AnomalySummary(WireModel):
+    """Extra fields of an anomaly detector's answer. The SDK 1.3.1 keeps unknown
+    image-query properties (its generated model allows additional properties) and its
+    pydantic ``ImageQuery`` ignores them, so they never break a client."""
+
+    anomaly_score: float
+    severity: str
+
+
 class ImageQuery(WireModel):
     metadata: dict[str, Any] | None = None
     id: str
@@ -200,6 +209,7 @@ class ImageQuery(WireModel):
     rois: list[ROI] | None = None
     text: str | None = None
     done_processing: bool = False
+    anomaly: AnomalySummary | None = None
 
 
 class EdgeImageQuery(ImageQuery):
@@ -357,6 +367,17 @@ class InferenceTimings(WireModel):
     total_ms: float
 
 
+class AnomalyOutput(WireModel):
+    """What an anomaly model adds to its BINARY answer (see intellioptics_common.anomaly)."""
+
+    anomaly_score: float = Field(description="Normalised anomaly score in [0, 1]; 0.5 is the threshold.")
+    severity: str = Field(description="Normal, Potential, Moderate or Critical.")
+    rois: list[ROI] = Field(default_factory=list, description="Boxes around the anomalous regions.")
+    map: list[list[float]] | None = Field(
+        default=None, description="The anomaly map on a coarse grid (rows of values in [0, 1])."
+    )
+
+
 class InferenceResult(WireModel):
     """Answer of the edge inference service's ``POST /infer``."""
 
@@ -374,6 +395,37 @@ class InferenceResult(WireModel):
     oodd_model_version: int | None = None
     oodd_model_id: str | None = None
     timings: InferenceTimings
+    anomaly: AnomalyOutput | None = Field(
+        default=None, description="Set when the detector's model is an anomaly model."
+    )
+
+
+class BatchItem(WireModel):
+    """One image of a batch: the answer, or why there is none."""
+
+    filename: str
+    label: str | None = None
+    confidence: float | None = None
+    anomaly_score: float | None = None
+    severity: str | None = None
+    rois: list[ROI] = Field(default_factory=list)
+    ms: float | None = None
+    error: str | None = None
+
+
+class BatchSummary(WireModel):
+    total: int
+    answered: int
+    flagged: int = Field(description="Images answered YES (anomalous).")
+    per_severity: dict[str, int]
+    mean_ms: float | None
+    errors: int
+
+
+class BatchResult(WireModel):
+    detector_id: str
+    results: list[BatchItem]
+    summary: BatchSummary
 
 
 # --- errors -------------------------------------------------------------------------

@@ -56,33 +56,49 @@ def dataset() -> None:
 
 @dataset.command("generate")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["binary", "multiclass", "ood", "depth"]), default="binary")
+@click.option("--kind", type=click.Choice(["binary", "multiclass", "ood", "anomaly", "depth"]), default="binary")
 @click.option("--n-per-class", type=click.IntRange(1, 100_000), default=100)
 @click.option("--seed", type=int, default=0)
 @click.option("--strength", type=click.FloatRange(0.1, 10.0), default=1.0, help="Defect contrast multiplier.")
-def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength: float) -> None:
-    """Write textured surfaces with subtle defects (or unrelated photos) as OUT/<label>/*.png."""
+@click.option("--surface", default="metal", show_default=True, help="Anomaly kind: the one surface of every image.")
+def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength: float, surface: str) -> None:
+    """Write textured surfaces with subtle defects (or unrelated photos) as OUT/<label>/*.png
+    (anomaly kind: one surface, plus OUT/masks/<stem>.png for every defect image; depth kind:
+    OUT/<label>/<id>_rgb.png + <id>_depth.png pairs)."""
     if kind == "depth":
         from intellioptics_training.synthetic_depth import write_pairs
 
         count = write_pairs(out, n_per_class, seed)
         click.echo(f"wrote {count} RGB + depth pairs to {out}")
         return
-    from intellioptics_training.synthetic import write_dataset
+    from intellioptics_training.synthetic import SURFACES, write_anomaly_dataset, write_dataset
 
-    count = write_dataset(out, kind, n_per_class, seed, strength)
+    if kind == "anomaly":
+        if surface not in SURFACES:
+            _fail(f"--surface must be one of {', '.join(SURFACES)}, not {surface!r}")
+        count = write_anomaly_dataset(out, surface, n_per_class, n_per_class, seed, strength)
+    else:
+        count = write_dataset(out, kind, n_per_class, seed, strength)
     click.echo(f"wrote {count} images to {out}")
 
 
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--mode", type=click.Choice(["binary", "multiclass"]), default="binary")
+@click.option("--mode", type=click.Choice(["binary", "multiclass", "anomaly"]), default="binary")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--detector-id", default="det_local")
 @click.option("--trainer", type=click.Choice(["fast", "auto", "finetune"]), default="fast")
 @click.option("--classes", default=None, help="Comma-separated class names (multiclass).")
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="[default: fast 25, finetune 8]")
 @click.option("--depth", "with_depth", is_flag=True, help="DATA holds <id>_rgb.png|jpg + <id>_depth.npy|png pairs.")
+@click.option(
+    "--false-alarm-rate",
+    type=click.FloatRange(0.001, 0.2),
+    default=0.01,
+    show_default=True,
+    help="Anomaly mode: the false-alarm rate on good images that sets the threshold.",
+)
+@click.option("--allow-mixed-sizes", is_flag=True, help="Anomaly mode: stretch good images of different sizes.")
 @click.option("--json", "as_json", is_flag=True)
 def train(
     data: Path,
@@ -93,9 +109,17 @@ def train(
     classes: str | None,
     epochs: int,
     with_depth: bool,
+    false_alarm_rate: float,
+    allow_mixed_sizes: bool,
     as_json: bool,
 ) -> None:
-    """Train primary + OODD models on DATA/<label>/* and write a new package version."""
+    """Train primary + OODD models on DATA/<label>/* and write a new package version.
+
+    With --mode anomaly, DATA holds good images only (DATA/*.jpg|png, DATA/NO/ or
+    DATA/good/) and the model flags whatever does not look like them."""
+    if mode == "anomaly":
+        _train_anomaly(data, out_dir, detector_id, false_alarm_rate, allow_mixed_sizes, as_json)
+        return
     from tqdm import tqdm
 
     from intellioptics_training.data import read_image_folder
@@ -159,6 +183,13 @@ def train(
 @click.option("--ood", "ood_dir", type=click.Path(path_type=Path), default=None, help="Folder of unrelated images.")
 @click.option("--detector-id", default=None)
 @click.option("--depth", "with_depth", is_flag=True, help="TEST holds <id>_rgb + <id>_depth pairs.")
+@click.option(
+    "--masks",
+    "masks_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Anomaly models: defect masks named like TEST/YES images (white = defect), for pixel AUROC.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(
     pkg: Path,
@@ -167,13 +198,17 @@ def evaluate(
     ood_dir: Path | None,
     detector_id: str | None,
     with_depth: bool,
+    masks_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Evaluate the latest package version on TEST/<label>/*."""
+    """Evaluate the latest package version on TEST/<label>/* (anomaly models: TEST/{NO,YES})."""
     from intellioptics_training.data import Sample, prepare, read_image_folder
     from intellioptics_training.evaluate import compute_report, load_detector, score_images
 
     try:
+        if _is_anomaly_package(pkg, detector_id):
+            _evaluate_anomaly(pkg, test, masks_dir, detector_id, as_json)
+            return
         detector = load_detector(pkg, detector_id)
         pipeline = detector.primary.pipeline
         mode = "binary" if pipeline.mode == "BINARY" else "multiclass"
@@ -217,14 +252,40 @@ def evaluate(
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--detector-id", default=None)
 @click.option("--depth", "with_depth", is_flag=True, help="Read <id>_depth.npy|png beside each <id>_rgb image.")
+@click.option(
+    "--maps",
+    "maps_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Anomaly models: write DIR/<stem>.npy, the float32 anomaly map at the image's size.",
+)
+@click.option(
+    "--overlays",
+    "overlays_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Anomaly models: write DIR/<stem>_heatmap.png and DIR/<stem>_boxes.png.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def predict(pkg: Path, images: tuple[Path, ...], detector_id: str | None, with_depth: bool, as_json: bool) -> None:
-    """Print label, (OODD-adjusted) confidence and raw confidences for each image."""
+def predict(
+    pkg: Path,
+    images: tuple[Path, ...],
+    detector_id: str | None,
+    with_depth: bool,
+    maps_dir: Path | None,
+    overlays_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Print label, (OODD-adjusted) confidence and raw confidences for each image
+    (anomaly models: one JSON line per image with anomaly_score, severity and rois)."""
     from intellioptics_common.confidence import predict_from_probabilities
     from intellioptics_common.imaging import decode_image
     from intellioptics_training.evaluate import load_detector, score_images
 
     try:
+        if _is_anomaly_package(pkg, detector_id):
+            _predict_anomaly(pkg, images, detector_id, maps_dir, overlays_dir)
+            return
         detector = load_detector(pkg, detector_id)
         names = detector.primary.pipeline.class_names
         for path in images:
@@ -252,6 +313,154 @@ def predict(pkg: Path, images: tuple[Path, ...], detector_id: str | None, with_d
                 click.echo(f"{path}: {pred.label} confidence={pred.confidence:.4f} raw={raw} in_domain={in_domain}")
     except IntelliOpticsError as exc:
         _fail(exc.public_message)
+
+
+def _train_anomaly(
+    data: Path, out_dir: Path, detector_id: str, false_alarm_rate: float, allow_mixed_sizes: bool, as_json: bool
+) -> None:
+    from tqdm import tqdm
+
+    from intellioptics_training.anomaly import AnomalyOptions, export_anomaly_package, train_anomaly
+    from intellioptics_training.backbone import DEFAULT_INPUT
+    from intellioptics_training.data import prepare_good, read_good_images
+
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(stage: str, step: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+        bar.n = step
+        bar.refresh()
+
+    try:
+        good = prepare_good(read_good_images(data), DEFAULT_INPUT, allow_mixed_sizes=allow_mixed_sizes)
+        trained = train_anomaly(good, AnomalyOptions(target_false_alarm=false_alarm_rate), progress=on_progress)
+        paths = export_anomaly_package(out_dir, detector_id, trained)
+    except IntelliOpticsError as exc:
+        _fail(exc.public_message)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    summary = {
+        "detector_id": detector_id,
+        "model_kind": "anomaly",
+        "primary": str(paths["primary"]),
+        "oodd": str(paths["oodd"]),
+        "good_images": trained.training_set_size,
+        "skipped_unreadable": trained.skipped,
+        "bank_patches": trained.bank_patches,
+        "bank_bytes": trained.bank_bytes,
+        "raw_threshold": round(trained.spec.raw_threshold, 4),
+        "target_false_alarm": trained.spec.target_false_alarm,
+        "train_seconds": round(trained.train_seconds, 2),
+        "validation": trained.validation,
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        click.echo(
+            f"trained anomaly detector {detector_id} in {summary['train_seconds']} s on {trained.training_set_size} good images"
+        )
+        if trained.skipped:
+            click.echo(f"skipped {trained.skipped} unreadable image(s)")
+        click.echo(f"bank: {trained.bank_patches} patches, {trained.bank_bytes / 2**20:.1f} MB")
+        click.echo(f"primary: {paths['primary']}\noodd:    {paths['oodd']}")
+
+
+def _is_anomaly_package(pkg: Path, detector_id: str | None) -> bool:
+    from intellioptics_training.evaluate import load_detector
+
+    return load_detector(pkg, detector_id).primary.pipeline.model_kind == "anomaly"
+
+
+def _evaluate_anomaly(pkg: Path, test: Path, masks_dir: Path | None, detector_id: str | None, as_json: bool) -> None:
+    from intellioptics_common.imaging import decode_image
+    from intellioptics_training.anomaly_eval import evaluate_anomaly, load_scorer
+    from intellioptics_training.data import IMAGE_SUFFIXES
+    from intellioptics_training.errors import DatasetError
+
+    scorer = load_scorer(pkg, detector_id)
+    if not test.is_dir():
+        raise DatasetError(f"{test} is not a directory")
+    images: dict[str, list] = {"NO": [], "YES": []}
+    stems: list[str] = []
+    skipped = 0
+    for label in ("NO", "YES"):
+        folder = test / label
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if not (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
+                continue
+            try:
+                images[label].append(decode_image(path.read_bytes()).rgb)
+            except (IntelliOpticsError, OSError):
+                skipped += 1
+                continue
+            if label == "YES":
+                stems.append(path.stem)
+    if not images["NO"] and not images["YES"]:
+        raise DatasetError(f"no readable test images in {test}/NO or {test}/YES ({skipped} unreadable skipped)")
+    masks = None
+    if masks_dir is None and (test / "masks").is_dir():  # the layout `dataset generate --kind anomaly` writes
+        masks_dir = test / "masks"
+    if masks_dir is not None:
+        masks = [_read_mask(masks_dir, stem) for stem in stems]
+    report = evaluate_anomaly(scorer, images["NO"], images["YES"], masks)
+    report.skipped = skipped
+    result = report.to_dict()
+    if as_json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:18s} {value}")
+
+
+def _read_mask(masks_dir: Path, stem: str) -> Any:  # a mask array, or None when absent or unreadable
+    import numpy as np
+
+    from intellioptics_common.imaging import decode_image
+
+    for suffix in (".png", ".bmp", ".jpg"):
+        path = masks_dir / f"{stem}{suffix}"
+        if path.is_file():
+            try:
+                return np.asarray(decode_image(path.read_bytes()).rgb)[..., 0]
+            except IntelliOpticsError:
+                return None
+    return None
+
+
+def _predict_anomaly(
+    pkg: Path, images: tuple[Path, ...], detector_id: str | None, maps_dir: Path | None, overlays_dir: Path | None
+) -> None:
+    import numpy as np
+
+    from intellioptics_common.anomaly import render_overlay, resize_map
+    from intellioptics_common.imaging import decode_image
+    from intellioptics_training.anomaly_eval import load_scorer, to_json
+
+    scorer = load_scorer(pkg, detector_id)
+    failed = 0
+    for directory in (maps_dir, overlays_dir):
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+    for path in images:
+        try:
+            rgb = decode_image(path.read_bytes()).rgb
+        except (IntelliOpticsError, OSError) as exc:
+            click.echo(f"{path}: unreadable ({getattr(exc, 'public_message', exc)})", err=True)
+            failed += 1
+            continue
+        result = scorer.score(rgb)
+        if maps_dir is not None:
+            np.save(maps_dir / f"{path.stem}.npy", resize_map(result.anomaly_map, *rgb.shape[:2]).astype(np.float32))
+        if overlays_dir is not None:
+            for kind in ("heatmap", "boxes"):
+                png = render_overlay(rgb, result.anomaly_map, result.boxes, kind, scorer.spec.threshold)
+                (overlays_dir / f"{path.stem}_{kind}.png").write_bytes(png)
+        _print_json(to_json(result, str(path)))
+    if failed:
+        _fail(f"{failed} of {len(images)} image(s) were unreadable")
 
 
 @main.group()

@@ -131,3 +131,58 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tupl
         held.extend(members[:k])
         train.extend(members[k:])
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+
+
+GOOD_FOLDERS = ("NO", "good", "GOOD", "PASS", "ok", "OK")
+
+
+def read_good_images(root: Path) -> list[Sample]:
+    """Good images for an anomaly detector: ``root/*.jpg|png``, or ``root/NO/``, or
+    ``root/good/`` (other sub-folders, e.g. ``YES``, are not training data)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory")
+    folders = [root, *(root / name for name in GOOD_FOLDERS if (root / name).is_dir())]
+    samples = [
+        Sample(path.read_bytes(), "NO", str(path))
+        for folder in folders
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not samples:
+        raise DatasetError(f"{root} holds no good images; put them in {root}/*.jpg|png, {root}/NO/ or {root}/good/")
+    return samples
+
+
+def prepare_good(samples: list[Sample], spec: InputSpec, *, allow_mixed_sizes: bool = False) -> Dataset:
+    """Decode and resize good images; unreadable files are skipped and counted.
+
+    Images of different sizes are refused unless allowed: stretched to one input size
+    they show the texture at different scales, and the bank would learn that as normal.
+    """
+    rgb, names, sizes = [], [], {}
+    skipped = 0
+    for sample in samples:
+        try:
+            if isinstance(sample.image, np.ndarray):
+                pixels = np.asarray(sample.image, dtype=np.uint8)
+                if pixels.ndim != 3 or pixels.shape[2] != 3:
+                    raise ImageDecodeError("array images must be HxWx3 uint8")
+            else:
+                pixels = decode_image(sample.image).rgb
+        except (ImageDecodeError, ImageTooLargeError):
+            skipped += 1
+            continue
+        size = (int(pixels.shape[1]), int(pixels.shape[0]))
+        sizes[size] = sizes.get(size, 0) + 1
+        rgb.append(resize_rgb(pixels, spec))
+        names.append(sample.name)
+    if not rgb:
+        raise DatasetError(f"no readable good images ({skipped} unreadable skipped)")
+    if len(sizes) > 1 and not allow_mixed_sizes:
+        listed = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1]))
+        raise DatasetError(
+            f"the good images have {len(sizes)} different sizes: {listed}; use images from one camera "
+            f"setup (or pass --allow-mixed-sizes to stretch them all to {spec.width}x{spec.height})"
+        )
+    return Dataset(rgb, np.zeros(len(rgb), dtype=np.int64), ("NO",), names, skipped)

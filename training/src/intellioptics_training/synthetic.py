@@ -205,6 +205,11 @@ _DEFECT_MAKERS: dict[str, Callable[[Rng], np.ndarray]] = {
 def apply_defect(rng: Rng, img: np.ndarray, defect: str, strength: float = 1.0) -> np.ndarray:
     """Darken (cracks, pits, stains) or lighten (scratches, some stains) a small area, at
     a contrast tied to the local texture so the defect stays subtle on every surface."""
+    return apply_defect_masked(rng, img, defect, strength)[0]
+
+
+def apply_defect_masked(rng: Rng, img: np.ndarray, defect: str, strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`apply_defect` that also returns the defect's soft mask (HxW in [0, 1])."""
     mask = _DEFECT_MAKERS[defect](rng)
     local = float(np.std(img))
     contrast = strength * rng.uniform(1.2, 2.2) * max(local, 0.06)
@@ -213,10 +218,10 @@ def apply_defect(rng: Rng, img: np.ndarray, defect: str, strength: float = 1.0) 
     elif defect == "stain":
         sign = -1.0 if rng.random() < 0.7 else 1.0
         tint = 1 + rng.uniform(-0.3, 0.3, 3)
-        return img + sign * contrast * 0.7 * mask[..., None] * tint
+        return img + sign * contrast * 0.7 * mask[..., None] * tint, mask
     else:
         sign = -1.0
-    return img + sign * contrast * mask[..., None]
+    return img + sign * contrast * mask[..., None], mask
 
 
 def _finish(rng: Rng, img: np.ndarray) -> np.ndarray:
@@ -298,6 +303,55 @@ def generate(
                 defect = label if label in DEFECTS else DEFECTS[int(rng.integers(0, len(DEFECTS)))]
                 img = apply_defect(rng, img, defect, strength)
             yield GeneratedImage(_finish(rng, img), label, surface or drawn)
+
+
+@dataclass(frozen=True)
+class MaskedImage:
+    """An image of one surface with the ground truth of where its defect is."""
+
+    rgb: np.ndarray  # SIZE x SIZE x 3 uint8
+    label: str  # "NO" (good) or "YES" (defect)
+    surface: str
+    defect: str | None
+    mask: np.ndarray  # SIZE x SIZE bool, all False for good images
+
+
+def generate_anomaly(
+    surface: str, n_good: int, n_defect: int, seed: int, strength: float = 1.0
+) -> Iterator[MaskedImage]:
+    """Good images, then defect images with pixel masks, all of one surface (an anomaly
+    detector learns one line's part). A mask pixel is defective where the defect changes
+    the surface by at least a quarter of its full contrast."""
+    if surface not in SURFACES:
+        raise ValueError(f"surface must be one of {', '.join(SURFACES)}, not {surface!r}")
+    for i in range(n_good + n_defect):
+        rng = np.random.default_rng([seed, 7, i])
+        img = make_surface(rng, surface)
+        if i < n_good:
+            yield MaskedImage(_finish(rng, img), "NO", surface, None, np.zeros((SIZE, SIZE), dtype=bool))
+            continue
+        defect = DEFECTS[i % len(DEFECTS)]
+        img, mask = apply_defect_masked(rng, img, defect, strength)
+        yield MaskedImage(_finish(rng, img), "YES", surface, defect, mask >= 0.25)
+
+
+def write_anomaly_dataset(
+    out_dir: Path, surface: str, n_good: int, n_defect: int, seed: int, strength: float = 1.0
+) -> int:
+    """Write ``OUT/{NO,YES}/<surface>_<i>.png`` and ``OUT/masks/<same stem>.png`` (white =
+    defect) for the defect images; returns the image count."""
+    out_dir = Path(out_dir)
+    count = 0
+    for index, image in enumerate(generate_anomaly(surface, n_good, n_defect, seed, strength)):
+        folder = out_dir / image.label
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{surface}_{seed}_{index:04d}"
+        (folder / f"{stem}.png").write_bytes(encode_png(image.rgb))
+        if image.label == "YES":
+            (out_dir / "masks").mkdir(exist_ok=True)
+            (out_dir / "masks" / f"{stem}.png").write_bytes(encode_png(image.mask.astype(np.uint8) * 255))
+        count += 1
+    return count
 
 
 def write_dataset(out_dir: Path, kind: str, n_per_class: int, seed: int, strength: float = 1.0) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from intellioptics_cloud.blobs import BlobStore
+from intellioptics_common.anomaly import AnomalyResult, interpret
 from intellioptics_common.confidence import Prediction, predict_from_probabilities
 from intellioptics_common.errors import PackageError
 from intellioptics_common.imaging import ImageLimits
@@ -69,3 +70,24 @@ class ModelRunner:
             # The OODD graph outputs the in-domain score (or [out, in] probabilities: take "in").
             in_domain = float(np.clip(self._run(oodd, image)[-1], 0.0, 1.0))
         return predict_from_probabilities(probabilities.tolist(), primary.pipeline.class_names, in_domain)
+
+    def anomaly(self, primary: ModelRef, oodd: ModelRef | None, image: bytes) -> AnomalyResult:
+        """Score, map, severity and boxes of an anomaly model (the common post-processor)."""
+        spec = primary.pipeline.anomaly
+        if primary.pipeline.model_kind != "anomaly" or spec is None:
+            raise PackageError("The active model of this detector is not an anomaly model.")
+        tensor = load_input_tensor(image, primary.pipeline.input, self._limits)
+        try:
+            score, amap = self._session(primary).run(
+                [spec.score_output, spec.map_output], {primary.pipeline.input.tensor_name: tensor}
+            )
+        except (ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
+            raise PackageError("The active model could not be run on this image.", log_message=repr(exc)) from exc
+        in_domain = None if oodd is None else float(np.clip(self._run(oodd, image)[-1], 0.0, 1.0))
+        return interpret(
+            float(np.ravel(score)[0]),
+            np.asarray(amap)[0, 0],
+            threshold=spec.threshold,
+            cuts=spec.severity_cuts,
+            in_domain=in_domain,
+        )

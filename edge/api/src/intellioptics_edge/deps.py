@@ -60,5 +60,6 @@ def allowed(permission: Permission) -> Callable[..., Awaitable[Caller]]:
 
 
 Reader = Annotated[Caller, Depends(allowed(Permission.READ))]  # every role of the edge's account
+Submitter = Annotated[Caller, Depends(allowed(Permission.SUBMIT))]  # admin, device: new queries
 EdgeUser = Annotated[Caller, Depends(allowed(Permission.EDGE))]  # admin, device: gl.edge reads
 EdgeAdmin = Annotated[Caller, Depends(allowed(Permission.MANAGE))]  # admin: PUT /edge-config

@@ -50,6 +50,7 @@ from typing import Any
 
 import anyio
 
+from intellioptics_common.anomaly import OVERLAY_KINDS, Severity, overlay_png
 from intellioptics_common.confidence import is_confident, normalize_binary_label
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.ids import new_id
@@ -57,6 +58,10 @@ from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.schemas import (
     RESULT_TYPE_BY_MODE,
     SUPPORTED_MODES,
+    AnomalySummary,
+    BatchItem,
+    BatchResult,
+    BatchSummary,
     BinaryClassificationResult,
     DetectorMode,
     EdgeImageQuery,
@@ -439,11 +444,77 @@ class ImageQueryService:
                 return response
         return stored.body
 
+    async def overlay(self, image_query_id: str, kind: str) -> bytes:
+        """A PNG of the anomaly map (``heatmap``), its thresholded ``mask`` or the ``boxes``
+        over the stored image. The map is not stored: the model runs again on the image
+        (deterministic for a model version, and it keeps every stored answer small)."""
+        if kind not in OVERLAY_KINDS:
+            raise InvalidInputError(f"kind must be one of {', '.join(OVERLAY_KINDS)}, not {kind!r}.")
+        stored = await anyio.to_thread.run_sync(self._store.get, image_query_id)
+        image = await anyio.to_thread.run_sync(self._store.image, image_query_id)
+        if stored is None or image is None:
+            raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
+        detector_id = json.loads(stored.body)["detector_id"]
+        result = await self._inference.infer(detector_id, image.data, image.content_type)
+        if isinstance(result, NotReady):
+            raise ModelNotReadyError(f"The model of detector {detector_id} is not ready on this edge: {result.reason}")
+        if result.anomaly is None or result.anomaly.map is None:
+            raise InvalidInputError(
+                f"Detector {detector_id} is not an anomaly detector here; overlays exist only for anomaly models."
+            )
+        return await anyio.to_thread.run_sync(partial(overlay_png, image.data, result.anomaly, kind))
+
+    async def batch(self, detector_id: str, token: str, images: list[tuple[str, bytes, str]]) -> BatchResult:
+        """Answer several images of one detector from the edge model, without storing or
+        escalating them (an inspection run, not image queries). A bad image fails alone."""
+        detector = await self._detectors.get(detector_id, token)
+        items = []
+        for filename, data, content_type in images:
+            started = time.perf_counter()
+            try:
+                probe_image(data, self._limits)
+                result = await self._inference.infer(detector.id, data, content_type)
+            except InvalidInputError as exc:
+                items.append(BatchItem(filename=filename, error=exc.public_message))
+                continue
+            if isinstance(result, NotReady):
+                raise ModelNotReadyError(f"No model is ready for detector {detector.id} on this edge: {result.reason}")
+            anomaly = result.anomaly
+            items.append(
+                BatchItem(
+                    filename=filename,
+                    label=result.label,
+                    confidence=result.confidence,
+                    anomaly_score=None if anomaly is None else anomaly.anomaly_score,
+                    severity=None if anomaly is None else anomaly.severity,
+                    rois=[] if anomaly is None else anomaly.rois,
+                    ms=round(1000.0 * (time.perf_counter() - started), 2),
+                )
+            )
+        return BatchResult(detector_id=detector.id, results=items, summary=summarise_batch(items))
+
     async def image(self, image_query_id: str) -> StoredImage:
         image = await anyio.to_thread.run_sync(self._store.image, image_query_id)
         if image is None:
             raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
         return image
+
+
+def summarise_batch(items: list[BatchItem]) -> BatchSummary:
+    answered = [item for item in items if item.error is None]
+    per_severity = {grade.value: 0 for grade in Severity}
+    for item in answered:
+        if item.severity is not None:
+            per_severity[item.severity] = per_severity.get(item.severity, 0) + 1
+    times = [item.ms for item in answered if item.ms is not None]
+    return BatchSummary(
+        total=len(items),
+        answered=len(answered),
+        flagged=sum(item.label == "YES" for item in answered),
+        per_severity=per_severity,
+        mean_ms=round(sum(times) / len(times), 2) if times else None,
+        errors=len(items) - len(answered),
+    )
 
 
 def _low_confidence_reason(result: InferenceResult) -> EscalationReason:
@@ -473,6 +544,7 @@ def build_edge_image_query(
         answer = MultiClassificationResult(
             label=result.label, confidence=confidence, source=Source.ALGORITHM, from_edge=True
         )
+    anomaly = result.anomaly
     return EdgeImageQuery(
         id=image_query_id,
         created_at=datetime.now(UTC),
@@ -485,4 +557,8 @@ def build_edge_image_query(
         metadata=metadata,
         done_processing=done_processing,
         pipeline=pipeline,
+        rois=None if anomaly is None else anomaly.rois,
+        anomaly=None
+        if anomaly is None
+        else AnomalySummary(anomaly_score=anomaly.anomaly_score, severity=anomaly.severity),
     )

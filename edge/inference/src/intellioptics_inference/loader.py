@@ -156,10 +156,12 @@ def _try_fuse(
         fused_bytes = fuser(primary_bytes, oodd_bytes)
         session = runtime.session(fused_bytes, "fused primary+oodd")
         names = {output.name for output in session.get_outputs()}
-        wanted = (primary.pipeline.output, oodd.pipeline.output)
+        anomaly = primary.pipeline.anomaly if primary.pipeline.model_kind == "anomaly" else None
+        extra = (anomaly.score_output, anomaly.map_output) if anomaly else ()
+        wanted = (primary.pipeline.output, oodd.pipeline.output, *extra)
         if not set(wanted) <= names:
             raise PackageError(f"the fused graph has outputs {sorted(names)}, not {list(wanted)}")
-        model = FusedDetectorModel(primary, oodd, session, *wanted, disk_state=state, size_bytes=len(fused_bytes))
+        model = FusedDetectorModel(primary, oodd, session, *wanted[:2], disk_state=state, size_bytes=len(fused_bytes))
         model.warm_up()
         return model
     except Exception as exc:  # any failure of the optimisation falls back to the plain path
@@ -175,7 +177,8 @@ def _try_fuse(
 
 def _check_outputs(session: object, package: ModelPackage) -> None:
     names = [output.name for output in session.get_outputs()]  # type: ignore[attr-defined]
-    if package.pipeline.output not in names:
-        raise PackageError(
-            f"{package.kind} v{package.version} has no output {package.pipeline.output!r} (it has {names})"
-        )
+    anomaly = package.pipeline.anomaly if package.pipeline.model_kind == "anomaly" else None
+    wanted = [package.pipeline.output, *((anomaly.score_output, anomaly.map_output) if anomaly else ())]
+    for output in wanted:
+        if output not in names:
+            raise PackageError(f"{package.kind} v{package.version} has no output {output!r} (it has {names})")

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from intellioptics_common.anomaly import AnomalyResult, interpret
 from intellioptics_common.confidence import Prediction, predict_from_probabilities
 from intellioptics_common.errors import PackageError
 from intellioptics_common.imaging import ImageLimits, decode_image
-from intellioptics_common.model_package import InputSpec, ModelPackage
+from intellioptics_common.model_package import AnomalySpec, InputSpec, ModelPackage
 from intellioptics_common.preprocessing import draft_size, to_input_tensor
 
 
@@ -79,6 +80,7 @@ class ModelOutputs:
     probabilities: np.ndarray  # shape (num_classes,)
     in_domain_score: float | None
     model_s: float
+    extras: tuple[np.ndarray, ...] = ()  # anomaly primaries: (score, map)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Answer:
     decode_s: float
     preprocess_s: float
     model_s: float
+    anomaly: AnomalyResult | None = None
 
 
 class DetectorModel(ABC):
@@ -109,6 +112,10 @@ class DetectorModel(ABC):
         self.size_bytes = size_bytes
         self.load_s = load_s
         self.class_names = primary.pipeline.class_names
+        anomaly = primary.pipeline.anomaly if primary.pipeline.model_kind == "anomaly" else None
+        self.anomaly_spec = anomaly
+        # Outputs read besides the primary's probabilities (the anomaly kind's score and map).
+        self.extra_outputs: tuple[str, ...] = (anomaly.score_output, anomaly.map_output) if anomaly else ()
         specs = [primary.pipeline.input] + ([oodd.pipeline.input] if oodd is not None else [])
         self.specs: tuple[InputSpec, ...] = tuple(dict.fromkeys(specs))
         # Decode once at the largest scale any spec needs (JPEG draft never goes below it).
@@ -145,6 +152,13 @@ class DetectorModel(ABC):
     def post_process(self, prepared: PreparedImage, outputs: ModelOutputs) -> Answer:
         probabilities = [float(p) for p in outputs.probabilities]
         prediction = predict_from_probabilities(probabilities, self.class_names, outputs.in_domain_score)
+        anomaly = None
+        if self.anomaly_spec is not None:
+            anomaly = anomaly_from(outputs, self.anomaly_spec)
+            label_index = self.class_names.index(anomaly.label)
+            prediction = Prediction(
+                anomaly.label, label_index, anomaly.confidence, anomaly.raw_confidence, prediction.p_out
+            )
         return Answer(
             prediction=prediction,
             probabilities=dict(zip(self.class_names, probabilities, strict=True)),
@@ -152,6 +166,7 @@ class DetectorModel(ABC):
             decode_s=prepared.decode_s,
             preprocess_s=prepared.preprocess_s,
             model_s=outputs.model_s,
+            anomaly=anomaly,
         )
 
     def tensor_for(self, prepared: PreparedImage, spec: InputSpec) -> np.ndarray:
@@ -161,7 +176,9 @@ class DetectorModel(ABC):
         """One run on a blank image: checks output shapes before the model serves, and
         pays ONNX Runtime's first-run allocations here instead of on a request."""
         tensors = tuple(np.zeros((1, 3, s.height, s.width), dtype=np.float32) for s in self.specs)
-        self.forward(PreparedImage(tensors, 0.0, 0.0))
+        outputs = self.forward(PreparedImage(tensors, 0.0, 0.0))
+        if self.anomaly_spec is not None:
+            anomaly_from(outputs, self.anomaly_spec)
 
 
 def probabilities_from(value: np.ndarray, class_names: tuple[str, ...], what: str) -> np.ndarray:
@@ -171,6 +188,24 @@ def probabilities_from(value: np.ndarray, class_names: tuple[str, ...], what: st
     if not np.all(np.isfinite(flat)):
         raise PackageError(f"{what}: the model gives non-finite probabilities")
     return np.clip(flat, 0.0, 1.0)
+
+
+def anomaly_from(outputs: ModelOutputs, spec: AnomalySpec) -> AnomalyResult:
+    """The common anomaly post-processor on the primary's score and map outputs."""
+    if len(outputs.extras) != 2:
+        raise PackageError("anomaly primary: the model must give an anomaly score and an anomaly map")
+    score, amap = outputs.extras
+    flat = np.asarray(score, dtype=np.float32).reshape(-1)
+    amap = np.asarray(amap, dtype=np.float32)
+    if flat.shape[0] != 1 or amap.ndim != 4 or not np.isfinite(flat[0]):
+        raise PackageError(f"anomaly primary: expected one score and a 1x1xHxW map, got {flat.shape} and {amap.shape}")
+    return interpret(
+        float(flat[0]),
+        amap[0, 0],
+        threshold=spec.threshold,
+        cuts=spec.severity_cuts,
+        in_domain=outputs.in_domain_score,
+    )
 
 
 def in_domain_from(value: np.ndarray, what: str) -> float:
@@ -194,7 +229,7 @@ class SeparateDetectorModel(DetectorModel):
         super().__init__(primary, oodd, **kwargs)  # type: ignore[arg-type]
         self._primary_session = primary_session
         self._primary_feed = primary_session.get_inputs()[0].name
-        self._primary_outputs = [primary.pipeline.output]
+        self._primary_outputs = [primary.pipeline.output, *self.extra_outputs]
         self._oodd_session = oodd_session
         self._oodd_feed = oodd_session.get_inputs()[0].name if oodd_session is not None else ""
         self._oodd_outputs = [oodd.pipeline.output] if oodd is not None else []
@@ -202,14 +237,14 @@ class SeparateDetectorModel(DetectorModel):
     def forward(self, prepared: PreparedImage) -> ModelOutputs:
         start = time.perf_counter()
         tensor = self.tensor_for(prepared, self.primary.pipeline.input)
-        (raw,) = self._primary_session.run(self._primary_outputs, {self._primary_feed: tensor})
+        raw, *extras = self._primary_session.run(self._primary_outputs, {self._primary_feed: tensor})
         probabilities = probabilities_from(raw, self.class_names, "primary")
         in_domain = None
         if self._oodd_session is not None and self.oodd is not None:
             tensor = self.tensor_for(prepared, self.oodd.pipeline.input)
             (score,) = self._oodd_session.run(self._oodd_outputs, {self._oodd_feed: tensor})
             in_domain = in_domain_from(score, "oodd")
-        return ModelOutputs(probabilities, in_domain, model_s=time.perf_counter() - start)
+        return ModelOutputs(probabilities, in_domain, model_s=time.perf_counter() - start, extras=tuple(extras))
 
 
 class FusedDetectorModel(DetectorModel):
@@ -227,7 +262,7 @@ class FusedDetectorModel(DetectorModel):
         super().__init__(primary, oodd, **kwargs)  # type: ignore[arg-type]
         self._session = session
         self._feed = session.get_inputs()[0].name
-        self._outputs = [primary_output, oodd_output]
+        self._outputs = [primary_output, oodd_output, *self.extra_outputs]
 
     @property
     def fused(self) -> bool:
@@ -235,9 +270,10 @@ class FusedDetectorModel(DetectorModel):
 
     def forward(self, prepared: PreparedImage) -> ModelOutputs:
         start = time.perf_counter()
-        raw, score = self._session.run(self._outputs, {self._feed: prepared.tensors[0]})
+        raw, score, *extras = self._session.run(self._outputs, {self._feed: prepared.tensors[0]})
         return ModelOutputs(
             probabilities_from(raw, self.class_names, "primary"),
             in_domain_from(score, "oodd"),
             model_s=time.perf_counter() - start,
+            extras=tuple(extras),
         )

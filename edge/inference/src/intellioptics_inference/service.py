@@ -9,10 +9,11 @@ import re
 import time
 from pathlib import Path
 
+from intellioptics_common.anomaly import coarse_map
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.model_package import list_detectors, list_versions
-from intellioptics_common.schemas import DetectorMode, InferenceResult, InferenceTimings
+from intellioptics_common.schemas import ROI, AnomalyOutput, DetectorMode, InferenceResult, InferenceTimings
 from intellioptics_inference.cache import DetectorCache
 from intellioptics_inference.errors import DetectorNotFoundError, InvalidDetectorIdError
 from intellioptics_inference.metrics import InferenceMetrics
@@ -107,4 +108,16 @@ def _result(model: DetectorModel, answer: Answer, total_s: float) -> InferenceRe
             model_ms=answer.model_s * 1000.0,
             total_ms=total_s * 1000.0,
         ),
+        anomaly=None if answer.anomaly is None else _anomaly_output(answer),
+    )
+
+
+def _anomaly_output(answer: Answer) -> AnomalyOutput:
+    result = answer.anomaly
+    assert result is not None
+    return AnomalyOutput(
+        anomaly_score=result.anomaly_score,
+        severity=result.severity.value,
+        rois=[ROI.model_validate(box.to_wire()) for box in result.boxes],
+        map=coarse_map(result.anomaly_map),
     )

@@ -220,3 +220,20 @@ def submit_image_query_batch(
             code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
             results[index] = BatchResult(image_query_id=outcome.row.id, status=code)
     return BatchResponse(results=[r for r in results if r is not None])
+
+
+@router.get(
+    "/image-queries/{image_query_id}/overlay",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_overlay(
+    image_query_id: str,
+    principal: Reader,
+    session: SessionDep,
+    resources: ResourcesDep,
+    kind: Annotated[str, Query(description="heatmap, mask or boxes")] = "heatmap",
+) -> Response:
+    """Anomaly detectors: the heat map, mask or boxes over the image, as PNG."""
+    png = image_queries.get_overlay(resources, session, principal, image_query_id, kind)
+    return Response(content=png, media_type="image/png", headers={"cache-control": "private, max-age=60"})

@@ -23,6 +23,7 @@ from intellioptics_cloud.inference import ModelRef
 from intellioptics_cloud.models import DetectorRow, ImageQueryRow, ModelVersionRow, ReviewItemRow, utcnow
 from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.services.detectors import get_detector
+from intellioptics_common.anomaly import OVERLAY_KINDS, render_overlay
 from intellioptics_common.confidence import is_confident
 from intellioptics_common.errors import (
     ImageDecodeError,
@@ -372,6 +373,25 @@ def _one(
         return submit(resources, session, principal, request)
     except IntelliOpticsError as exc:
         return exc
+
+
+def get_overlay(resources: Resources, session: Session, principal: Principal, image_query_id: str, kind: str) -> bytes:
+    """PNG of the active anomaly model's heat map, mask or boxes over the query's image
+    (the model runs again: the map is not stored)."""
+    if kind not in OVERLAY_KINDS:
+        raise InvalidInputError(f"kind must be one of {', '.join(OVERLAY_KINDS)}, not {kind!r}.")
+    row = get_image_query(session, principal, image_query_id)
+    detector = get_detector(session, principal, row.detector_id)
+    refs = active_model_refs(session, detector)
+    if refs is None or refs[1].pipeline.model_kind != "anomaly":
+        raise InvalidInputError(
+            f"Detector {detector.id} has no active anomaly model; overlays exist only for anomaly models."
+        )
+    _, primary, oodd = refs
+    image = resources.blobs.get(row.image_blob_key)
+    result = resources.runner.anomaly(primary, oodd, image)
+    rgb = decode_image(image, resources.limits).rgb
+    return render_overlay(rgb, result.anomaly_map, result.boxes, kind, primary.pipeline.anomaly.threshold)  # type: ignore[union-attr]
 
 
 def get_image(resources: Resources, session: Session, principal: Principal, image_query_id: str) -> tuple[bytes, str]:

@@ -11,12 +11,13 @@ from functools import partial
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.roles import Permission
 from intellioptics_common.schemas import Page
 from intellioptics_edge.cloud import CloudResponse
-from intellioptics_edge.deps import Reader, StateDep, authorize
+from intellioptics_edge.deps import Reader, StateDep, Submitter, authorize
 from intellioptics_edge.errors import ImageQueryNotFoundError
 from intellioptics_edge.images import check_content_type
 from intellioptics_edge.params import parse_submit_params
@@ -42,6 +43,29 @@ async def submit_image_query(request: Request) -> Response:
     if isinstance(outcome, EdgeAnswer):
         return Response(outcome.body, status_code=201, media_type="application/json")
     return _cloud(outcome)
+
+
+MAX_BATCH_IMAGES = 32
+
+
+@router.post("/image-queries/batch")
+async def batch_image_queries(request: Request, state: StateDep, caller: Submitter, detector_id: str) -> Response:
+    """Several images (multipart files, any field name) for one detector: one result per
+    image and a summary (total, flagged, per severity, mean ms). Nothing is stored."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInputError("Send the images as multipart/form-data files (for example curl -F image=@a.jpg).")
+    try:
+        form = await request.form(max_files=MAX_BATCH_IMAGES, max_fields=MAX_BATCH_IMAGES)
+    except Exception as exc:  # starlette's parser raises its own errors for malformed or oversized forms
+        raise InvalidInputError(
+            f"The multipart body could not be read ({exc}); at most {MAX_BATCH_IMAGES} files."
+        ) from exc
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise InvalidInputError("The batch holds no image files; attach 1 to 32 files to the multipart body.")
+    images = [(f.filename or f"image_{i}", await f.read(), f.content_type or "image/jpeg") for i, f in enumerate(files)]
+    result = await state.service.batch(detector_id, caller.token, images)
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.get("/image-queries")
@@ -84,6 +108,12 @@ async def get_image_query(image_query_id: str, state: StateDep, caller: Reader) 
 async def get_image(image_query_id: str, state: StateDep, caller: Reader) -> Response:
     image = await state.service.image(image_query_id)
     return Response(image.data, media_type=image.content_type)
+
+
+@router.get("/image-queries/{image_query_id}/overlay")
+async def get_overlay(image_query_id: str, state: StateDep, caller: Reader, kind: str = "heatmap") -> Response:
+    """Anomaly detectors: PNG of the heat map, the mask or the boxes over the image."""
+    return Response(await state.service.overlay(image_query_id, kind), media_type="image/png")
 
 
 def _cloud(answer: CloudResponse) -> Response:

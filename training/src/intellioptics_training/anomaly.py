@@ -1,0 +1,430 @@
+"""Anomaly detectors trained from good images only (PatchCore-style memory bank).
+
+Features: the backbone's stride-8 (40 ch) and stride-16 (112 ch) maps, each averaged
+over its 3x3 neighbourhood (a patch sees its surroundings, so a thin scratch and the
+texture around it are one feature), the stride-16 map upsampled to stride 8,
+concatenated, standardised by the good patches' channel statistics and projected by
+PCA onto the directions that carry the good images' variance.
+
+Bank: a greedy k-centre coreset of all good patches, bounded in patch count (the
+search cost at inference) and in bytes (64 MB per detector at most).
+
+Score: every patch's distance to its nearest bank patch, computed as matrix products
+(``||a||^2 - 2ab + ||b||^2``) so the whole scorer is one ONNX graph; the map is
+smoothed over 3x3 patches and the image score is its maximum.
+
+Threshold from good images alone, by cross-fitting: the good images are split into
+``folds`` folds; each fold is scored against a coreset bank built (the same way) from
+the other folds only, so every good image gets the score it would get as an unseen
+image. The raw threshold is the higher of the empirical ``1 - target_false_alarm``
+quantile of those scores and a Gaussian tail estimate (mean + z * std), since with 50
+images an empirical 1 % quantile is little more than the maximum. A logistic maps raw
+distances to ``[0, 1]``: the threshold to 0.5 and the median cross-fitted good score
+to 0.15, so twice the threshold's margin over a typical good image reaches 0.85.
+
+Out-of-domain: the classifier's OODD head (pooled stride-16 embedding, nearest good
+image) is fitted on the same good images and shipped as the detector's ``oodd``
+package, so an unrelated photo or a covered lens is pulled to chance confidence and
+escalates instead of being called a defect.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import onnx
+import torch
+from onnx import compose
+from torch import nn
+from torch.nn import functional as F
+
+from intellioptics_common.anomaly import DEFAULT_SEVERITY_CUTS, SeverityCuts
+from intellioptics_common.ids import new_id
+from intellioptics_common.model_package import (
+    AnomalySpec,
+    BackboneRef,
+    InputSpec,
+    PipelineConfig,
+    PredictorMetadata,
+    write_version,
+)
+from intellioptics_training.backbone import DEFAULT_INPUT
+from intellioptics_training.data import Dataset
+from intellioptics_training.errors import DatasetError, TrainingCancelled
+from intellioptics_training.features import BackboneRunner
+from intellioptics_training.heads import IN_DOMAIN, OODD_INPUTS, OODD_PREFIX, merge_with_backbone
+
+ANOMALY_INPUTS = ("feat_s8", "feat_s16")
+PROBABILITIES = "probabilities"
+ANOMALY_SCORE = "anomaly_score"
+ANOMALY_MAP = "anomaly_map"
+ANOMALY_PREFIX = "anomaly/"
+MAX_BANK_BYTES = 64 * 1024 * 1024
+MIN_GOOD_IMAGES = 4
+_GOOD_AT = 0.15  # normalised score of the median cross-fitted good image
+
+
+@dataclass(frozen=True)
+class AnomalyOptions:
+    """Training knobs; the defaults are what the bench in docs/benchmarks.md measured."""
+
+    target_false_alarm: float = 0.01
+    folds: int = 5
+    max_bank_patches: int = 1024
+    max_bank_bytes: int = MAX_BANK_BYTES
+    dims: int = 0  # PCA dimensions kept (0: no projection)
+    standardize: bool = False  # per-channel z-scores (measured: slightly worse)
+    severity: SeverityCuts = DEFAULT_SEVERITY_CUTS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_false_alarm < 0.5:
+            raise DatasetError("the target false-alarm rate must be between 0 and 0.5 (for example 0.01)")
+        if self.folds < 2:
+            raise DatasetError("cross-fitting needs at least 2 folds")
+
+
+class PatchFeatures(nn.Module):
+    """feat_s8, feat_s16 → N x (H8 * W8) x dims locally aggregated patch features."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, projection: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("scale", 1.0 / torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4).view(1, -1, 1, 1))
+        self.register_buffer("projection", torch.as_tensor(projection, dtype=torch.float32))
+
+    def raw(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
+        """Before standardisation and projection: N x C x H8 x W8."""
+        a = F.avg_pool2d(feat_s8, 3, 1, 1, count_include_pad=False)
+        b = F.avg_pool2d(feat_s16, 3, 1, 1, count_include_pad=False)
+        b = F.interpolate(b, size=(a.shape[2], a.shape[3]), mode="bilinear", align_corners=False)
+        return torch.cat([a, b], dim=1)
+
+    def forward(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
+        x = (self.raw(feat_s8, feat_s16) - self.mean) * self.scale
+        return x.flatten(2).transpose(1, 2) @ self.projection
+
+
+class AnomalyHead(nn.Module):
+    """feat_s8, feat_s16 → (probabilities [N, 2] as (NO, YES), anomaly_score [N, 1],
+    anomaly_map [N, 1, 8 * H8, 8 * W8]), scores normalised so that 0.5 is the threshold."""
+
+    def __init__(self, features: PatchFeatures, bank: np.ndarray, threshold: float, scale: float) -> None:
+        super().__init__()
+        self.features = features
+        bank_t = torch.as_tensor(bank.T.copy(), dtype=torch.float32)
+        # -2 b is stored pre-scaled, and ||a||^2 is added after the minimum (it does not
+        # depend on the bank patch): one matrix product and one add over the N x P x M
+        # distances instead of three passes.
+        self.register_buffer("bank_t_neg2", -2.0 * bank_t)
+        self.register_buffer("bank_sq", (bank_t * bank_t).sum(dim=0).view(1, 1, -1))
+        self.threshold = float(threshold)
+        self.scale = float(scale)
+
+    def distance_map(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
+        """Raw nearest-bank-patch distance, smoothed over 3x3 patches: N x 1 x H8 x W8."""
+        q = self.features(feat_s8, feat_s16)
+        nearest = (q @ self.bank_t_neg2 + self.bank_sq).amin(dim=2)
+        dist = (nearest + (q * q).sum(dim=2)).clamp_min(0.0).sqrt()
+        dmap = dist.reshape(feat_s8.shape[0], 1, feat_s8.shape[2], feat_s8.shape[3])
+        return F.avg_pool2d(dmap, 3, 1, 1, count_include_pad=False)
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid((raw - self.threshold) / self.scale)
+
+    def forward(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        norm = self.normalise(self.distance_map(feat_s8, feat_s16))
+        score = norm.amax(dim=(2, 3))
+        amap = F.interpolate(norm, scale_factor=8.0, mode="bilinear", align_corners=False)
+        return torch.cat([1.0 - score, score], dim=1), score, amap
+
+
+@dataclass(frozen=True)
+class TrainedAnomaly:
+    """The anomaly scorer and its OODD model as ONNX bytes (image tensor in)."""
+
+    input_spec: InputSpec
+    primary_onnx: bytes
+    oodd_onnx: bytes
+    backbone_id: str
+    backbone_sha256: str
+    spec: AnomalySpec
+    training_set_size: int
+    skipped: int
+    bank_patches: int
+    bank_bytes: int
+    crossfit_scores: tuple[float, ...]  # raw, one per good image
+    validation: dict[str, float]
+    train_seconds: float
+    head: AnomalyHead = field(repr=False)
+
+
+Report = Callable[[str, int, int], None]
+
+
+def train_anomaly(
+    data: Dataset,
+    options: AnomalyOptions | None = None,
+    *,
+    runner: BackboneRunner | None = None,
+    progress: Report | None = None,
+    cancel_check: Callable[[], bool] | None = None,
+) -> TrainedAnomaly:
+    """Fit bank, threshold and OODD on ``data`` (good images; any label is taken as good)."""
+    options = options or AnomalyOptions()
+    started = time.perf_counter()
+    n = len(data.rgb)
+    if n < MIN_GOOD_IMAGES:
+        raise DatasetError(
+            f"an anomaly detector needs at least {MIN_GOOD_IMAGES} good images, found {n}"
+            f" ({data.skipped} unreadable skipped)"
+        )
+
+    def report(stage: str, step: int, total: int) -> None:
+        if cancel_check is not None and cancel_check():
+            raise TrainingCancelled(f"cancelled during {stage}")
+        if progress is not None:
+            progress(stage, step, total)
+
+    runner = runner or BackboneRunner()
+    spec = DEFAULT_INPUT
+    maps = runner.maps(data.rgb, spec, progress=lambda s, t: report("features", s, t))
+    s8, s16 = torch.from_numpy(maps[0]), torch.from_numpy(maps[1])
+    features = fit_features(s8, s16, options.dims, options.standardize)
+    with torch.no_grad():
+        patches = features(s8, s16)  # n x P x D
+    per_image = patches.shape[1]
+    budget = bank_budget(options, patches.shape[2])
+
+    folds = min(options.folds, n)
+    assignment = np.random.default_rng(options.seed).permutation(n) % folds
+    crossfit = np.zeros(n)
+    for fold in range(folds):
+        held = np.flatnonzero(assignment == fold)
+        kept = np.flatnonzero(assignment != fold)
+        bank = greedy_coreset(
+            patches[kept].reshape(-1, patches.shape[2]), _fold_budget(budget, len(kept), n), seed=fold
+        )
+        head = AnomalyHead(features, bank.numpy(), 0.0, 1.0)
+        with torch.no_grad():
+            raw = head.distance_map(s8[held], s16[held]).amax(dim=(1, 2, 3)).numpy()
+        crossfit[held] = raw
+        report("threshold", fold + 1, folds)
+    threshold, scale = threshold_from_good(crossfit, options.target_false_alarm)
+
+    bank = greedy_coreset(patches.reshape(-1, patches.shape[2]), budget, seed=options.seed)
+    report("bank", 1, 1)
+    head = AnomalyHead(features, bank.numpy(), threshold, scale).eval()
+    primary_onnx = merge_multi_output(runner.model_bytes, head)
+
+    from intellioptics_training.trainer import _fit_oodd  # the classifier's OODD, fitted on good images
+
+    oodd = _fit_oodd(maps[1])
+    oodd_onnx = merge_with_backbone(runner.model_bytes, oodd, OODD_INPUTS, IN_DOMAIN, OODD_PREFIX)
+    report("export", 1, 1)
+    normalised = 1.0 / (1.0 + np.exp(-(crossfit - threshold) / scale))
+    anomaly_spec = AnomalySpec(
+        threshold=0.5,
+        severity_cuts=options.severity,
+        score_output=ANOMALY_SCORE,
+        map_output=ANOMALY_MAP,
+        target_false_alarm=options.target_false_alarm,
+        raw_threshold=threshold,
+        raw_scale=scale,
+    )
+    return TrainedAnomaly(
+        input_spec=spec,
+        primary_onnx=primary_onnx,
+        oodd_onnx=oodd_onnx,
+        backbone_id=runner.info.id,
+        backbone_sha256=runner.info.sha256,
+        spec=anomaly_spec,
+        training_set_size=n,
+        skipped=data.skipped,
+        bank_patches=int(bank.shape[0]),
+        bank_bytes=int(bank.numel() * 4),
+        crossfit_scores=tuple(float(v) for v in crossfit),
+        validation={
+            "crossfit_false_alarm_rate": float((normalised >= 0.5).mean()),
+            "crossfit_median_score": float(np.median(normalised)),
+            "patches_per_image": float(per_image),
+        },
+        train_seconds=time.perf_counter() - started,
+        head=head,
+    )
+
+
+def fit_features(s8: torch.Tensor, s16: torch.Tensor, dims: int, standardize: bool = True) -> PatchFeatures:
+    """Channel standardisation and a PCA projection, both from the good patches."""
+    probe = PatchFeatures(np.zeros(s8.shape[1] + s16.shape[1]), np.ones(s8.shape[1] + s16.shape[1]), np.eye(1))
+    with torch.no_grad():
+        raw = probe.raw(s8, s16).permute(0, 2, 3, 1).reshape(-1, s8.shape[1] + s16.shape[1]).double()
+    mean = raw.mean(dim=0)
+    std = raw.std(dim=0).clamp_min(1e-4) if standardize else torch.ones(raw.shape[1], dtype=raw.dtype)
+    z = (raw - mean) / std
+    if dims <= 0 or dims >= z.shape[1]:
+        return PatchFeatures(mean.numpy(), std.numpy(), np.eye(z.shape[1])).eval()
+    cov = (z.T @ z) / max(1, z.shape[0] - 1)
+    _, vectors = torch.linalg.eigh(cov)
+    projection = vectors[:, -dims:].flip(1)  # largest variance first
+    return PatchFeatures(mean.numpy(), std.numpy(), projection.numpy()).eval()
+
+
+def bank_budget(options: AnomalyOptions, dims: int) -> int:
+    """Bank patch count: the search budget, capped by the byte budget."""
+    by_bytes = options.max_bank_bytes // (4 * dims)
+    return max(1, min(options.max_bank_patches, by_bytes))
+
+
+def _fold_budget(budget: int, kept: int, total: int) -> int:
+    """A fold's bank covers fewer images: keep the same patches-per-image density."""
+    return max(1, round(budget * kept / total))
+
+
+def greedy_coreset(patches: torch.Tensor, size: int, *, seed: int = 0, sketch_dims: int = 32) -> torch.Tensor:
+    """Greedy k-centre selection (PatchCore): each step takes the patch farthest from
+    everything chosen so far, so rare good patterns stay in the bank while repeated
+    texture is thinned. Distances are computed on a random sketch of the features
+    (Johnson-Lindenstrauss), which picks nearly the same centres at a fraction of the
+    cost; the returned rows are the full features."""
+    count = patches.shape[0]
+    if size >= count:
+        return patches.clone()
+    generator = torch.Generator().manual_seed(seed)
+    sketch_dims = min(sketch_dims, patches.shape[1])
+    # Thousands of small sequential steps: one thread is several times faster than a
+    # contended pool, so the pool is set aside for the loop and restored after.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        projection = torch.randn(patches.shape[1], sketch_dims, generator=generator) / np.sqrt(sketch_dims)
+        sketch = patches @ projection
+        squared = (sketch * sketch).sum(dim=1)
+        chosen = torch.empty(size, dtype=torch.long)
+        index = int(torch.randint(count, (1,), generator=generator))
+        nearest = torch.full((count,), float("inf"))
+        for step in range(size):
+            chosen[step] = index
+            nearest = torch.minimum(nearest, squared - 2.0 * (sketch @ sketch[index]) + squared[index])
+            index = int(torch.argmax(nearest))
+    finally:
+        torch.set_num_threads(threads)
+    return patches[chosen].clone()
+
+
+def threshold_from_good(crossfit: np.ndarray, target_false_alarm: float) -> tuple[float, float]:
+    """(raw threshold, logistic scale) from cross-fitted good-image scores; see the module docstring."""
+    crossfit = np.asarray(crossfit, dtype=np.float64)
+    quantile = float(np.quantile(crossfit, 1.0 - target_false_alarm))
+    z = NormalDist().inv_cdf(1.0 - target_false_alarm)
+    gaussian = float(crossfit.mean() + z * crossfit.std(ddof=1))
+    threshold = max(quantile, gaussian)
+    median = float(np.median(crossfit))
+    margin = max(threshold - median, 1e-3 * max(threshold, 1e-6))
+    scale = margin / float(np.log((1 - _GOOD_AT) / _GOOD_AT))
+    return threshold, scale
+
+
+def merge_multi_output(backbone_bytes: bytes, head: AnomalyHead) -> bytes:
+    """One graph: image → probabilities, anomaly_score, anomaly_map (plain names)."""
+    outputs = (PROBABILITIES, ANOMALY_SCORE, ANOMALY_MAP)
+    channels = {"feat_s8": 40, "feat_s16": 112}
+    dummies = (torch.zeros(1, channels["feat_s8"], 8, 8), torch.zeros(1, channels["feat_s16"], 4, 4))
+    dynamic: dict[str, dict[int, str]] = {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in ANOMALY_INPUTS}
+    dynamic.update({PROBABILITIES: {0: "batch"}, ANOMALY_SCORE: {0: "batch"}})
+    dynamic[ANOMALY_MAP] = {0: "batch", 2: "map_h", 3: "map_w"}
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            head.eval(),
+            dummies,
+            buffer,
+            input_names=list(ANOMALY_INPUTS),
+            output_names=list(outputs),
+            dynamic_axes=dynamic,
+            opset_version=17,
+            dynamo=False,
+        )
+    backbone = onnx.load_from_string(backbone_bytes)
+    head_model = onnx.load_from_string(buffer.getvalue())
+    head_model.ir_version = backbone.ir_version
+    merged = compose.merge_models(
+        backbone,
+        head_model,
+        io_map=[(name, name) for name in ANOMALY_INPUTS],
+        outputs=[ANOMALY_PREFIX + name for name in outputs],
+        prefix2=ANOMALY_PREFIX,
+    )
+    old = {o.name: o for o in merged.graph.output}
+    del merged.graph.output[:]
+    for name in outputs:
+        merged.graph.node.append(
+            onnx.helper.make_node("Identity", [ANOMALY_PREFIX + name], [name], name=ANOMALY_PREFIX + name + "_out")
+        )
+        value = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        value.type.CopyFrom(old[ANOMALY_PREFIX + name].type)
+        merged.graph.output.append(value)
+    onnx.checker.check_model(merged)
+    return merged.SerializeToString()
+
+
+def export_anomaly_package(
+    models_dir: Path,
+    detector_id: str,
+    trained: TrainedAnomaly,
+    *,
+    model_ids: tuple[str, str] | None = None,
+) -> dict[str, Path]:
+    """Write the anomaly primary and its OODD as new package versions."""
+    paths = {}
+    shared = BackboneRef(id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16")
+    for kind, model, output in (
+        ("primary", trained.primary_onnx, PROBABILITIES),
+        ("oodd", trained.oodd_onnx, IN_DOMAIN),
+    ):
+        pipeline = PipelineConfig(
+            kind=kind,  # type: ignore[arg-type]
+            mode="BINARY",
+            class_names=("NO", "YES"),
+            input=trained.input_spec,
+            output=output,
+            backbone=shared,
+            model_kind="anomaly",
+            anomaly=trained.spec if kind == "primary" else None,
+        )
+        metadata = PredictorMetadata(
+            detector_id=detector_id,
+            kind=kind,  # type: ignore[arg-type]
+            trainer="anomaly-patchcore",
+            backbone_id=trained.backbone_id,
+            training_set_size=trained.training_set_size,
+            class_counts={"NO": trained.training_set_size},
+            metrics=dict(trained.validation) if kind == "primary" else {},
+            extra={
+                "model_kind": "anomaly",
+                "bank_patches": trained.bank_patches,
+                "bank_bytes": trained.bank_bytes,
+                "raw_threshold": trained.spec.raw_threshold,
+                "target_false_alarm": trained.spec.target_false_alarm,
+                "train_seconds": round(trained.train_seconds, 2),
+            },
+        )
+        model_id = (model_ids[0] if kind == "primary" else model_ids[1]) if model_ids else new_id("mdl")
+        paths[kind] = write_version(
+            Path(models_dir),
+            detector_id,
+            kind,  # type: ignore[arg-type]
+            model_bytes=model,
+            pipeline=pipeline,
+            metadata=metadata,
+            model_id=model_id,
+        )
+    return paths
