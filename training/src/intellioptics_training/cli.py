@@ -76,6 +76,13 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
 @click.option("--trainer", type=click.Choice(["fast", "auto", "finetune"]), default="fast")
 @click.option("--classes", default=None, help="Comma-separated class names (multiclass).")
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="[default: fast 25, finetune 8]")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.5, 1.0, max_open=True),
+    default=0.9,
+    show_default=True,
+    help="The detector's confidence threshold the model is calibrated for.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def train(
     data: Path,
@@ -85,6 +92,7 @@ def train(
     trainer: str,
     classes: str | None,
     epochs: int,
+    threshold: float,
     as_json: bool,
 ) -> None:
     """Train primary + OODD models on DATA/<label>/* and write a new package version."""
@@ -108,7 +116,13 @@ def train(
         samples = read_image_folder(data)
         class_names = tuple(c.strip() for c in classes.split(",")) if classes else None
         trained = train_detector(
-            samples, mode, class_names, trainer=trainer, epochs=epochs, progress_callback=on_progress
+            samples,
+            mode,
+            class_names,
+            trainer=trainer,
+            epochs=epochs,
+            threshold=threshold,
+            progress_callback=on_progress,
         )
         paths = export_package(out_dir, detector_id, trained, metrics=trained.validation)
     except IntelliOpticsError as exc:
@@ -124,6 +138,7 @@ def train(
         "skipped_unreadable": trained.skipped,
         "train_seconds": round(trained.train_seconds, 2),
         "validation": trained.validation,
+        "calibration": trained.calibration.to_dict() if trained.calibration else None,
     }
     if as_json:
         _print_json(summary)
