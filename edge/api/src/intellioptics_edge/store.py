@@ -81,7 +81,11 @@ CREATE TABLE IF NOT EXISTS known_detectors (
 );
 """
 # Columns added after the first release: (name, declaration), added when missing.
-_ADDED_COLUMNS = (("outbox", "dead_at", "REAL"), ("outbox", "image_bytes", "INTEGER NOT NULL DEFAULT 0"))
+_ADDED_COLUMNS = (
+    ("outbox", "dead_at", "REAL"),
+    ("outbox", "image_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("image_queries", "explanation", "TEXT"),  # JSON of intellioptics_common.explanation.Explanation
+)
 
 _PRUNE_EVERY = 200
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
@@ -280,8 +284,10 @@ class QueryStore:
         content_type: str,
         inspection_id: str | None = None,
         outbox: list[OutboxEntry] | None = None,
+        explanation: str | None = None,
     ) -> bool:
-        """Store a query and its image, with its outbox rows in the same transaction.
+        """Store a query and its image (and why it got its answer), with its outbox rows in
+        the same transaction.
 
         Returns False when the id is already taken (``image_query_id`` given twice).
         """
@@ -295,8 +301,17 @@ class QueryStore:
             with self._db.transaction(durable=durable) as connection:
                 connection.execute(
                     "INSERT INTO image_queries (id, detector_id, created_at, done_processing, inspection_id,"
-                    " content_type, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (image_query_id, detector_id, now, int(done_processing), inspection_id, content_type, body),
+                    " content_type, body, explanation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        image_query_id,
+                        detector_id,
+                        now,
+                        int(done_processing),
+                        inspection_id,
+                        content_type,
+                        body,
+                        explanation,
+                    ),
                 )
                 for entry in outbox or ():
                     _insert_outbox(
@@ -324,6 +339,14 @@ class QueryStore:
         if row is None:
             return None
         return StoredQuery(id=row[0], detector_id=row[1], created_at=row[2], done_processing=bool(row[3]), body=row[4])
+
+    def explanation(self, image_query_id: str) -> tuple[bool, str | None]:
+        """(query stored here, its explanation JSON if one was recorded)."""
+        with self._db.lock:
+            row = self._db.connection.execute(
+                "SELECT explanation FROM image_queries WHERE id = ?", (image_query_id,)
+            ).fetchone()
+        return (False, None) if row is None else (True, row[0])
 
     def finish(self, image_query_id: str, body: str) -> None:
         """Replace an escalated query's answer with the final one (the cloud's human answer)."""
