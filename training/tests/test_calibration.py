@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from intellioptics_common.intervals import balanced_interval, wilson_interval, wilson_lower
-from intellioptics_training.calibration import adjusted_confidence, calibrate, softmax
+from intellioptics_training.calibration import FLAT_TEMPERATURE, adjusted_confidence, calibrate, softmax
 from intellioptics_training.data import stratified_folds
 
 
@@ -80,3 +80,10 @@ def test_stratified_folds_cover_every_image_once():
     for train, evaluate in folds:
         assert not set(train) & set(evaluate) and set(labels[train]) == {0, 1, 2}
     assert stratified_folds(np.array([0, 0, 1]), 5) == []  # one image in a class: nothing to cross-fit
+
+
+def test_answering_nothing_keeps_the_label_and_its_ranking():
+    logits = np.array([[0.0, 0.3], [2.0, -1.0], [-60.0, 140.0]], dtype=np.float32)
+    flat = softmax(logits, FLAT_TEMPERATURE)
+    assert (flat.argmax(axis=1) == logits.argmax(axis=1)).all() and (flat.max(axis=1) < 0.6).all()
+    assert flat[0, 1] < flat[2, 1]  # a wider margin still ranks higher (ROC AUC survives)

@@ -24,9 +24,11 @@ from intellioptics_common.confidence import adjust_confidence
 from intellioptics_common.intervals import Z_ONE_SIDED_95, wilson_lower
 
 _NLL_GRID = np.exp(np.linspace(np.log(0.5), np.log(50.0), 80))
-# Up to 1e4: even a head whose logit margins reach 100 then answers nothing at T = 0.9.
-_MAX_TEMPERATURE = 1e4
-_FLAT = 1e9
+_MAX_TEMPERATURE = 1e3
+# "Answer nothing": a logit margin of 200 becomes 0.02 (confidence 0.505), far below any
+# threshold, while float32 still tells the classes apart, so the label and its ranking
+# (ROC AUC) survive. A larger value would round every answer to a tie, read as class 0.
+FLAT_TEMPERATURE = 1e4
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,7 @@ def calibrate(
     logits = np.asarray(logits, dtype=np.float64)
     start, _ = nll_temperature(logits, labels)
     correct = logits.argmax(axis=1) == labels
-    # The last temperature flattens any finite logits to 1/K: nothing is confident there.
-    for t in [*np.geomspace(start, _MAX_TEMPERATURE, 400), _FLAT]:
+    for t in np.geomspace(start, _MAX_TEMPERATURE, 400):
         confident = adjusted_confidence(softmax(logits, float(t)), in_domain) >= threshold
         n, hits = int(confident.sum()), int(correct[confident].sum())
         bound = wilson_lower(hits, n, z) if n else None
@@ -97,4 +98,4 @@ def calibrate(
     )
     # Flat, not just past the last out-of-fold answer: the served model is not the fold
     # models, and an answer it gives on a new image would be one nobody could vouch for.
-    return Calibration(_FLAT, start, threshold, len(labels), 0, 0, None, reason)
+    return Calibration(FLAT_TEMPERATURE, start, threshold, len(labels), 0, 0, None, reason)

@@ -18,7 +18,13 @@ from torch import nn
 from intellioptics_common.ids import new_id
 from intellioptics_common.model_package import BackboneRef, InputSpec, PipelineConfig, PredictorMetadata, write_version
 from intellioptics_training.backbone import DEFAULT_INPUT
-from intellioptics_training.calibration import Calibration, adjusted_confidence, calibrate, softmax
+from intellioptics_training.calibration import (
+    FLAT_TEMPERATURE,
+    Calibration,
+    adjusted_confidence,
+    calibrate,
+    softmax,
+)
 from intellioptics_training.config import get_settings
 from intellioptics_training.data import Dataset, Sample, prepare, stratified_folds
 from intellioptics_training.errors import DatasetError, TrainingCancelled
@@ -219,7 +225,7 @@ def _calibration(
     if splits:
         return calibrate(logits, in_domain, labels, threshold)
     reason = "too few labels in some class to cross-fit (two per class at least): every answer escalates"
-    return Calibration(1e9, 1.0, threshold, len(labels), 0, 0, None, reason)
+    return Calibration(FLAT_TEMPERATURE, 1.0, threshold, len(labels), 0, 0, None, reason)
 
 
 def _oof_summary(oof: OutOfFold, threshold: float) -> dict[str, float]:
