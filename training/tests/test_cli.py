@@ -15,7 +15,7 @@ from intellioptics_training.synthetic import write_dataset
 CLI = [sys.executable, "-c", "from intellioptics_training.cli import main; main()"]
 
 
-def _run(args: list[str], backbone_path: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+def _run(args: list[str], backbone_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "INTELLIOPTICS_BACKBONE_DIR": str(backbone_path), "INTELLIOPTICS_THREADS": "2"}
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
@@ -36,6 +36,7 @@ def test_train_evaluate_predict(tmp_path: Path, backbone_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["skipped_unreadable"] == 1
     assert summary["class_counts"] == {"NO": 24, "YES": 24}
+    assert summary["calibration"]["threshold"] == 0.9 and summary["calibration"]["oof_n"] == 48
     assert (models / "det_local" / "primary" / "1" / "model.buf").is_file()
     assert (models / "det_local" / "oodd" / "1" / "model.buf").is_file()
 

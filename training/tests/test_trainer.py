@@ -23,6 +23,22 @@ def test_progress_is_reported_and_package_is_written(trained, tmp_path: Path) ->
     assert primary.metadata.training_set_size == 32 and primary.metadata.metrics == {"balanced_accuracy": 0.5}
 
 
+def test_every_image_trains_and_is_answered_out_of_fold(trained, tmp_path: Path) -> None:
+    oof = trained.out_of_fold
+    assert oof is not None and oof.folds == 3 and len(oof.labels) == trained.training_set_size == 32
+    assert oof.probabilities.shape == (32, 2) and np.allclose(oof.probabilities.sum(axis=1), 1.0)
+    assert ((oof.in_domain > 0) & (oof.in_domain <= 1)).all()
+    calibration = trained.calibration
+    assert calibration is not None and calibration.oof_n == 32 and calibration.threshold == 0.9
+    assert calibration.temperature >= calibration.nll_temperature
+    if calibration.confident_n:
+        assert calibration.confident_lower_bound >= 0.9
+    export_package(tmp_path, "det_cal", trained)
+    extra = read_latest(tmp_path, "det_cal", "primary").metadata.extra
+    assert extra["calibration"]["temperature"] == calibration.temperature
+    assert extra["validation"]["oof_balanced_accuracy"] == trained.validation["oof_balanced_accuracy"]
+
+
 def test_cancel_check_stops_training(runner) -> None:
     samples = [Sample(g.rgb, g.label) for g in generate("binary", 4, seed=3)]
     events = []
@@ -35,7 +51,7 @@ def test_cancel_check_stops_training(runner) -> None:
             progress_callback=events.append,
             cancel_check=lambda: any(e.stage == "primary" for e in events),
         )
-    assert {e.stage for e in events} == {"features", "primary"}
+    assert {e.stage for e in events} == {"features", "crossfit", "primary"}
     assert all(e.total > 0 for e in events)
 
 

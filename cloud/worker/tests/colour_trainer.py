@@ -19,7 +19,7 @@ from intellioptics_common.model_package import InputSpec, PipelineConfig
 from intellioptics_common.preprocessing import load_input_tensor
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
-from intellioptics_worker.scoring import ModelFiles
+from intellioptics_worker.scoring import ModelFiles, Scorer
 from intellioptics_worker.training import CancelCheck, ProgressCallback, TrainedVersion
 
 SPEC = InputSpec(height=16, width=16)
@@ -101,6 +101,8 @@ class ColorTrainer:
         mode: str,
         class_names: Sequence[str],
         trainer: str,
+        threshold: float,
+        folds: int,
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
     ) -> TrainedVersion:
@@ -109,19 +111,34 @@ class ColorTrainer:
         if self.shuffle_labels:
             labels = list(np.random.default_rng(7).permutation(labels))
         features = np.stack([load_input_tensor(image.image, SPEC).mean(axis=(2, 3))[0] for image in images])
+        # Cross-fitting as the library does it: image i is answered by centroids fitted without its fold.
+        k = max(2, min(folds, min(labels.count(name) for name in set(labels))))
+        fold_of = [i % k for i in range(len(images))]
+        out_of_fold = {}
+        for fold in range(k):
+            fit = [i for i in range(len(images)) if fold_of[i] != fold]
+            scorer = Scorer(
+                mean_color_models(_centroids(features[fit], [labels[i] for i in fit], class_names), class_names)
+            )
+            for i in range(len(images)):
+                if fold_of[i] == fold:
+                    out_of_fold[images[i].image_query_id] = scorer.score(images[i].image)
         for epoch in range(1, self.epochs + 1):
             if cancel_check():
                 raise RuntimeError("cancel_check returned True")
             time.sleep(self.epoch_s)
             on_progress(epoch / self.epochs, f"epoch {epoch}", EpochReport(epoch, loss=1.0 / epoch, accuracy=0.9))
-        centroids = np.stack(
-            [
-                features[[i for i, y in enumerate(labels) if y == name]].mean(axis=0)
-                if name in labels
-                else np.full(3, 99.0)
-                for name in class_names
-            ]
-        )
-        files = mean_color_models(centroids, class_names)
+        files = mean_color_models(_centroids(features, labels, class_names), class_names)
         metadata = {"detector_id": detector_id, "kind": "primary", "trainer": "color", "backbone_id": "none"}
-        return TrainedVersion(files, metadata, {**metadata, "kind": "oodd"}, "color")
+        return TrainedVersion(files, metadata, {**metadata, "kind": "oodd"}, "color", out_of_fold, k)
+
+
+def _centroids(features: np.ndarray, labels: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    return np.stack(
+        [
+            features[[i for i, y in enumerate(labels) if y == name]].mean(axis=0)
+            if name in labels
+            else np.full(3, 99.0)
+            for name in class_names
+        ]
+    )

@@ -166,7 +166,7 @@ class FakeCloud:
 
 @pytest.fixture
 def settings() -> WorkerSettings:
-    return WorkerSettings(worker_token="io_token", heartbeat_s=0.05, cv_min_per_class=8, cv_folds=3, min_per_class=3)
+    return WorkerSettings(worker_token="io_token", heartbeat_s=0.05, cv_folds=3, min_per_class=3)
 
 
 @pytest.fixture
@@ -274,8 +274,6 @@ class RealCloud:
             "INTELLIOPTICS_HEARTBEAT_S": "0.5",
             "INTELLIOPTICS_POLL_INTERVAL_S": "0.3",
             "INTELLIOPTICS_LOG_LEVEL": "INFO",
-            # 12+ labels per class in these tests: one holdout run, not k-fold cross-validation.
-            "INTELLIOPTICS_CV_MIN_PER_CLASS": "10",
         }
 
 

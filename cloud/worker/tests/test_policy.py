@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
 from intellioptics_worker.cloud import DatasetExample
-from intellioptics_worker.dataset import check_trainable, plan_evaluation, select_examples
+from intellioptics_worker.dataset import check_trainable, select_examples
 from intellioptics_worker.errors import DatasetError
 from intellioptics_worker.promotion import decide
 from intellioptics_worker.scoring import Scored, measure
@@ -29,29 +27,6 @@ def test_check_trainable_names_the_missing_class():
     assert check_trainable(["NO", "YES", "YES", "NO"], ("NO", "YES"), 2) == {"NO": 2, "YES": 2}
     with pytest.raises(DatasetError, match="NO: 0"):
         check_trainable(["YES"] * 9, ("NO", "YES"), 2)
-
-
-def test_holdout_is_stratified_and_prefers_images_the_active_model_never_saw():
-    labels = ["NO"] * 40 + ["YES"] * 60
-    fresh = [i % 4 == 0 for i in range(100)]  # 25 fresh images
-    plan = plan_evaluation(labels, fresh=fresh, cv_min_per_class=30, cv_folds=4, holdout_fraction=0.25, seed=1)
-    assert plan.method == "holdout"
-    (fold,) = plan.folds
-    assert not set(fold.train) & set(fold.evaluate) and len(fold.train) + len(fold.evaluate) == 100
-    assert Counter(labels[i] for i in fold.evaluate) == {"NO": 10, "YES": 15}
-    assert all(fresh[i] for i in fold.evaluate)  # 10 + 15 held out, 10 + 15 fresh ones available
-    again = plan_evaluation(labels, fresh=fresh, cv_min_per_class=30, cv_folds=4, holdout_fraction=0.25, seed=1)
-    assert again == plan  # reproducible
-
-
-def test_cross_validation_covers_every_image_exactly_once():
-    labels = ["NO"] * 5 + ["YES"] * 9
-    plan = plan_evaluation(labels, fresh=[True] * 14, cv_min_per_class=30, cv_folds=4, holdout_fraction=0.25, seed=0)
-    assert plan.method == "cv" and len(plan.folds) == 4
-    assert sorted(plan.evaluation_indices) == list(range(14))
-    for fold in plan.folds:
-        assert not set(fold.train) & set(fold.evaluate)
-        assert {labels[i] for i in fold.train} == {"NO", "YES"}  # every class in every training fold
 
 
 def _scored(labels, predicted, confidences):
@@ -86,6 +61,12 @@ def test_promotion_policy():
     assert not decide("auto", _metrics(9, 7), _metrics(9, 9)).activate
     fewer_confident = decide("auto", _metrics(9, 9, confidence=0.6), _metrics(9, 9))
     assert not fewer_confident.activate and "fewer images confidently" in fewer_confident.reason
+    # the threshold gate: better than the active version, but sure and wrong too often
+    short = decide("auto", _metrics(9, 9), _metrics(5, 5), own=_metrics(8, 8))
+    assert not short.activate and short.reason.startswith("its confident out-of-fold answers fall short")
+    assert not decide("auto", _metrics(9, 9), None, own=_metrics(8, 8)).activate
+    assert decide("auto", _metrics(9, 9), None, own=_metrics(9, 9)).activate  # 0.9 >= T = 0.9
+    assert decide("auto", _metrics(5, 5), None, own=_metrics(5, 5, confidence=0.6)).activate  # answers nothing
     manual = decide("manual", _metrics(10, 10), _metrics(5, 5))
     assert not manual.activate and manual.reason.startswith("promotion policy is manual (new version better")
 

@@ -25,8 +25,8 @@ def _runner(cloud, trainer, settings, stop=None):
     return JobRunner(cloud.client(), trainer, settings, stop or threading.Event())
 
 
-def test_first_job_trains_registers_and_activates(cloud, color_trainer_class, settings):
-    _label(cloud, 12)  # >= cv_min_per_class (8): holdout
+def test_first_job_trains_on_every_label_registers_and_activates(cloud, color_trainer_class, settings):
+    _label(cloud, 12)
     cloud.add_label("UNCLEAR", 999, image_label="YES")
     job_id = cloud.add_job()
     trainer = color_trainer_class()
@@ -39,34 +39,47 @@ def test_first_job_trains_registers_and_activates(cloud, color_trainer_class, se
     (model,) = cloud.models
     manifest = model["manifest"]
     assert model["status"] == "active" and manifest["activate"] is True
-    assert manifest["metrics"]["evaluation"]["method"] == "holdout"
-    assert manifest["metrics"]["balanced_accuracy"] == 1.0  # colours are easy: a real check of scoring
-    assert manifest["metrics"]["skipped_labels"] == {"unclear": 1}
-    evaluated = set(manifest["metrics"]["evaluation"]["image_query_ids"])
-    trained = set(manifest["dataset_image_query_ids"])
-    assert trained and evaluated and not trained & evaluated  # the holdout never trains
-    assert len(trained) + len(evaluated) == 24 and trainer.calls == [len(trained)]
-    assert manifest["class_counts"] == {"NO": len(trained) // 2, "YES": len(trained) // 2}
+    metrics = manifest["metrics"]
+    assert metrics["evaluation"] == {
+        "method": "cross-fit",
+        "folds": 3,
+        "image_query_ids": manifest["dataset_image_query_ids"],  # every image measured out of fold
+    }
+    assert metrics["balanced_accuracy"] == 1.0 and metrics["n"] == 24  # colours are easy: a real check of scoring
+    low, high = metrics["intervals_95"]["confident_accuracy"]
+    assert 0.8 < low < 0.9 and high == 1.0  # 24 of 24 right: Wilson's 95 % interval is [0.862, 1]
+    assert metrics["skipped_labels"] == {"unclear": 1}
+    assert trainer.calls == [24]  # one training run, on every label
+    assert manifest["training_set_size"] == 24 and manifest["class_counts"] == {"NO": 12, "YES": 12}
     assert manifest["training_job_id"] == job_id
-    assert manifest["metrics"]["promotion"]["action"] == "activate"
+    assert metrics["promotion"]["action"] == "activate"
     # progress was reported, monotonically, with the trainer's epochs
     values = [p["progress"] for p in cloud.progress]
     assert values == sorted(values) and values[-1] >= 0.95
     assert [e["epoch"] for e in cloud.jobs[job_id]["epochs"]] == [1, 2, 3]
 
 
-def test_small_data_uses_cross_validation_then_trains_on_all(cloud, color_trainer_class, settings):
-    _label(cloud, 5)
+def test_folds_are_capped_by_the_smallest_class(cloud, color_trainer_class, settings):
+    _label(cloud, 2)
+    cloud.add_label("YES", 77)
+    cloud.add_label("NO", 78)
     cloud.add_job()
     trainer = color_trainer_class()
     outcome = _runner(cloud, trainer, settings).run(cloud.client().claim_job())
     assert outcome.status == "succeeded"
     manifest = cloud.models[0]["manifest"]
-    assert manifest["metrics"]["evaluation"]["method"] == "cv"
-    assert manifest["metrics"]["evaluation"]["folds"] == 3
-    assert manifest["metrics"]["n"] == 10  # every image evaluated out of fold
-    assert trainer.calls[-1] == 10 and len(trainer.calls) == 4 and all(c < 10 for c in trainer.calls[:-1])
-    assert manifest["training_set_size"] == 10
+    assert manifest["metrics"]["evaluation"]["folds"] == 3 and manifest["metrics"]["n"] == 6
+    assert trainer.calls == [6] and manifest["training_set_size"] == 6
+
+
+def test_overconfident_version_is_never_activated(cloud, color_trainer_class, settings):
+    _label(cloud, 10)
+    cloud.add_job()
+    outcome = _runner(cloud, color_trainer_class(shuffle_labels=True), settings).run(cloud.client().claim_job())
+    assert outcome.status == "succeeded" and cloud.models[0]["status"] == "candidate"
+    metrics = cloud.models[0]["manifest"]["metrics"]
+    assert metrics["confident_accuracy"] < 0.9 and metrics["confident_coverage"] > 0.5  # sure, and wrong
+    assert metrics["promotion"]["reason"].startswith("its confident out-of-fold answers fall short of the threshold")
 
 
 def test_worse_model_stays_candidate_with_reason(cloud, color_trainer_class, settings):
@@ -112,7 +125,7 @@ def test_multiclass_detector(fake_cloud_class, color_trainer_class, settings):
     manifest = cloud.models[0]["manifest"]
     assert manifest["primary_pipeline_config"]["class_names"] == ["clean", "dent"]
     assert manifest["metrics"]["skipped_labels"] == {"unknown_class": 1}
-    assert manifest["metrics"]["n"] == 13
+    assert manifest["metrics"]["n"] == 13 and manifest["metrics"]["evaluation"]["method"] == "cross-fit"
 
 
 def test_too_few_labels_fails_the_job_with_a_clear_message(cloud, color_trainer_class, settings):

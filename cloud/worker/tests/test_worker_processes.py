@@ -48,8 +48,8 @@ def test_a_job_is_claimed_trained_registered_and_promoted(real_cloud, detector):
     assert [e["epoch"] for e in job["epochs"]] == list(range(1, 11))  # per-epoch metrics reached the API
     (model,) = [m for m in real_cloud.models(detector) if m["version"] == job["model_version"]]
     assert model["status"] == "active" and model["decision"]["action"] == "activate"
-    assert model["metrics"]["balanced_accuracy"] == 1.0 and model["metrics"]["evaluation"]["method"] == "holdout"
-    assert model["training_set_size"] == 18 and len(model["dataset_image_query_ids"]) == 18
+    assert model["metrics"]["balanced_accuracy"] == 1.0 and model["metrics"]["evaluation"]["method"] == "cross-fit"
+    assert model["training_set_size"] == 24 and len(model["dataset_image_query_ids"]) == 24  # every label trains
     # --once with an empty queue: exits 0 at once
     idle = _worker(real_cloud, "worker-idle", "--once").start()
     assert real_cloud.wait_exit(idle, 30) == 0 and "no queued training job" in idle.tail(5)
@@ -80,6 +80,33 @@ def test_a_worse_version_stays_candidate_with_the_reason_recorded(real_cloud, de
     assert comparison["active_version"] == active["version"]
     assert comparison["new"]["balanced_accuracy"] < comparison["active"]["balanced_accuracy"]
     assert not set(comparison["image_query_ids"]) & set(active["dataset_image_query_ids"])
+
+
+def test_a_first_version_whose_confident_answers_fall_short_of_the_threshold_stays_candidate(
+    real_cloud, make_png_module
+):
+    detector = real_cloud.create_detector("colour-parts-unlearnable")
+    real_cloud.label(
+        detector,
+        [
+            (make_png_module(label, 500 + 2 * i + k), label)
+            for i in range(PER_CLASS)
+            for k, label in enumerate(("NO", "YES"))
+        ],
+    )
+    job_id = real_cloud.create_job(detector)
+    # Shuffled labels: the colour model stays sure of itself and is wrong about half the time.
+    worker = _worker(real_cloud, "worker-overconfident", "--once", shuffle=True).start()
+    assert real_cloud.wait_exit(worker, 60) == 0, worker.tail(60)
+    job = real_cloud.job(job_id)
+    assert job["status"] == "succeeded", job
+    (model,) = real_cloud.models(detector)  # no active version to compare with, and still not activated
+    metrics = model["metrics"]
+    assert model["status"] == "candidate" and model["decision"]["action"] == "keep_candidate"
+    assert metrics["confident_accuracy"] < 0.9 <= metrics["threshold"], metrics
+    assert model["decision"]["reason"].startswith("its confident out-of-fold answers fall short of the threshold")
+    low, high = metrics["intervals_95"]["confident_accuracy"]
+    assert low < metrics["confident_accuracy"] < high < 1.0
 
 
 def test_cancellation_reaches_the_worker_and_nothing_is_registered(real_cloud, detector):

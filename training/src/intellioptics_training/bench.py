@@ -2,6 +2,7 @@
 of one primary vs fused primary+OODD run. Prints JSON; docs/benchmarks.md quotes it.
 
     python -m intellioptics_training.bench [training|latency|all] [--n-per-class 100]
+    python -m intellioptics_training.bench fewlabels [--n-per-class 10,25,50] [--surfaces mixed]
 """
 
 from __future__ import annotations
@@ -71,6 +72,46 @@ def bench_training(n_per_class: int, threshold: float = 0.9, surface: str | None
     return results
 
 
+def bench_fewlabels(n_per_class: int, threshold: float = 0.9, surface: str | None = None) -> dict:
+    """The default trainer on ``n_per_class`` labels, judged on 100 + 100 images it never
+    trained on: balanced accuracy, and at ``threshold`` how much it answers and how
+    often those answers are right (never below T is the promise of the calibration)."""
+    runner = BackboneRunner()
+    train = _dataset("binary", n_per_class, 1, surface)
+    test, ood = _dataset("binary", 100, 2, surface), _dataset("ood", 60, 3)
+    trained = train_detector(train, "binary", runner=runner, threshold=threshold)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_package(Path(tmp), "det_bench", trained)
+        from intellioptics_training.evaluate import load_detector
+
+        detector = load_detector(Path(tmp) / "det_bench")
+        report = compute_report(
+            score_images(detector, test.rgb),
+            test.labels,
+            list(test.class_names),
+            threshold,
+            score_images(detector, ood.rgb),
+        ).to_dict()
+    confident_accuracy = report["confident_accuracy"]
+    calibration = trained.calibration
+    return {
+        "surface": surface or "mixed",
+        "n_per_class": n_per_class,
+        "threshold": threshold,
+        "unseen": _summary(report),
+        "never_below_threshold": confident_accuracy is None or confident_accuracy >= threshold,
+        "out_of_fold": {k: round(v, 3) for k, v in trained.validation.items() if k.startswith("oof_")},
+        "calibration": None
+        if calibration is None
+        else {
+            "temperature": round(calibration.temperature, 3),
+            "confident_n": calibration.confident_n,
+            "confident_lower_bound": calibration.confident_lower_bound,
+        },
+        "train_seconds": round(trained.train_seconds, 1),
+    }
+
+
 def _summary(report: dict) -> dict:
     keys = (
         "balanced_accuracy",
@@ -134,8 +175,8 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m intellioptics_training.bench")
-    parser.add_argument("section", nargs="?", default="all", choices=["all", "training", "latency"])
-    parser.add_argument("--n-per-class", type=int, default=100)
+    parser.add_argument("section", nargs="?", default="all", choices=["all", "training", "latency", "fewlabels"])
+    parser.add_argument("--n-per-class", default=None, help="training: one count [100]; fewlabels: a list [10,25,50]")
     parser.add_argument(
         "--surfaces",
         default="mixed,leather,fabric,metal",
@@ -146,9 +187,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.section in ("all", "latency"):
         out["latency"] = bench_latency()
     if args.section in ("all", "training"):
+        n = int(args.n_per_class or 100)
         out["training"] = [
-            bench_training(args.n_per_class, surface=None if name == "mixed" else name)
+            bench_training(n, surface=None if name == "mixed" else name) for name in args.surfaces.split(",")
+        ]
+        out["load_average_after"] = os.getloadavg()
+    if args.section == "fewlabels":
+        counts = [int(c) for c in (args.n_per_class or "10,25,50").split(",")]
+        out["fewlabels"] = [
+            bench_fewlabels(n, surface=None if name == "mixed" else name)
             for name in args.surfaces.split(",")
+            for n in counts
         ]
         out["load_average_after"] = os.getloadavg()
     print(json.dumps(out, indent=2))

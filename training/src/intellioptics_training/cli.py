@@ -99,6 +99,13 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
     help="Anomaly mode: the false-alarm rate on good images that sets the threshold.",
 )
 @click.option("--allow-mixed-sizes", is_flag=True, help="Anomaly mode: stretch good images of different sizes.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.5, 1.0, max_open=True),
+    default=0.9,
+    show_default=True,
+    help="The detector's confidence threshold the model is calibrated for.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def train(
     data: Path,
@@ -111,6 +118,7 @@ def train(
     with_depth: bool,
     false_alarm_rate: float,
     allow_mixed_sizes: bool,
+    threshold: float,
     as_json: bool,
 ) -> None:
     """Train primary + OODD models on DATA/<label>/* and write a new package version.
@@ -149,7 +157,13 @@ def train(
         else:
             samples = read_image_folder(data)
             trained = train_detector(
-                samples, mode, class_names, trainer=trainer, epochs=epochs, progress_callback=on_progress
+                samples,
+                mode,
+                class_names,
+                trainer=trainer,
+                epochs=epochs,
+                threshold=threshold,
+                progress_callback=on_progress,
             )
         paths = export_package(out_dir, detector_id, trained, metrics=trained.validation)
     except IntelliOpticsError as exc:
@@ -165,6 +179,7 @@ def train(
         "skipped_unreadable": trained.skipped,
         "train_seconds": round(trained.train_seconds, 2),
         "validation": trained.validation,
+        "calibration": trained.calibration.to_dict() if trained.calibration else None,
     }
     if as_json:
         _print_json(summary)

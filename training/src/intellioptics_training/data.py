@@ -186,3 +186,24 @@ def prepare_good(samples: list[Sample], spec: InputSpec, *, allow_mixed_sizes: b
             f"setup (or pass --allow-mixed-sizes to stretch them all to {spec.width}x{spec.height})"
         )
     return Dataset(rgb, np.zeros(len(rgb), dtype=np.int64), ("NO",), names, skipped)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(train, evaluate)`` index pairs of a stratified k-fold split: every image is
+    evaluated exactly once, every class is in every training part. ``k`` is capped by
+    the smallest class; with fewer than two images in some class there is no split ([])."""
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
+    present = counts[counts > 0]
+    k = min(folds, int(present.min()) if len(present) else 0)
+    if k < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for cls in np.flatnonzero(counts):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        # Continue the round-robin across classes so that small classes do not all land in fold 0.
+        assignment[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)
+    everything = np.arange(len(labels))
+    return [(everything[assignment != f], everything[assignment == f]) for f in range(k)]

@@ -66,17 +66,17 @@ class BackboneRunner:
         views: tuple[str, ...] = ("identity",),
         batch_size: int = 8,
         progress: Callable[[int, int], None] | None = None,
+        outputs: tuple[str, ...] = FEATURE_OUTPUTS,
     ) -> list[np.ndarray]:
-        """Feature maps for every (view, image), view-major: index = view * len(images) + i."""
+        """Feature maps named by ``outputs`` for every (view, image), view-major: index =
+        view * len(images) + i. Asking only for the early maps skips the backbone's last stages."""
         jobs = [(view, rgb) for view in views for rgb in images]
-        outputs: list[list[np.ndarray]] = [[] for _ in FEATURE_OUTPUTS]
+        stores: list[list[np.ndarray]] = [[] for _ in outputs]
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             batch = np.concatenate([to_input_tensor(np.ascontiguousarray(apply_view(r, v)), spec) for v, r in chunk])
-            for store, value in zip(
-                outputs, self.session.run(list(FEATURE_OUTPUTS), {spec.tensor_name: batch}), strict=True
-            ):
+            for store, value in zip(stores, self.session.run(list(outputs), {spec.tensor_name: batch}), strict=True):
                 store.append(value)
             if progress is not None:
                 progress(min(start + batch_size, len(jobs)), len(jobs))
-        return [np.concatenate(store) for store in outputs]
+        return [np.concatenate(store) for store in stores]

@@ -80,6 +80,27 @@ class PrimaryHead(nn.Module):
         return torch.softmax(self.logits(feat_s8, feat_s16) / self.temperature, dim=1)
 
 
+class EnsembleHead(nn.Module):
+    """The mean of its members' logits, softmax at one temperature: the cross-fitted fold
+    heads and the head trained on every image serve together. One head on all images alone
+    was surer on new images than the fold heads its temperature was measured on (it
+    answered images the calibration had ruled out); the mean stays close to the fold
+    heads' scale, and ensembles help where labels are few. Members share the input maps, so the cost is k + 1 small
+    1x1-conv heads on one backbone pass."""
+
+    def __init__(self, members: list[PrimaryHead]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.num_classes = members[0].num_classes
+        self.register_buffer("temperature", torch.ones(1))
+
+    def logits(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.logits(feat_s8, feat_s16) for m in self.members]).mean(dim=0)
+
+    def forward(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(feat_s8, feat_s16) / self.temperature, dim=1)
+
+
 class OoddHead(nn.Module):
     """feat_s16 → in-domain probability, shape [N, 1]."""
 

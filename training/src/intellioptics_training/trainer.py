@@ -19,8 +19,15 @@ from intellioptics_common.depth import DepthSpec
 from intellioptics_common.ids import new_id
 from intellioptics_common.model_package import BackboneRef, InputSpec, PipelineConfig, PredictorMetadata, write_version
 from intellioptics_training.backbone import DEFAULT_INPUT
+from intellioptics_training.calibration import (
+    FLAT_TEMPERATURE,
+    Calibration,
+    adjusted_confidence,
+    calibrate,
+    softmax,
+)
 from intellioptics_training.config import get_settings
-from intellioptics_training.data import Dataset, Sample, prepare, stratified_split
+from intellioptics_training.data import Dataset, Sample, prepare, stratified_folds
 from intellioptics_training.errors import DatasetError, TrainingCancelled
 from intellioptics_training.features import BackboneRunner
 from intellioptics_training.heads import (
@@ -30,22 +37,25 @@ from intellioptics_training.heads import (
     PRIMARY_INPUTS,
     PRIMARY_PREFIX,
     PROBABILITIES,
+    EnsembleHead,
     OoddHead,
     PrimaryHead,
     merge_with_backbone,
 )
 
-FEATURE_INDEX = {"feat_s8": 0, "feat_s16": 1, "feat_s32": 2, "feat_head": 3}
-# Two views (the image and its half turn): more views helped less than they cost on 2 cores.
+# Two views (the image and its half turn): more views helped less than they cost on 2
+# cores, and cross-fitting multiplies every view's cost by the number of head fits.
 TRAIN_VIEWS = ("identity", "rot180")
 FAST_EPOCHS = 25
 FINETUNE_EPOCHS = 8
+CROSSFIT_FOLDS = 3
 MODE_NAMES = {"binary": "BINARY", "multiclass": "MULTI_CLASS"}
+_MAPS = ("feat_s8", "feat_s16")
 
 
 @dataclass(frozen=True)
 class Progress:
-    stage: str  # "features" | "primary" | "oodd" | "export"
+    stage: str  # "features" | "crossfit" | "primary" | "oodd" | "export"
     step: int
     total: int
     metrics: dict[str, float] = field(default_factory=dict)
@@ -56,8 +66,21 @@ ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
+class OutOfFold:
+    """Every training image scored by a model that never saw it, through the served
+    model's temperature: what the edge would have answered on images like these."""
+
+    names: tuple[str, ...]
+    labels: np.ndarray  # N, indices into class_names
+    probabilities: np.ndarray  # N x K
+    in_domain: np.ndarray  # N, the fold's OODD score
+    folds: int
+
+
+@dataclass(frozen=True)
 class TrainedModels:
-    """Both models as ONNX bytes (image tensor in), ready to be written as a package."""
+    """Both models as ONNX bytes (image tensor in), ready to be written as a package.
+    The primary trained on every image; ``out_of_fold`` measured and calibrated it."""
 
     mode: str
     class_names: tuple[str, ...]
@@ -74,6 +97,8 @@ class TrainedModels:
     train_seconds: float
     primary_shares_backbone: bool = True
     depth_input: DepthSpec | None = None  # the primary also takes a depth map (training/depth.py)
+    calibration: Calibration | None = None
+    out_of_fold: OutOfFold | None = None
 
 
 def train_detector(
@@ -84,10 +109,15 @@ def train_detector(
     trainer: str = "fast",
     epochs: int | None = None,
     seed: int = 0,
+    threshold: float = 0.9,
+    folds: int = CROSSFIT_FOLDS,
     progress_callback: ProgressCallback | None = None,
     cancel_check: Callable[[], bool] | None = None,
     runner: BackboneRunner | None = None,
 ) -> TrainedModels:
+    """Train on every image; cross-fit ``folds`` models for out-of-fold predictions, and
+    set the served model's temperature from them so that its answers at ``threshold``
+    are right at least that often (see :mod:`intellioptics_training.calibration`)."""
     if trainer not in ("fast", "auto", "finetune"):
         raise DatasetError(f"trainer must be fast, finetune or auto, not {trainer!r}")
     if epochs is None:
@@ -107,35 +137,64 @@ def train_detector(
             progress_callback(Progress(stage, step, total, metrics, time.perf_counter() - started))
 
     runner = runner or BackboneRunner()
-    fit_idx, val_idx = stratified_split(data.labels, 0.25, seed)
-    fit_rgb = [data.rgb[i] for i in fit_idx]
-    val_rgb = [data.rgb[i] for i in val_idx]
-    fit_maps = runner.maps(fit_rgb, spec, TRAIN_VIEWS, progress=lambda s, t: report("features", s, t + len(val_idx)))
-    val_maps = runner.maps(
-        val_rgb, spec, progress=lambda s, t: report("features", len(fit_idx) * len(TRAIN_VIEWS) + s, t)
+    n, k = len(data.labels), len(data.class_names)
+    splits = stratified_folds(data.labels, folds, seed)
+    views = TRAIN_VIEWS
+    maps = dict(
+        zip(
+            _MAPS,
+            runner.maps(data.rgb, spec, views, progress=lambda s, t: report("features", s, t), outputs=_MAPS),
+            strict=True,
+        )
     )
-    fit_y = np.tile(data.labels[fit_idx], len(TRAIN_VIEWS))
-    val_y = data.labels[val_idx]
+    identity = {name: m[:n] for name, m in maps.items()}
+    oof_logits = np.zeros((n, k))
+    oof_in_domain = np.ones(n)
+    fold_epochs = len(splits) * epochs
 
     if trainer == "finetune":
         from intellioptics_training.finetune import export_finetuned, finetune_primary, logits_of
 
-        head = PrimaryHead(len(data.class_names), _channel_stats(fit_maps))
-        model = finetune_primary(fit_rgb, data.labels[fit_idx], head, spec, epochs, report, seed)
-        validation = _calibrate(model.head, logits_of(model, val_rgb, spec), val_y)
-        primary_onnx = export_finetuned(model, spec)
+        for f, (fit, held) in enumerate(splits):
+            head = PrimaryHead(k, _channel_stats(_views_of(identity, fit, 1)))
+            fold_report = _offset_report(report, "crossfit", f * epochs, fold_epochs)
+            model = finetune_primary(
+                [data.rgb[i] for i in fit], data.labels[fit], head, spec, epochs, fold_report, seed
+            )
+            oof_logits[held] = logits_of(model, [data.rgb[i] for i in held], spec).double().numpy()
+            oof_in_domain[held] = _in_domain(_fit_oodd(identity["feat_s16"][fit]), identity["feat_s16"][held])
+        head = PrimaryHead(k, _channel_stats(identity))
+        final = finetune_primary(data.rgb, data.labels, head, spec, epochs, report, seed)
+        calibration = _calibration(oof_logits, oof_in_domain, data.labels, threshold, splits)
+        final.head.temperature.fill_(calibration.temperature)
+        primary_onnx = export_finetuned(final, spec)
     else:
-        head = _fit_primary(fit_maps, fit_y, val_maps, val_y, len(data.class_names), epochs, report)
-        with torch.no_grad():
-            val_logits = head.logits(*_tensors(val_maps, PRIMARY_INPUTS))
-        validation = _calibrate(head, val_logits, val_y)
-        primary_onnx = merge_with_backbone(runner.model_bytes, head, PRIMARY_INPUTS, PROBABILITIES, PRIMARY_PREFIX)
+        members = []
+        for f, (fit, held) in enumerate(splits):
+            fold_report = _offset_report(report, "crossfit", f * epochs, fold_epochs)
+            head = _fit_primary(
+                _views_of(maps, fit, len(views)), np.tile(data.labels[fit], len(views)), k, epochs, fold_report
+            )
+            with torch.no_grad():
+                oof_logits[held] = head.logits(*_tensors(_views_of(identity, held, 1))).double().numpy()
+            members.append(head)
+            oof_in_domain[held] = _in_domain(_fit_oodd(identity["feat_s16"][fit]), identity["feat_s16"][held])
+        served = EnsembleHead([*members, _fit_primary(maps, np.tile(data.labels, len(views)), k, epochs, report)])
+        calibration = _calibration(oof_logits, oof_in_domain, data.labels, threshold, splits)
+        served.temperature.fill_(calibration.temperature)
+        primary_onnx = merge_with_backbone(runner.model_bytes, served, PRIMARY_INPUTS, PROBABILITIES, PRIMARY_PREFIX)
+
+    out_of_fold = None
+    validation: dict[str, float] = {"temperature": calibration.temperature}
+    if splits:
+        probabilities = softmax(oof_logits, calibration.temperature)
+        out_of_fold = OutOfFold(tuple(data.names), data.labels, probabilities, oof_in_domain, len(splits))
+        validation = {**validation, **_oof_summary(out_of_fold, threshold)}
     report("primary", epochs, epochs, **validation)
 
-    # The OODD bank holds every training image (identity view), validation included.
-    oodd = _fit_oodd(np.concatenate([fit_maps[1][: len(fit_idx)], val_maps[1]]))
+    # The OODD bank holds every training image (identity view).
+    oodd = _fit_oodd(identity["feat_s16"])
     report("oodd", 1, 1)
-
     oodd_onnx = merge_with_backbone(runner.model_bytes, oodd, OODD_INPUTS, IN_DOMAIN, OODD_PREFIX)
     report("export", 1, 1)
     return TrainedModels(
@@ -153,34 +212,70 @@ def train_detector(
         skipped=data.skipped,
         validation=validation,
         train_seconds=time.perf_counter() - started,
+        calibration=calibration,
+        out_of_fold=out_of_fold,
     )
 
 
-def _tensors(maps: list[np.ndarray], names: tuple[str, ...]) -> list[torch.Tensor]:
-    return [torch.from_numpy(maps[FEATURE_INDEX[name]]) for name in names]
+def _calibration(
+    logits: np.ndarray,
+    in_domain: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+) -> Calibration:
+    if splits:
+        return calibrate(logits, in_domain, labels, threshold)
+    reason = "too few labels in some class to cross-fit (two per class at least): every answer escalates"
+    return Calibration(FLAT_TEMPERATURE, 1.0, threshold, len(labels), 0, 0, None, reason)
 
 
-def _channel_stats(maps: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {
-        name: (maps[FEATURE_INDEX[name]].mean(axis=(0, 2, 3)), maps[FEATURE_INDEX[name]].std(axis=(0, 2, 3)))
-        for name in PRIMARY_INPUTS
+def _oof_summary(oof: OutOfFold, threshold: float) -> dict[str, float]:
+    predicted = oof.probabilities.argmax(axis=1)
+    correct = predicted == oof.labels
+    confident = adjusted_confidence(oof.probabilities, oof.in_domain) >= threshold
+    recalls = [correct[oof.labels == c].mean() for c in np.unique(oof.labels)]
+    summary = {
+        "oof_accuracy": float(correct.mean()),
+        "oof_balanced_accuracy": float(np.mean(recalls)),
+        "oof_confident_coverage": float(confident.mean()),
     }
+    if confident.any():
+        summary["oof_confident_accuracy"] = float(correct[confident].mean())
+    return summary
+
+
+def _offset_report(report: Callable[..., None], stage: str, offset: int, total: int) -> Callable[..., None]:
+    """The cross-fitting runs share one progress bar: fold f's epoch e is step f * E + e."""
+
+    def shifted(_stage: str, step: int, _total: int, **metrics: float) -> None:
+        report(stage, offset + step, total, **metrics)
+
+    return shifted
+
+
+def _views_of(maps: dict[str, np.ndarray], idx: np.ndarray, views: int) -> dict[str, np.ndarray]:
+    """The rows of images ``idx`` in every one of ``views`` view-major blocks."""
+    n = len(next(iter(maps.values()))) // views
+    rows = np.concatenate([v * n + idx for v in range(views)])
+    return {name: m[rows] for name, m in maps.items()}
+
+
+def _tensors(maps: dict[str, np.ndarray]) -> list[torch.Tensor]:
+    return [torch.from_numpy(maps[name]) for name in PRIMARY_INPUTS]
+
+
+def _channel_stats(maps: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {name: (maps[name].mean(axis=(0, 2, 3)), maps[name].std(axis=(0, 2, 3))) for name in PRIMARY_INPUTS}
 
 
 def _fit_primary(
-    maps: list[np.ndarray],
-    labels: np.ndarray,
-    val_maps: list[np.ndarray],
-    val_labels: np.ndarray,
-    num_classes: int,
-    epochs: int,
-    report: Callable[..., None],
+    maps: dict[str, np.ndarray], labels: np.ndarray, num_classes: int, epochs: int, report: Callable[..., None]
 ) -> PrimaryHead:
     head = PrimaryHead(num_classes, _channel_stats(maps))
     # The standardisation and self-contrast are fixed: compute them once, not per epoch.
     with torch.no_grad():
-        inputs = head.prepare(*_tensors(maps, PRIMARY_INPUTS))
-        val_inputs = head.prepare(*_tensors(val_maps, PRIMARY_INPUTS))
+        inputs = head.prepare(*_tensors(maps))
     targets = torch.from_numpy(labels)
     counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
     weights = torch.from_numpy(counts.sum() / (num_classes * np.maximum(counts, 1)))
@@ -198,28 +293,13 @@ def _fit_primary(
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        head.eval()
-        with torch.no_grad():
-            val_pred = head.logits_prepared(*val_inputs).argmax(1).numpy()
-        report(
-            "primary", epoch + 1, epochs, loss=total / len(order), val_accuracy=float((val_pred == val_labels).mean())
-        )
+        report("primary", epoch + 1, epochs, loss=total / len(order))
     return head.eval()
 
 
-def _calibrate(head: PrimaryHead, logits: torch.Tensor, val_labels: np.ndarray) -> dict[str, float]:
-    """Temperature scaling on the held-out images: the edge trusts confidences, so they
-    must mean what they say."""
-    logits = logits.double()
-    targets = torch.from_numpy(val_labels)
-    best_t, best_loss = 1.0, float("inf")
-    for t in np.exp(np.linspace(np.log(0.5), np.log(50.0), 80)):
-        loss = float(nn.functional.cross_entropy(logits / t, targets))
-        if loss < best_loss:
-            best_t, best_loss = float(t), loss
-    head.temperature.fill_(best_t)
-    accuracy = float((logits.argmax(1).numpy() == val_labels).mean())
-    return {"val_accuracy": accuracy, "val_nll": best_loss, "temperature": best_t}
+def _in_domain(oodd: OoddHead, s16: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return oodd(torch.from_numpy(s16)).numpy().reshape(-1).astype(np.float64)
 
 
 def _fit_oodd(s16_maps: np.ndarray) -> OoddHead:
@@ -271,7 +351,11 @@ def export_package(
             training_set_size=trained.training_set_size,
             class_counts=trained.class_counts,
             metrics=dict(metrics or {}) if kind == "primary" else {},
-            extra={"validation": trained.validation, "train_seconds": round(trained.train_seconds, 2)},
+            extra={
+                "validation": trained.validation,
+                "calibration": trained.calibration.to_dict() if trained.calibration else None,
+                "train_seconds": round(trained.train_seconds, 2),
+            },
         )
         model_id = (model_ids[0] if kind == "primary" else model_ids[1]) if model_ids else new_id("mdl")
         paths[kind] = write_version(

@@ -1,4 +1,4 @@
-"""From the cloud's labeled examples to a training set, and how it is split for evaluation.
+"""From the cloud's labeled examples to a training set.
 
 Only human labels that name one of the detector's classes train a model: UNCLEAR means
 "a person could not tell", which is no evidence either way, so it is left out (counted).
@@ -6,7 +6,6 @@ Only human labels that name one of the detector's classes train a model: UNCLEAR
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,26 +29,6 @@ class DatasetSelection:
 
     examples: tuple[DatasetExample, ...]
     skipped: dict[str, int]  # reason -> count
-
-
-@dataclass(frozen=True)
-class Fold:
-    train: tuple[int, ...]
-    evaluate: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class EvaluationPlan:
-    """``holdout``: one stratified split, the registered model is the one trained on
-    ``folds[0].train``. ``cv``: k folds give out-of-fold predictions for every image, and
-    the registered model is trained on everything afterwards."""
-
-    method: str  # "holdout" | "cv"
-    folds: tuple[Fold, ...]
-
-    @property
-    def evaluation_indices(self) -> tuple[int, ...]:
-        return tuple(sorted(i for fold in self.folds for i in fold.evaluate))
 
 
 def select_examples(examples: Iterable[DatasetExample], mode: str, class_names: Sequence[str]) -> DatasetSelection:
@@ -113,46 +92,3 @@ def check_trainable(labels: Sequence[str], class_names: Sequence[str], min_per_c
             f"(have {wanted}; UNCLEAR labels do not count)."
         )
     return {name: counts[name] for name in class_names}
-
-
-def plan_evaluation(
-    labels: Sequence[str],
-    *,
-    fresh: Sequence[bool],
-    cv_min_per_class: int,
-    cv_folds: int,
-    holdout_fraction: float,
-    seed: int,
-) -> EvaluationPlan:
-    """Stratified split. ``fresh[i]`` marks images the active model did not train on; the
-    holdout takes those first, so the two models are compared on data neither has seen."""
-    rng = random.Random(seed)
-    by_class: dict[str, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    for members in by_class.values():
-        rng.shuffle(members)
-    smallest = min(len(members) for members in by_class.values())
-    if smallest >= cv_min_per_class:
-        evaluate: list[int] = []
-        for members in by_class.values():
-            take = max(1, round(holdout_fraction * len(members)))
-            ordered = sorted(members, key=lambda i: not fresh[i])  # stable: fresh first, shuffled within
-            evaluate.extend(ordered[:take])
-        held = set(evaluate)
-        train = [i for i in range(len(labels)) if i not in held]
-        return EvaluationPlan("holdout", (Fold(tuple(sorted(train)), tuple(sorted(evaluate))),))
-    k = max(2, min(cv_folds, smallest))
-    assignment = [0] * len(labels)
-    offset = 0
-    for members in by_class.values():
-        # Continue the round-robin across classes so that small classes do not all land in fold 0.
-        for position, index in enumerate(members):
-            assignment[index] = (position + offset) % k
-        offset += len(members)
-    folds = []
-    for fold in range(k):
-        evaluate_fold = tuple(i for i in range(len(labels)) if assignment[i] == fold)
-        train_fold = tuple(i for i in range(len(labels)) if assignment[i] != fold)
-        folds.append(Fold(train_fold, evaluate_fold))
-    return EvaluationPlan("cv", tuple(folds))

@@ -13,18 +13,26 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from intellioptics_common.confidence import predict_from_probabilities
 from intellioptics_common.model_package import read_latest
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
 from intellioptics_worker.errors import ModelError
-from intellioptics_worker.scoring import ModelFiles
+from intellioptics_worker.scoring import ModelFiles, Scored
 from intellioptics_worker.settings import WorkerSettings
 from intellioptics_worker.training import CancelCheck, ProgressCallback, TrainedVersion
 
 LIBRARY_MODES = {"BINARY": "binary", "MULTI_CLASS": "multiclass"}
 # Share of one training run per library stage: the backbone pass over every view of every
 # image dominates; the heads train on cached maps in seconds.
-_STAGES = {"features": (0.0, 0.7), "primary": (0.7, 0.97), "oodd": (0.97, 0.99), "export": (0.99, 1.0)}
+# The cross-fitted heads come next, then the head on every image.
+_STAGES = {
+    "features": (0.0, 0.4),
+    "crossfit": (0.4, 0.85),
+    "primary": (0.85, 0.97),
+    "oodd": (0.97, 0.99),
+    "export": (0.99, 1.0),
+}
 
 
 class LibraryTrainer:
@@ -39,6 +47,8 @@ class LibraryTrainer:
         mode: str,
         class_names: Sequence[str],
         trainer: str,
+        threshold: float,
+        folds: int,
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
     ) -> TrainedVersion:
@@ -65,6 +75,8 @@ class LibraryTrainer:
                 tuple(class_names),
                 trainer=trainer,
                 seed=self._settings.seed,
+                threshold=threshold,
+                folds=folds,
                 progress_callback=progress,
                 cancel_check=cancel_check,
             )
@@ -88,7 +100,23 @@ class LibraryTrainer:
                 primary_metadata=asdict(primary.metadata),
                 oodd_metadata=asdict(oodd.metadata) if oodd else None,
                 trainer=primary.metadata.trainer,
+                out_of_fold=_out_of_fold(trained.out_of_fold, tuple(class_names)),
+                folds=trained.out_of_fold.folds if trained.out_of_fold else 0,
+                calibration=trained.calibration.to_dict() if trained.calibration else None,
             )
+
+
+def _out_of_fold(oof: Any, class_names: tuple[str, ...]) -> dict[str, Scored]:
+    """The library's out-of-fold probabilities as the edge would answer them (common arithmetic)."""
+    if oof is None:
+        return {}
+    scored = {}
+    for name, probabilities, in_domain in zip(oof.names, oof.probabilities, oof.in_domain, strict=True):
+        prediction = predict_from_probabilities([float(p) for p in probabilities], class_names, float(in_domain))
+        scored[name] = Scored(
+            prediction.label, prediction.confidence, prediction.raw_primary_confidence, float(in_domain)
+        )
+    return scored
 
 
 def _float(value: object) -> float | None:

@@ -7,6 +7,12 @@ that is a tie, on what the edge will actually do at the detector's threshold: th
 accuracy of its confident answers must not drop, and a higher confident coverage (fewer
 escalations) breaks the tie in favour of the new version. A tie within one image's worth
 of score counts as "not worse": on a few dozen images, one image is noise.
+
+Whatever the comparison says, a version whose confident out-of-fold answers are right
+less often than the detector's threshold is never activated: the edge would give those
+answers without asking anyone, so they must be right at least a share T of the time.
+A version that answers nothing confidently passes (it escalates everything, which is
+safe) and the calibration in the training library is what makes it answer when it can.
 """
 
 from __future__ import annotations
@@ -37,14 +43,20 @@ def decide(
     new: Metrics | None,
     active: Metrics | None,
     *,
+    own: Metrics | None = None,
     active_version: int | None = None,
     note: str | None = None,
 ) -> Decision:
-    """``new`` and ``active`` must be measured on the same images; ``note`` is appended to the reason."""
+    """``new`` and ``active`` must be measured on the same images; ``own`` is the new
+    version's out-of-fold measure on all its images (the threshold gate); ``note`` is
+    appended to the reason."""
     suffix = f" ({note})" if note else ""
+    short = _short_of_threshold(own)
     if new is None or active is None:
         if policy == "manual":
             return Decision(CANDIDATE, f"promotion policy is manual; no active version to compare with{suffix}")
+        if short:
+            return Decision(CANDIDATE, f"{short}{suffix}")
         return Decision(ACTIVATE, f"no active version to compare with: this one becomes active{suffix}")
     tolerance = 1.0 / (max(1, len(new.support)) * max(1, min(new.support.values(), default=1))) + 1e-9
     name = f"v{active_version}" if active_version is not None else "the active version"
@@ -56,7 +68,20 @@ def decide(
     verdict, why = _compare(new, active, tolerance)
     if policy == "manual":
         return Decision(CANDIDATE, f"promotion policy is manual (new version {why}) {summary}{suffix}")
+    if verdict and short:
+        return Decision(CANDIDATE, f"{short}; {why} {summary}{suffix}")
     return Decision(ACTIVATE if verdict else CANDIDATE, f"{why} {summary}{suffix}")
+
+
+def _short_of_threshold(own: Metrics | None) -> str | None:
+    """The reason a version must not serve, or None when its confident answers hold up."""
+    if own is None or own.confident_accuracy is None or own.confident_accuracy >= own.threshold:
+        return None
+    confident = round(own.confident_coverage * own.n)
+    return (
+        f"its confident out-of-fold answers fall short of the threshold: accuracy {own.confident_accuracy:.3f} "
+        f"on {confident} of {own.n} images answered at or above {own.threshold:g}"
+    )
 
 
 def _compare(new: Metrics, active: Metrics, tolerance: float) -> tuple[bool, str]:

@@ -17,18 +17,11 @@ from dataclasses import dataclass
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.model_package import PipelineConfig
 from intellioptics_worker.cloud import CloudClient, DetectorInfo, EpochReport, Job, ModelVersionInfo, Registration
-from intellioptics_worker.dataset import (
-    EvaluationPlan,
-    LabeledImage,
-    check_trainable,
-    download_images,
-    plan_evaluation,
-    select_examples,
-)
-from intellioptics_worker.errors import CloudError, DatasetError, JobInterrupted, WorkerError
+from intellioptics_worker.dataset import LabeledImage, check_trainable, download_images, select_examples
+from intellioptics_worker.errors import CloudError, DatasetError, JobInterrupted, ModelError, WorkerError
 from intellioptics_worker.progress import ProgressReporter
 from intellioptics_worker.promotion import CANDIDATE, Decision, decide
-from intellioptics_worker.scoring import ModelFiles, Scored, Scorer, measure
+from intellioptics_worker.scoring import Metrics, ModelFiles, Scored, Scorer, measure
 from intellioptics_worker.settings import WorkerSettings
 from intellioptics_worker.training import TrainedVersion, Trainer
 
@@ -133,36 +126,33 @@ class JobRunner:
             active is None or active.trained_on is None or image.image_query_id not in active.trained_on
             for image in images
         ]
-        plan = plan_evaluation(
-            labels,
-            fresh=fresh,
-            cv_min_per_class=self._settings.cv_min_per_class,
-            cv_folds=self._settings.cv_folds,
-            holdout_fraction=self._settings.holdout_fraction,
-            seed=self._settings.seed,
-        )
-        final, predictions = self._train_and_evaluate(job, detector, images, plan, reporter)
-        evaluated = plan.evaluation_indices
-        eval_labels = [images[i].label for i in evaluated]
+        final = self._train(job, detector, images, reporter)
+        # Every image trains the registered version; its out-of-fold answer measures it.
+        evaluated = [i for i, image in enumerate(images) if image.image_query_id in final.out_of_fold]
+        if not evaluated:
+            raise ModelError("the trainer returned no out-of-fold predictions: the version cannot be measured")
+        predictions = {i: final.out_of_fold[images[i].image_query_id] for i in evaluated}
+        threshold = detector.confidence_threshold
         new_metrics = measure(
-            eval_labels, [predictions[i] for i in evaluated], detector.class_names, detector.confidence_threshold
+            [images[i].label for i in evaluated], [predictions[i] for i in evaluated], detector.class_names, threshold
         )
 
         reporter.update(_TRAIN_END, "scoring the active version on the same images")
         reporter.flush()
-        decision, comparison = self._decide(detector, images, predictions, evaluated, fresh, active)
+        decision, comparison = self._decide(detector, images, predictions, evaluated, fresh, active, new_metrics)
         reporter.check()
 
         reporter.update(_COMPARE_END, f"registering the new version ({decision.action})")
         reporter.flush()
-        trained_ids = [images[i].image_query_id for i in self._final_train_indices(plan, len(images))]
+        trained_ids = [image.image_query_id for image in images]
         metrics = {
             **new_metrics.to_dict(),
             "evaluation": {
-                "method": plan.method,
-                "folds": len(plan.folds),
+                "method": "cross-fit",
+                "folds": final.folds,
                 "image_query_ids": [images[i].image_query_id for i in evaluated],
             },
+            "calibration": dict(final.calibration) if final.calibration else None,
             "comparison": comparison,
             "promotion": decision.to_dict(),
             "skipped_labels": selection.skipped,
@@ -177,52 +167,20 @@ class JobRunner:
         )
         return int(registered["version"]), decision
 
-    def _train_and_evaluate(
-        self,
-        job: Job,
-        detector: DetectorInfo,
-        images: Sequence[LabeledImage],
-        plan: EvaluationPlan,
-        reporter: ProgressReporter,
-    ) -> tuple[TrainedVersion, dict[int, Scored]]:
-        """Out-of-sample predictions for every evaluation image, and the version to register."""
-        runs = len(plan.folds) + (1 if plan.method == "cv" else 0)
-        predictions: dict[int, Scored] = {}
-        final: TrainedVersion | None = None
-        for run, fold in enumerate(plan.folds):
-            is_final = plan.method == "holdout"
-            label = "training" if is_final else f"cross-validation fold {run + 1}/{len(plan.folds)}"
-            trained = self._train(job, detector, [images[i] for i in fold.train], reporter, run, runs, label, is_final)
-            scorer = Scorer(trained.files, self._threads)
-            for i in fold.evaluate:
-                predictions[i] = scorer.score(images[i].image)
-                reporter.check()
-            if is_final:
-                final = trained
-        if final is None:
-            final = self._train(job, detector, list(images), reporter, runs - 1, runs, "training on all labels", True)
-        return final, predictions
-
     def _train(
-        self,
-        job: Job,
-        detector: DetectorInfo,
-        images: Sequence[LabeledImage],
-        reporter: ProgressReporter,
-        run: int,
-        runs: int,
-        label: str,
-        report_epochs: bool,
+        self, job: Job, detector: DetectorInfo, images: Sequence[LabeledImage], reporter: ProgressReporter
     ) -> TrainedVersion:
-        span = (_TRAIN_END - _DOWNLOAD) / runs
-        start = _DOWNLOAD + run * span
+        span = _TRAIN_END - _DOWNLOAD
+        label = "training on all labels"
 
         def on_progress(fraction: float, message: str | None, epoch: EpochReport | None) -> None:
-            reporter.update(start + span * min(max(fraction, 0.0), 1.0), f"{label}: {message}" if message else label)
-            if epoch is not None and report_epochs:
+            reporter.update(
+                _DOWNLOAD + span * min(max(fraction, 0.0), 1.0), f"{label}: {message}" if message else label
+            )
+            if epoch is not None:
                 reporter.epoch(epoch)
 
-        reporter.update(start, f"{label} on {len(images)} images")
+        reporter.update(_DOWNLOAD, f"{label} ({len(images)} images, {self._settings.cv_folds}-fold cross-fitting)")
         reporter.flush()
         reporter.check()
         return self._trainer.train(
@@ -231,13 +189,11 @@ class JobRunner:
             mode=detector.mode,
             class_names=detector.class_names,
             trainer=job.trainer,
+            threshold=detector.confidence_threshold,
+            folds=self._settings.cv_folds,
             on_progress=on_progress,
             cancel_check=reporter.check,
         )
-
-    @staticmethod
-    def _final_train_indices(plan: EvaluationPlan, count: int) -> tuple[int, ...]:
-        return plan.folds[0].train if plan.method == "holdout" else tuple(range(count))
 
     # --- the active version and the decision ----------------------------------------
 
@@ -278,15 +234,19 @@ class JobRunner:
         evaluated: Sequence[int],
         fresh: Sequence[bool],
         active: _ActiveModel | None,
+        own: Metrics,
     ) -> tuple[Decision, dict[str, object]]:
+        """``own``: the new version's out-of-fold metrics on every image, which the
+        threshold gate reads whatever the comparison with the active version says."""
         policy = detector.promotion_policy
         threshold = detector.confidence_threshold
         if active is None:
-            return decide(policy, None, None), {"active_version": None}
+            return decide(policy, None, None, own=own), {"active_version": None}
         if active.files is None:
             note = f"active version {active.version} cannot be compared: {active.unusable_reason}"
             if active.obsolete:
-                return decide(policy, None, None, note=note), {"active_version": active.version, "note": note}
+                decision = decide(policy, None, None, own=own, note=note)
+                return decision, {"active_version": active.version, "note": note}
             # Not knowing whether the new version is better is not a reason to replace a working one.
             return Decision(CANDIDATE, note), {"active_version": active.version, "note": note}
         compare = [i for i in evaluated if fresh[i]]
@@ -300,7 +260,7 @@ class JobRunner:
         labels = [images[i].label for i in compare]
         new_metrics = measure(labels, [predictions[i] for i in compare], detector.class_names, threshold)
         active_metrics = measure(labels, active_predictions, detector.class_names, threshold)
-        decision = decide(policy, new_metrics, active_metrics, active_version=active.version, note=note)
+        decision = decide(policy, new_metrics, active_metrics, own=own, active_version=active.version, note=note)
         comparison = {
             "active_version": active.version,
             "image_query_ids": [images[i].image_query_id for i in compare],

@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from intellioptics_common.confidence import predict_from_probabilities
+from intellioptics_common.intervals import balanced_interval, wilson_interval
 from intellioptics_common.model_package import PipelineConfig
 from intellioptics_common.preprocessing import load_input_tensor
 from intellioptics_worker.errors import ModelError
@@ -52,6 +53,17 @@ class Metrics:
     support: dict[str, int]  # evaluation images per class
     threshold: float
 
+    def intervals(self) -> dict[str, list[float] | None]:
+        """95 % Wilson intervals (see :mod:`intellioptics_common.intervals`)."""
+        confident = round(self.confident_coverage * self.n)
+        right = round((self.confident_accuracy or 0.0) * confident)
+        per_class = [(round(self.per_class_recall[name] * n), n) for name, n in self.support.items()]
+        return {
+            "balanced_accuracy": _rounded(balanced_interval(per_class)),
+            "confident_coverage": _rounded(wilson_interval(confident, self.n)),
+            "confident_accuracy": _rounded(wilson_interval(right, confident)) if confident else None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
@@ -62,7 +74,12 @@ class Metrics:
             "per_class_recall": {k: round(v, 4) for k, v in self.per_class_recall.items()},
             "support": dict(self.support),
             "threshold": self.threshold,
+            "intervals_95": self.intervals(),
         }
+
+
+def _rounded(interval: tuple[float, float]) -> list[float]:
+    return [round(interval[0], 4), round(interval[1], 4)]
 
 
 class Scorer:

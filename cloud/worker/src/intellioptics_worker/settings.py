@@ -28,11 +28,9 @@ class WorkerSettings(BaseServiceSettings):
     )
     request_timeout_s: float = Field(default=60.0, gt=0)
     request_retries: int = Field(default=4, ge=0, description="retries of one cloud call on network errors and 5xx")
-    holdout_fraction: float = Field(default=0.25, gt=0.0, lt=0.6)
-    cv_min_per_class: int = Field(
-        default=30, ge=2, description="below this many labels in the smallest class, evaluate by cross-validation"
+    cv_folds: int = Field(
+        default=3, ge=2, le=10, description="cross-fitting folds (capped by the smallest class's label count)"
     )
-    cv_folds: int = Field(default=4, ge=2, le=10)
     min_per_class: int = Field(default=3, ge=2, description="fewer labels than this in any class: the job fails")
     seed: int = 0
 

@@ -8,13 +8,13 @@ use a tiny trainer and lets the library evolve without touching the job logic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
-from intellioptics_worker.scoring import ModelFiles
+from intellioptics_worker.scoring import ModelFiles, Scored
 
 ProgressCallback = Callable[[float, str | None, EpochReport | None], None]
 CancelCheck = Callable[[], bool]
@@ -22,10 +22,17 @@ CancelCheck = Callable[[], bool]
 
 @dataclass(frozen=True)
 class TrainedVersion:
+    """A version trained on every image it was given. ``out_of_fold`` holds, per image
+    query id, what a cross-fitted model that never saw the image answered (through the
+    served version's calibration): the worker's metrics and promotion decision read it."""
+
     files: ModelFiles
     primary_metadata: dict[str, Any]
     oodd_metadata: dict[str, Any] | None
     trainer: str  # the trainer that actually ran ("auto" resolved)
+    out_of_fold: Mapping[str, Scored] = field(default_factory=dict)
+    folds: int = 0
+    calibration: Mapping[str, Any] | None = None
 
 
 class Trainer(Protocol):
@@ -37,9 +44,13 @@ class Trainer(Protocol):
         mode: str,
         class_names: Sequence[str],
         trainer: str,
+        threshold: float,
+        folds: int,
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
     ) -> TrainedVersion:
-        """Train primary + OODD on ``images``. ``on_progress(fraction 0..1, message, epoch)``;
-        ``cancel_check()`` raises (or returns True) when training must stop."""
+        """Train primary + OODD on all ``images``, cross-fitting ``folds`` models for the
+        out-of-fold answers and calibrating for ``threshold``.
+        ``on_progress(fraction 0..1, message, epoch)``; ``cancel_check()`` raises (or
+        returns True) when training must stop."""
         ...

@@ -53,6 +53,7 @@ import anyio
 from intellioptics_common.anomaly import OVERLAY_KINDS, Severity, overlay_png
 from intellioptics_common.confidence import is_confident, normalize_binary_label
 from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.explanation import explain_edge_answer
 from intellioptics_common.ids import new_id
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.schemas import (
@@ -400,6 +401,9 @@ class ImageQueryService:
             kind = OutboxKind.ESCALATION if escalate else OutboxKind.AUDIT
             outbox.append(OutboxEntry(kind, result.model_dump(mode="json"), request_metadata))
         body = image_query.model_dump_json()
+        explanation = explain_edge_answer(
+            image_query_id=image_query.id, result=result, threshold=threshold, escalated=escalate, reason=reason
+        )
         saved = await anyio.to_thread.run_sync(
             partial(
                 self._store.save,
@@ -411,6 +415,7 @@ class ImageQueryService:
                 content_type=request.content_type,
                 inspection_id=request.inspection_id,
                 outbox=outbox,
+                explanation=explanation.model_dump_json(),
             )
         )
         if not saved:
@@ -492,6 +497,18 @@ class ImageQueryService:
                 )
             )
         return BatchResult(detector_id=detector.id, results=items, summary=summarise_batch(items))
+
+    async def explanation(self, image_query_id: str) -> str:
+        """The stored explanation JSON of a query this edge answered. Not answered here:
+        404, so the gateway asks the cloud (whose queries the cloud explains)."""
+        stored, explanation = await anyio.to_thread.run_sync(self._store.explanation, image_query_id)
+        if not stored:
+            raise ImageQueryNotFoundError(f"Image query {image_query_id} was not answered by this edge.")
+        if explanation is None:
+            raise ImageQueryNotFoundError(
+                f"Image query {image_query_id} was answered before this edge recorded explanations; none is kept."
+            )
+        return explanation
 
     async def image(self, image_query_id: str) -> StoredImage:
         image = await anyio.to_thread.run_sync(self._store.image, image_query_id)

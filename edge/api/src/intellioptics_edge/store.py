@@ -96,6 +96,7 @@ _ADDED_COLUMNS = (
     ("outbox", "dead_reason", "TEXT"),
     ("outbox", "discarded_at", "REAL"),
     ("outbox", "discard_reason", "TEXT"),
+    ("image_queries", "explanation", "TEXT"),  # JSON of intellioptics_common.explanation.Explanation
 )
 # An item still to deliver; a dead letter (parked until a person re-sends or discards it).
 PENDING = "delivered_at IS NULL AND dead_at IS NULL"
@@ -349,8 +350,10 @@ class QueryStore:
         content_type: str,
         inspection_id: str | None = None,
         outbox: list[OutboxEntry] | None = None,
+        explanation: str | None = None,
     ) -> bool:
-        """Store a query and its image, with its outbox rows in the same transaction.
+        """Store a query and its image (and why it got its answer), with its outbox rows in
+        the same transaction.
 
         Returns False when the id is already taken (``image_query_id`` given twice).
         """
@@ -364,8 +367,17 @@ class QueryStore:
             with self._db.image_removed_on_error(image_query_id), self._db.transaction(durable=durable) as connection:
                 connection.execute(
                     "INSERT INTO image_queries (id, detector_id, created_at, done_processing, inspection_id,"
-                    " content_type, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (image_query_id, detector_id, now, int(done_processing), inspection_id, content_type, body),
+                    " content_type, body, explanation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        image_query_id,
+                        detector_id,
+                        now,
+                        int(done_processing),
+                        inspection_id,
+                        content_type,
+                        body,
+                        explanation,
+                    ),
                 )
                 for entry in outbox or ():
                     insert_outbox(
@@ -393,6 +405,14 @@ class QueryStore:
         if row is None:
             return None
         return StoredQuery(id=row[0], detector_id=row[1], created_at=row[2], done_processing=bool(row[3]), body=row[4])
+
+    def explanation(self, image_query_id: str) -> tuple[bool, str | None]:
+        """(query stored here, its explanation JSON if one was recorded)."""
+        with self._db.lock:
+            row = self._db.connection.execute(
+                "SELECT explanation FROM image_queries WHERE id = ?", (image_query_id,)
+            ).fetchone()
+        return (False, None) if row is None else (True, row[0])
 
     def finish(self, image_query_id: str, body: str) -> None:
         """Replace an escalated query's answer with the final one (the cloud's human answer)."""

@@ -104,6 +104,12 @@ async def get_image_query(image_query_id: str, state: StateDep, caller: Reader) 
     return Response(answer, media_type="application/json")
 
 
+@router.get("/image-queries/{image_query_id}/explanation")
+async def get_explanation(image_query_id: str, state: StateDep, caller: Reader) -> Response:
+    """Why this edge answered as it did: model, raw scores, threshold, escalation."""
+    return Response(await state.service.explanation(image_query_id), media_type="application/json")
+
+
 @router.get("/image-queries/{image_query_id}/image")
 async def get_image(image_query_id: str, state: StateDep, caller: Reader) -> Response:
     image = await state.service.image(image_query_id)

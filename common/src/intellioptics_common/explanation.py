@@ -1,0 +1,98 @@
+"""Why a query got its answer: what ``GET .../image-queries/{id}/explanation`` returns.
+
+Written once, from the model's raw outputs and the decision, by whichever part answered
+(the edge for its answers). Nearest labeled examples need a bank of labeled embeddings
+with their image query ids, which no model package carries yet: the field is then
+``None`` and ``nearest_labeled_examples_note`` says so, rather than ids made up.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from intellioptics_common.schemas import EscalationReason, InferenceResult, WireModel
+
+NO_NEAREST_EXAMPLES = (
+    "not available: the model package keeps no labeled embeddings with image query ids, "
+    "so the nearest labeled examples cannot be named"
+)
+# The model kind of every classifier package (binary or multi-class); other kinds
+# (anomaly, boxes) bring their own name with their post-processor.
+CLASSIFIER = "classifier"
+
+
+class ModelRef(WireModel):
+    kind: str = Field(description="the model kind: classifier (binary / multi-class)")
+    mode: str
+    primary_version: int
+    primary_model_id: str
+    oodd_version: int | None = None
+    oodd_model_id: str | None = None
+
+
+class Explanation(WireModel):
+    image_query_id: str
+    detector_id: str
+    answered_by: str = Field(description="edge | cloud")
+    model: ModelRef
+    label: str
+    confidence: float = Field(description="the primary confidence adjusted by the OODD score: what T is compared with")
+    raw_primary_confidence: float
+    oodd_in_domain_score: float | None = Field(description="None when the detector has no OODD model")
+    confidence_threshold: float
+    escalated: bool
+    escalation_reason: EscalationReason | None = None
+    why: str = Field(description="the decision in one sentence")
+    nearest_labeled_examples: list[str] | None = None
+    nearest_labeled_examples_note: str | None = None
+
+
+def explain_edge_answer(
+    *,
+    image_query_id: str,
+    result: InferenceResult,
+    threshold: float,
+    escalated: bool,
+    reason: EscalationReason | None,
+) -> Explanation:
+    return Explanation(
+        image_query_id=image_query_id,
+        detector_id=result.detector_id,
+        answered_by="edge",
+        model=ModelRef(
+            kind=CLASSIFIER,
+            mode=str(getattr(result.mode, "value", result.mode)),
+            primary_version=result.primary_model_version,
+            primary_model_id=result.primary_model_id,
+            oodd_version=result.oodd_model_version,
+            oodd_model_id=result.oodd_model_id,
+        ),
+        label=result.label,
+        confidence=result.confidence,
+        raw_primary_confidence=result.raw_primary_confidence,
+        oodd_in_domain_score=result.oodd_in_domain_score,
+        confidence_threshold=threshold,
+        escalated=escalated,
+        escalation_reason=reason if escalated or reason is EscalationReason.AUDIT else None,
+        why=_why(result, threshold, escalated, reason),
+        nearest_labeled_examples=None,
+        nearest_labeled_examples_note=NO_NEAREST_EXAMPLES,
+    )
+
+
+def _why(result: InferenceResult, threshold: float, escalated: bool, reason: EscalationReason | None) -> str:
+    compared = (
+        f"confidence {result.confidence:.3f} {'>=' if result.confidence >= threshold else '<'} threshold {threshold:g}"
+    )
+    domain = result.oodd_in_domain_score
+    if reason is EscalationReason.OUT_OF_DOMAIN:
+        return f"{compared}: the image is unlike the model's training images (in-domain {domain:.3f}); escalated"
+    if reason is EscalationReason.HUMAN_REVIEW_ALWAYS:
+        return f"{compared}; human_review=ALWAYS: escalated whatever the confidence"
+    if reason is EscalationReason.AUDIT:
+        return f"{compared}: answered at the edge, and sent to the cloud as a random audit"
+    if escalated:
+        return f"{compared}: escalated for a human label"
+    if result.confidence >= threshold:
+        return f"{compared}: answered at the edge"
+    return f"{compared}: answered at the edge without escalating (edge config returns edge predictions, escalation rate-limited or disabled)"
