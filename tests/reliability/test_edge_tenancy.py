@@ -44,6 +44,9 @@ _SDK: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/image-queries"): ALL,
     ("GET", "/image-queries/{image_query_id}"): ALL,
     ("GET", "/image-queries/{image_query_id}/image"): ALL,
+    ("GET", "/image-queries/{image_query_id}/overlay"): ALL,
+    ("GET", "/image-queries/{image_query_id}/explanation"): ALL,
+    ("POST", "/image-queries/batch"): SUBMIT,
 }
 POLICY: dict[tuple[str, str], frozenset[str] | None] = {
     **{
@@ -55,6 +58,11 @@ POLICY: dict[tuple[str, str], frozenset[str] | None] = {
     ("PUT", "/edge-config"): ADMIN,
     ("GET", "/edge-detector-readiness"): EDGE,
     ("GET", "/edge-info"): EDGE,
+    ("GET", "/streams"): EDGE,
+    ("GET", "/edge-outbox/dead-letters"): ADMIN,
+    ("POST", "/edge-outbox/dead-letters/resend"): ADMIN,
+    ("POST", "/edge-outbox/dead-letters/{seq}/resend"): ADMIN,
+    ("POST", "/edge-outbox/dead-letters/{seq}/discard"): ADMIN,
     ("GET", "/health/live"): PUBLIC,
     ("GET", "/health/ready"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -132,6 +140,7 @@ def _call(world: World, method: str, template: str, token: str | None) -> httpx.
         "detector_id": world.detector_id,
         "image_query_id": world.image_query_id,
         "snippet": (token or "x" * 20)[:20],
+        "seq": "1",
     }
     path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
     kwargs: dict[str, Any] = {}

@@ -7,13 +7,16 @@ from typing import Any
 from fastapi import APIRouter
 
 from intellioptics_common.errors import ServiceUnavailableError
-from intellioptics_edge.deps import StateDep, TokenDep
+from intellioptics_edge.deps import EdgeUser, StateDep
 
 router = APIRouter(tags=["streams"])
 
 
 @router.get("/streams")
-async def list_streams(state: StateDep, token: TokenDep) -> dict[str, Any]:
+async def list_streams(state: StateDep, caller: EdgeUser) -> dict[str, Any]:
+    if not state.streams.configured and not state.config.current().streams:
+        # No stream service and no streams configured: nothing to report, and nothing wrong.
+        return {"streams": [], "config_error": None}
     report = await state.streams.report()
     if report.streams is None:
         raise ServiceUnavailableError(f"Stream status is unavailable: {report.error}.")
