@@ -153,7 +153,9 @@ def train(
             if unpaired:
                 click.echo(f"skipped {unpaired} image(s) without a depth map", err=True)
             depth_data = prepare_depth(pairs, mode, class_names)
-            trained = train_depth_detector(depth_data, mode, progress_callback=on_progress, **_epochs(epochs))
+            trained = train_depth_detector(
+                depth_data, mode, threshold=threshold, progress_callback=on_progress, **_epochs(epochs)
+            )
         else:
             samples = read_image_folder(data)
             trained = train_detector(

@@ -13,7 +13,8 @@ The depth branch is fixed, not learned, so that tens of pairs are enough:
 These 16 numbers, standardised on the training set, feed a linear layer whose logits are
 added to those of the RGB head (:class:`PrimaryHead` on the shared backbone's maps). The
 depth layer is fitted first, then the RGB head on top of its logits, and the sum is
-calibrated by temperature on held-out pairs as the RGB trainer does. The
+calibrated by temperature on held-out pairs, as the RGB trainer calibrates on out-of-fold
+answers, so that answers at the threshold are right at least that often. The
 OODD model stays RGB-only: "is this the part we know" is a question about its looks.
 
 Data layout: ``DATA/<label>/<id>_rgb.png|jpg`` beside ``<id>_depth.npy|png``.
@@ -40,6 +41,7 @@ from intellioptics_common.errors import DepthMapError, ImageDecodeError, ImageTo
 from intellioptics_common.imaging import decode_image
 from intellioptics_common.preprocessing import draft_size, resize_rgb
 from intellioptics_training.backbone import DEFAULT_INPUT
+from intellioptics_training.calibration import calibrate
 from intellioptics_training.data import IMAGE_SUFFIXES, normalize_label, stratified_split
 from intellioptics_training.errors import DatasetError, TrainingCancelled
 from intellioptics_training.features import BackboneRunner
@@ -60,9 +62,9 @@ from intellioptics_training.trainer import (
     Progress,
     ProgressCallback,
     TrainedModels,
-    _calibrate,
     _channel_stats,
     _fit_oodd,
+    _in_domain,
     _tensors,
 )
 
@@ -238,6 +240,7 @@ def train_depth_detector(
     *,
     epochs: int = FAST_EPOCHS,
     seed: int = 0,
+    threshold: float = 0.9,
     progress_callback: ProgressCallback | None = None,
     cancel_check: Callable[[], bool] | None = None,
     runner: BackboneRunner | None = None,
@@ -255,8 +258,20 @@ def train_depth_detector(
 
     runner = runner or BackboneRunner()
     fit_idx, val_idx = stratified_split(data.labels, 0.25, seed)
-    fit_maps = runner.maps([data.rgb[i] for i in fit_idx], DEFAULT_INPUT, TRAIN_VIEWS)
-    val_maps = runner.maps([data.rgb[i] for i in val_idx], DEFAULT_INPUT)
+    fit_maps = dict(
+        zip(
+            PRIMARY_INPUTS,
+            runner.maps([data.rgb[i] for i in fit_idx], DEFAULT_INPUT, TRAIN_VIEWS, outputs=PRIMARY_INPUTS),
+            strict=True,
+        )
+    )
+    val_maps = dict(
+        zip(
+            PRIMARY_INPUTS,
+            runner.maps([data.rgb[i] for i in val_idx], DEFAULT_INPUT, outputs=PRIMARY_INPUTS),
+            strict=True,
+        )
+    )
     report("features", 1, 1)
     with torch.no_grad():
         depth_all = DepthFeatures(spec)(torch.from_numpy(data.depth))
@@ -267,8 +282,8 @@ def train_depth_detector(
         spec,
     )
     with torch.no_grad():
-        s8, s16 = head.rgb.prepare(*_tensors(fit_maps, PRIMARY_INPUTS))
-        v8, v16 = head.rgb.prepare(*_tensors(val_maps, PRIMARY_INPUTS))
+        s8, s16 = head.rgb.prepare(*_tensors(fit_maps))
+        v8, v16 = head.rgb.prepare(*_tensors(val_maps))
         fit_d = head.standardise(fit_depth).repeat(len(TRAIN_VIEWS), 1)  # depth features do not change with the view
         val_d = head.standardise(depth_all[val_idx])
     targets = torch.from_numpy(np.tile(data.labels[fit_idx], len(TRAIN_VIEWS)))
@@ -301,10 +316,17 @@ def train_depth_detector(
     head.eval()
     with torch.no_grad():
         val_logits = head.logits_prepared(v8, v16, val_d)
-    validation = _calibrate(head, val_logits, data.labels[val_idx])
+    # The held-out pairs set the temperature as the RGB trainer's out-of-fold answers do:
+    # answers at >= threshold must be right at least that often (calibration.py).
+    val_labels = data.labels[val_idx]
+    val_in_domain = _in_domain(_fit_oodd(fit_maps["feat_s16"][: len(fit_idx)]), val_maps["feat_s16"])
+    calibration = calibrate(val_logits.double().numpy(), val_in_domain, val_labels, threshold)
+    head.temperature.fill_(calibration.temperature)
+    val_accuracy = float((val_logits.argmax(1).numpy() == val_labels).mean())
+    validation = {"val_accuracy": val_accuracy, "temperature": calibration.temperature}
     report("primary", epochs, epochs, **validation)
     primary_onnx = _merge_fused(runner.model_bytes, head, spec)
-    oodd = _fit_oodd(np.concatenate([fit_maps[1][: len(fit_idx)], val_maps[1]]))
+    oodd = _fit_oodd(np.concatenate([fit_maps["feat_s16"][: len(fit_idx)], val_maps["feat_s16"]]))
     oodd_onnx = merge_with_backbone(runner.model_bytes, oodd, OODD_INPUTS, IN_DOMAIN, OODD_PREFIX)
     report("export", 1, 1)
     trained = TrainedModels(
@@ -324,6 +346,7 @@ def train_depth_detector(
         # The fused graph has a second input: it cannot share a backbone run with others.
         primary_shares_backbone=False,
         depth_input=spec,
+        calibration=calibration,
     )
     return trained
 
