@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,25 @@ def test_web_ui_is_served_with_spa_fallback(settings, web_dir, make_api) -> None
     wrong_method = api.client.request("DELETE", "/v1/me")
     assert wrong_method.status_code == 405 and "GET" in wrong_method.headers["allow"]
     assert api.get("/v1/me").status_code == 200
+
+
+def test_json_bodies_over_1_mib_get_413_after_the_token_and_before_they_are_read(admin, client) -> None:
+    oversized = json.dumps({"name": "big", "query": "Is it big?", "metadata": {"blob": "x" * (1024 * 1024)}})
+    headers = {"content-type": "application/json"}
+    refused = admin.post("/v1/detectors", content=oversized, headers=headers)
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["code"] == "payload_too_large" and "smaller document" in refused.json()["detail"]
+    # The token first: a stranger learns nothing about the body limit.
+    stranger = client.request("POST", "/v1/detectors", content=oversized, headers={**headers, "x-api-token": "nope"})
+    assert stranger.status_code == 401
+
+    # Sent chunked (no Content-Length): cut at the limit, the usual invalid-JSON 4xx, never a 500.
+    async def chunks():  # the test client is async underneath: an async body streams without a length
+        for i in range(0, len(oversized), 65536):
+            yield oversized[i : i + 65536].encode()
+
+    chunked = admin.post("/v1/detectors", content=chunks(), headers=headers)
+    assert chunked.status_code in (400, 422) and "JSON" in chunked.json()["detail"], chunked.text
+    names = [d["name"] for d in admin.get("/v1/detectors").json()["results"]]
+    assert "big" not in names
+    assert admin.create_detector("small")["name"] == "small"

@@ -19,10 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from intellioptics_cloud.auth import Principal
 from intellioptics_cloud.deps import get_principal
 from intellioptics_cloud.settings import CloudSettings
+from intellioptics_common.jsonlimits import JsonBodyLimitMiddleware
 from intellioptics_common.security_headers import SecurityHeadersMiddleware
 
 _API_PREFIXES = ("/v1/", "/device-api/v1/", "/edge-api/v1/")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_WEB_CATCH_ALL = frozenset({"/", "/{path:path}"})
 
 
 class TokenFirstMiddleware:
@@ -56,8 +58,13 @@ class TokenFirstMiddleware:
 def _is_api_call_with_body(scope: Scope) -> bool:
     if scope["type"] != "http" or scope["method"] not in _BODY_METHODS or not scope["path"].startswith(_API_PREFIXES):
         return False
-    # Only a route that will run: an unknown path or method keeps its 404 / 405.
-    return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].router.routes)
+    # Only a route that will run: an unknown path or method keeps its 404 / 405 (the web
+    # UI's catch-all, web.py, matches every path and only ever answers 404 to a body).
+    return any(
+        route.matches(scope)[0] is Match.FULL
+        for route in scope["app"].router.routes
+        if getattr(route, "path", None) not in _WEB_CATCH_ALL
+    )
 
 
 def _authenticate(request: Request) -> Principal:
@@ -79,7 +86,10 @@ async def _handled(request: Request, exc: Exception) -> Response:
 
 
 def install_security(app: FastAPI, settings: CloudSettings) -> None:
-    # Innermost of these three: refusals it answers still get CORS and security headers.
+    # Innermost: JSON bodies over 1 MiB get 413 from their Content-Length, after the token
+    # check and before anything reads them. The edge's outbox batch reads its own (64 MiB).
+    app.add_middleware(JsonBodyLimitMiddleware, exempt=frozenset({"/v1/image-queries/batch"}))
+    # Then the token: refusals these answer still get CORS and security headers.
     app.add_middleware(TokenFirstMiddleware)
     origins = settings.cors_origins
     if origins:
