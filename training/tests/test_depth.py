@@ -18,6 +18,7 @@ from PIL import Image
 
 from intellioptics_common.depth import DepthSpec, depth_input, encode_depth_png, read_depth
 from intellioptics_common.errors import DepthMapError
+from intellioptics_common.model_check import check_model_bytes
 from intellioptics_training.depth import DepthFeatures, find_depth
 from intellioptics_training.synthetic_depth import generate_pairs, write_pairs
 
@@ -148,6 +149,9 @@ def test_cli_trains_evaluates_and_predicts_with_depth(tmp_path: Path, backbone_p
     assert "skipped 1 image(s) without a depth map" in result.stderr
     summary = json.loads(result.stdout)
     assert summary["class_counts"] == {"NO": 30, "YES": 30}
+    # The two-input graph passes the checks every part runs before it trusts a model file.
+    model_files = sorted(Path(summary["primary"]).rglob("model.buf"))
+    assert model_files and all("Shape" in check_model_bytes(f.read_bytes()).ops for f in model_files)
 
     result = _run(["evaluate", str(models), str(test), "--depth", "--json"], backbone_path)
     assert result.returncode == 0, result.stderr

@@ -8,8 +8,8 @@ when it runs (``ConstantOfShape`` to a huge shape). So, in this order:
 1. :func:`check_model_bytes`: static, cheap, in-process (parses with ``onnx``, never
    with ONNX Runtime). Refuses any tensor stored outside the file (initializers, sparse
    initializers, ``Constant`` and other tensor attributes), operators outside
-   :data:`ALLOWED_OPS` (derived from what our backbone, heads, OODD, fine-tuned and
-   fused graphs use), model-local functions, and tensors over the size limits.
+   :data:`ALLOWED_OPS` (derived from what our backbone, heads, OODD, fine-tuned,
+   anomaly (nearest-patch distance, upsampled map) and depth-fused graphs use), model-local functions, and tensors over the size limits.
    The cloud (upload), the worker (before it uploads), the edge model updater (after a
    download) and the inference service (before a load) all call it.
 2. :func:`trial_run`: at upload only. Loads and runs the model once on a blank image in
@@ -54,6 +54,7 @@ ALLOWED_OPS = frozenset(
         "Div",
         "Exp",
         "Flatten",
+        "Gather",
         "Gemm",
         "GlobalAveragePool",
         "GlobalMaxPool",
@@ -71,9 +72,12 @@ ALLOWED_OPS = frozenset(
         "ReduceL2",
         "ReduceMax",
         "ReduceMean",
+        "ReduceMin",
         "ReduceSum",
         "Relu",
         "Reshape",
+        "Resize",
+        "Shape",
         "Sigmoid",
         "Slice",
         "Softmax",
