@@ -63,6 +63,7 @@ POLICY: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/v1/image-queries"): ALL,
     ("GET", "/v1/image-queries/{image_query_id}"): ALL,
     ("GET", "/v1/image-queries/{image_query_id}/image"): ALL,
+    ("GET", "/v1/image-queries/{image_query_id}/overlay"): ALL,
     ("POST", "/v1/labels"): REVIEW,
     ("GET", "/v1/review/queue"): REVIEW,
     ("POST", "/v1/review/claim"): REVIEW,

@@ -458,6 +458,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/image-queries/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit Image Query Batch
+         * @description Up to 50 queries in one request and one transaction (an edge's outbox). Each item
+         *     gets the status ``POST /image-queries`` would give it (201 new, 200 already stored,
+         *     4xx refused); the request itself is 200 unless the whole batch could not be read.
+         */
+        post: operations["submit_image_query_batch_v1_image_queries_batch_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/image-queries/{image_query_id}": {
         parameters: {
             query?: never;
@@ -484,6 +506,26 @@ export interface paths {
         };
         /** Get Image */
         get: operations["get_image_v1_image_queries__image_query_id__image_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/image-queries/{image_query_id}/overlay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Overlay
+         * @description Anomaly detectors: the heat map, mask or boxes over the image, as PNG.
+         */
+        get: operations["get_overlay_v1_image_queries__image_query_id__overlay_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -807,6 +849,18 @@ export interface components {
             /** Name */
             name: string;
         };
+        /**
+         * AnomalySummary
+         * @description Extra fields of an anomaly detector's answer. The SDK 1.3.1 keeps unknown
+         *     image-query properties (its generated model allows additional properties) and its
+         *     pydantic ``ImageQuery`` ignores them, so they never break a client.
+         */
+        AnomalySummary: {
+            /** Anomaly Score */
+            anomaly_score: number;
+            /** Severity */
+            severity: string;
+        };
         /** ApiToken */
         ApiToken: {
             /**
@@ -857,6 +911,25 @@ export interface components {
             x?: number | null;
             /** Y */
             y?: number | null;
+        };
+        /** BatchResponse */
+        BatchResponse: {
+            /** Results */
+            results: components["schemas"]["BatchResult"][];
+        };
+        /**
+         * BatchResult
+         * @description What ``POST /image-queries`` would have answered for this item.
+         */
+        BatchResult: {
+            /** Code */
+            code?: string | null;
+            /** Detail */
+            detail?: string | null;
+            /** Image Query Id */
+            image_query_id: string;
+            /** Status */
+            status: number;
         };
         /** BinaryClassificationResult */
         BinaryClassificationResult: {
@@ -1370,6 +1443,7 @@ export interface components {
         HumanReview: "DEFAULT" | "ALWAYS" | "NEVER";
         /** ImageQuery */
         ImageQuery: {
+            anomaly?: components["schemas"]["AnomalySummary"] | null;
             /** Confidence Threshold */
             confidence_threshold: number;
             /**
@@ -1448,7 +1522,10 @@ export interface components {
             /** Text */
             text?: string | null;
         };
-        /** MeOut */
+        /**
+         * MeOut
+         * @description ``Me`` with the extras always set: the edge authorises its callers by them.
+         */
         MeOut: {
             /** Account Id */
             account_id: number;
@@ -2858,6 +2935,26 @@ export interface operations {
             };
         };
     };
+    submit_image_query_batch_v1_image_queries_batch_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchResponse"];
+                };
+            };
+        };
+    };
     get_image_query_v1_image_queries__image_query_id__get: {
         parameters: {
             query?: never;
@@ -2907,6 +3004,40 @@ export interface operations {
                 };
                 content: {
                     "image/jpeg": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_overlay_v1_image_queries__image_query_id__overlay_get: {
+        parameters: {
+            query?: {
+                /** @description heatmap, mask or boxes */
+                kind?: string;
+            };
+            header?: never;
+            path: {
+                image_query_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": unknown;
                 };
             };
             /** @description Validation Error */

@@ -14,8 +14,9 @@ router = APIRouter(tags=["streams"])
 
 @router.get("/streams")
 async def list_streams(state: StateDep, caller: EdgeUser) -> dict[str, Any]:
-    if not state.streams.configured and not state.config.current().streams:
-        # No stream service and no streams configured: nothing to report, and nothing wrong.
+    if not state.config.current().streams:
+        # No streams configured: nothing to report, and nothing wrong, whether or not the
+        # stream service runs.
         return {"streams": [], "config_error": None}
     report = await state.streams.report()
     if report.streams is None:
