@@ -22,7 +22,10 @@ TRAIN_PER_CLASS = 20
 THRESHOLD = 0.7
 # The test is about the loop, not model quality (run_curve_bench measures that on the hard
 # set): with 20 labels per class, defects this plain are learnt well enough to be answered.
-STRENGTH = 2.5
+# Since calibration is cross-fitted (answers at T must be shown right that often out of
+# fold), 2.5 gave 0.6 out-of-fold accuracy and nothing answered; 5 gives 23 of 25 confident
+# out-of-fold answers right on these 40 labels.
+STRENGTH = 5.0
 
 
 def _value(field: object) -> object:
@@ -112,7 +115,7 @@ def test_the_loop(loop: Loop) -> None:
         # counted is superseded by the next one, so wait for one that has them all.
         # Summed over hours, in case the test straddles an hour boundary.
         rows = [r["counters"] for r in hourly() if r["detector_id"] == detector_id]
-        total = {key: sum(row[key] for row in rows) for key in ("queries", "edge_answers")}
+        total = {key: sum(row.get(key, 0) for row in rows) for key in ("queries", "edge_answers")}
         return total if rows and total["queries"] >= len(train) + len(dev) + 1 else None
 
     counters = loop.admin.wait(reported, 60, "hourly counters in the cloud with every query")
