@@ -14,11 +14,11 @@ router = APIRouter(tags=["streams"])
 
 @router.get("/streams")
 async def list_streams(state: StateDep, caller: EdgeUser) -> dict[str, Any]:
-    if not state.config.current().streams:
-        # No streams configured: nothing to report, and nothing wrong, whether or not the
-        # stream service runs.
-        return {"streams": [], "config_error": None}
     report = await state.streams.report()
+    if report.streams is None and not state.config.current().streams:
+        # No stream service answering and no streams configured: nothing to report, and
+        # nothing wrong (an edge without cameras need not run the stream service).
+        return {"streams": [], "config_error": None}
     if report.streams is None:
         raise ServiceUnavailableError(f"Stream status is unavailable: {report.error}.")
     return {"streams": report.streams, "config_error": report.config_error}
