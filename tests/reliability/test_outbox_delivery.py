@@ -132,6 +132,8 @@ def test_dead_letters_are_visible_and_can_be_discarded_or_resent(tmp_path: Path)
             assert discarded.status_code == 200, discarded.text
             again = http.post(f"/edge-outbox/dead-letters/{doomed['seq']}/discard", json={"reason": "twice"})
             assert again.status_code == 404 and again.json()["code"] == "dead_letter_not_found"
+            for seq in ("0", "-3", str(2**80)):  # not a rowid: a clear 4xx, never SQLite's overflow as a 500
+                assert http.post(f"/edge-outbox/dead-letters/{seq}/resend").status_code in (400, 422), seq
 
             # The cause fixed (the cloud's limit raised), the other two re-sent: they arrive.
             server.process.stop()

@@ -202,6 +202,7 @@ def test_bad_stream_config_is_a_clear_400_and_changes_nothing(
 ) -> None:
     good = {"url": camera.url("moving"), "detector_ids": [DET_A], "fps": 1}
     put_streams({"ok": good})
+    wait_until(lambda: "ok" in edge.streams(), 10, "the stream service did not pick up the good stream")
     cases = [
         ({"ok": {**good, "fsp": 2}}, "streams.ok.fsp: Extra inputs are not permitted"),
         ({"ok": {**good, "fps": 0}}, "streams.ok.fps"),
@@ -213,6 +214,7 @@ def test_bad_stream_config_is_a_clear_400_and_changes_nothing(
         assert response.status_code == 400, response.text
         assert expected in response.json()["detail"], response.json()
         assert "hidden" not in response.text
+    time.sleep(1.5)  # three of the service's config polls (0.5 s in these tests): the bad PUTs changed nothing
     assert edge.streams()["ok"]["fps"] == 1
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
 from intellioptics_common.schemas import StrictRequest
@@ -25,6 +25,9 @@ router = APIRouter(prefix="/edge-outbox", tags=["outbox"])
 
 # The edge's admins only, as for PUT /edge-config: these routes change what reaches the cloud.
 OutboxAdmin = EdgeAdmin
+
+# An outbox sequence number is a SQLite rowid: a positive 64-bit integer.
+Seq = Annotated[int, Path(ge=1, le=2**63 - 1, description="The dead letter's `seq`, as listed.")]
 
 
 class ResendAll(StrictRequest):
@@ -71,7 +74,7 @@ async def resend_dead_letters(state: StateDep, caller: OutboxAdmin, body: Resend
 
 
 @router.post("/dead-letters/{seq}/resend")
-async def resend_dead_letter(seq: int, state: StateDep, caller: OutboxAdmin) -> dict[str, int]:
+async def resend_dead_letter(seq: Seq, state: StateDep, caller: OutboxAdmin) -> dict[str, int]:
     if not await asyncio.to_thread(state.outbox.resend, [seq]):
         raise DeadLetterNotFoundError(
             f"No dead letter {seq} in this edge's outbox (see GET /edge-outbox/dead-letters)."
@@ -80,7 +83,7 @@ async def resend_dead_letter(seq: int, state: StateDep, caller: OutboxAdmin) -> 
 
 
 @router.post("/dead-letters/{seq}/discard")
-async def discard_dead_letter(seq: int, body: Discard, state: StateDep, caller: OutboxAdmin) -> dict[str, int]:
+async def discard_dead_letter(seq: Seq, body: Discard, state: StateDep, caller: OutboxAdmin) -> dict[str, int]:
     if not await asyncio.to_thread(state.outbox.discard, seq, body.reason):
         raise DeadLetterNotFoundError(
             f"No dead letter {seq} in this edge's outbox (see GET /edge-outbox/dead-letters)."
