@@ -56,7 +56,8 @@ export async function failsave(h) {
   await h.api("DELETE", `/v1/tokens/${config.reviewerTokenId}`, config.adminToken);
   await page.keyboard.press("n");
   await page.waitForSelector("form[aria-label='Sign in again']");
-  await page.waitForTimeout(300);
+  // The form can show when the next claim is refused, before the label's own write comes back.
+  await page.waitForFunction((iq) => document.querySelector("[data-testid=last-action]")?.textContent?.includes(`NOT saved yet`) && document.querySelector("[data-testid=last-action]")?.textContent?.includes(iq), item.iq);
   const revoked = await assertNotSaved(h, item.iq, "revoked token");
   await h.shot("20-review-signin-again");
   await page.fill("#reauth-token", config.reviewerToken2);

@@ -49,6 +49,9 @@ class MemoryQueue implements ReviewBackend {
   queryLabels = new Map<string, string>();
   revoked = false;
   failClaim = false;
+  /** Claims wait until released (`heldClaims`), like a request still on its way. */
+  holdClaims = false;
+  heldClaims: (() => void)[] = [];
   /** Like the cloud: a claim answers with the item the reviewer already holds, if any. */
   lendsOne = false;
   loads: string[] = [];
@@ -59,6 +62,7 @@ class MemoryQueue implements ReviewBackend {
 
   async claim(detectorId: string | undefined, ahead = false) {
     this.calls.push(`claim:${detectorId ?? "*"}${ahead ? ":ahead" : ""}`);
+    if (this.holdClaims) await new Promise<void>((resolve) => this.heldClaims.push(resolve));
     if (this.revoked) throw new ApiError(401, "Invalid API token.", "unauthorized");
     if (this.failClaim) throw new Error("HTTP 500");
     if (this.lendsOne) {
@@ -394,6 +398,37 @@ describe("ReviewSession", () => {
     expect(snap.labeled).toBe(3);
     expect(snap.current).not.toBeNull();
     expect(snap.error).toBeNull();
+  });
+
+  it("a label refused with the old token after the reviewer signed in again is sent again, not parked", async () => {
+    const queue = new MemoryQueue(5);
+    const s = open(queue, { prefetch: 1 });
+    s.start();
+    await settle();
+    queue.holdClaims = true;
+    s.label("YES");
+    await settle();
+    // A look-ahead claim is on its way when the token is revoked and the next answer is given.
+    expect(queue.heldClaims.length).toBe(1);
+    queue.revoked = true;
+    queue.holdLabels = true;
+    s.label("NO");
+    await settle();
+    queue.holdClaims = false;
+    queue.heldClaims.shift()?.();
+    await settle();
+    // The claim was refused first: the form shows while the label is still on its way.
+    expect(s.getSnapshot().signInNeeded).toBe(true);
+    expect(s.getSnapshot().lastAction).toContain("NO saving for iq_2");
+    queue.revoked = false;
+    s.resume();
+    queue.heldLabels.shift()?.reject(new ApiError(401, "Invalid API token.", "unauthorized"));
+    await settle();
+    const snap = s.getSnapshot();
+    expect(snap.signInNeeded).toBe(false);
+    expect(queue.queryLabels.get("iq_2")).toBe("NO");
+    expect(snap.unsaved).toBe(0);
+    expect(snap.lastAction).toBe("NO saved for iq_2");
   });
 
   it("changing the detector filter gives back held items and claims only that detector's", async () => {

@@ -239,12 +239,18 @@ export class ReviewSession {
     const write = unclaimed
       ? () => this.backend.labelQuery(item.image_query_id, entry.label)
       : () => this.backend.label(item.id, entry.label);
+    const sentUnder = this.epoch;
     const outcome = await this.track(
       saveWithRetry(write, this.retryDelaysMs, this.sleep, (attempt, why) => {
         this.lastAction = `${entry.label} for ${item.image_query_id} not saved yet (${why}); retry ${attempt}…`;
         this.emit();
       }),
     );
+    // Refused with a token the reviewer has replaced since: send it again under the new sign-in.
+    if (!outcome.stored && outcome.kind === "auth" && sentUnder !== this.epoch && !this.signInNeeded) {
+      void this.save(entry, true);
+      return;
+    }
     this.settleSave(entry, outcome);
   }
 
