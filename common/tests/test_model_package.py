@@ -114,15 +114,14 @@ def test_concurrent_readers_never_see_partial_versions(tmp_path):
             try:
                 package = mp.read_latest(tmp_path, DET, "primary")
                 assert package is not None
-            except FileNotFoundError:
-                pass  # a pruned old version vanished between listing and reading: allowed
             except Exception as exc:  # collected for the assertion below
                 errors.append(exc)
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for thread in threads:
         thread.start()
-    for i in range(30):
+    # A version pruned while a reader reads it makes the reader take the newer one, never fail.
+    for i in range(60):
         _write(tmp_path, payload=f"v{i + 2}".encode())
     stop.set()
     for thread in threads:
@@ -160,3 +159,24 @@ def test_metadata_json_roundtrip_and_errors():
     assert mp.PredictorMetadata.from_json(meta.to_json()) == meta
     with pytest.raises(PackageError):
         mp.PredictorMetadata.from_json(json.dumps({"unknown": 1}))
+
+
+def test_read_latest_gives_way_to_the_newer_version_when_the_listed_one_is_pruned(tmp_path, monkeypatch):
+    for n in range(3):
+        _write(tmp_path, payload=f"v{n + 1}".encode())
+    assert mp.list_versions(tmp_path, DET, "primary") == [2, 3]
+    real = mp.latest_version
+    answers = iter([1])  # the reader listed version 1 just before a writer pruned it
+
+    def listed_then_real(*args):
+        return next(answers, None) or real(*args)
+
+    monkeypatch.setattr(mp, "latest_version", listed_then_real)
+    assert mp.read_latest(tmp_path, DET, "primary").version == 3
+    # A broken newest version with nothing newer is still an error, not silently skipped.
+    (tmp_path / DET / "primary" / "3" / "model_id.txt").unlink()
+    with pytest.raises(PackageIntegrityError, match="missing model_id.txt"):
+        mp.read_latest(tmp_path, DET, "primary")
+    # Pruning leaves no half-deleted version behind under its number.
+    _write(tmp_path, payload=b"v4")
+    assert sorted(p.name for p in (tmp_path / DET / "primary").iterdir()) == ["3", "4"]

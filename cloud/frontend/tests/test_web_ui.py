@@ -109,6 +109,7 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
                 },
                 "workerModel": {"path": str(worker_model), "manifest": model_manifest(binary, metrics_v3, 80)},
                 "compare": [1, 2],
+                "remainingAfterLabels": QUEUED - 5,
             },
             OUTPUT,
         )

@@ -332,7 +332,13 @@ def prune_versions(models_dir: Path, detector_id: str, kind: Kind, *, keep: int 
     """Delete all but the newest ``keep`` versions (and stale staging directories)."""
     directory = kind_dir(models_dir, detector_id, kind)
     for old in list_versions(models_dir, detector_id, kind)[:-keep] if keep > 0 else []:
-        shutil.rmtree(directory / str(old), ignore_errors=True)
+        # Renamed away first (atomic), so a reader sees a version whole or not at all.
+        doomed = directory / f".{old}.tmp-prune-{os.getpid()}"
+        try:
+            os.rename(directory / str(old), doomed)
+        except OSError:
+            continue  # pruned by another writer meanwhile
+        shutil.rmtree(doomed, ignore_errors=True)
     for stale in directory.glob(".*.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -373,10 +379,19 @@ def read_version(path: Path, *, verify: bool = True) -> ModelPackage:
 
 
 def read_latest(models_dir: Path, detector_id: str, kind: Kind) -> ModelPackage | None:
+    """The newest version; one pruned while being read gives way to the newer one."""
     version = latest_version(models_dir, detector_id, kind)
-    if version is None:
-        return None
-    return read_version(kind_dir(models_dir, detector_id, kind) / str(version))
+    for _ in range(5):
+        if version is None:
+            return None
+        try:
+            return read_version(kind_dir(models_dir, detector_id, kind) / str(version))
+        except (PackageError, OSError):
+            newer = latest_version(models_dir, detector_id, kind)
+            if newer == version:
+                raise
+            version = newer
+    return read_version(kind_dir(models_dir, detector_id, kind) / str(version)) if version is not None else None
 
 
 def _write_synced(path: Path, content: bytes) -> None:
