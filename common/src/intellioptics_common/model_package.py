@@ -381,9 +381,7 @@ def read_version(path: Path, *, verify: bool = True) -> ModelPackage:
 def read_latest(models_dir: Path, detector_id: str, kind: Kind) -> ModelPackage | None:
     """The newest version; one pruned while being read gives way to the newer one."""
     version = latest_version(models_dir, detector_id, kind)
-    for _ in range(5):
-        if version is None:
-            return None
+    while version is not None:
         try:
             return read_version(kind_dir(models_dir, detector_id, kind) / str(version))
         except (PackageError, OSError):
@@ -391,7 +389,7 @@ def read_latest(models_dir: Path, detector_id: str, kind: Kind) -> ModelPackage 
             if newer == version:
                 raise
             version = newer
-    return read_version(kind_dir(models_dir, detector_id, kind) / str(version)) if version is not None else None
+    return None
 
 
 def _write_synced(path: Path, content: bytes) -> None:
