@@ -64,6 +64,11 @@ export async function failsave(h) {
   await waitSaved(h, item.iq, "NO", "label sent after signing in again");
   await page.waitForSelector("form[aria-label='Sign in again']", { state: "detached" });
   cases.revoked = { iq: item.iq, label: "NO", statusWhileSignedOut: revoked.status };
+  // An image refused while signed out is fetched again with the new token.
+  await page.waitForFunction(() => {
+    const img = document.querySelector(".review-main[data-item-id] [data-testid=viewer] img");
+    return img && img.complete && img.naturalWidth > 0;
+  });
   h.expectConsole();
 
   // 3. The label write fails with 503 every time (injected in the browser's network layer: the
@@ -152,11 +157,7 @@ export async function phone(h, pages = PHONE_PAGES) {
   result.phone = {};
   for (const [path, name] of Object.entries(pages)) {
     const hash = path.replace("{det}", config.detectorId);
-    // In-app navigation (as a click on a link does): no page load that would cut off the
-    // review page's last requests (giving back its claimed item).
-    await page.evaluate((target) => {
-      window.location.hash = target;
-    }, hash);
+    await h.go(hash);
     await page.waitForSelector(".page > *:not(.loading)");
     await page.waitForLoadState("networkidle");
     await page.waitForFunction(() => !document.querySelector(".notice.loading"));
