@@ -146,6 +146,10 @@ export async function viewer(h) {
   await page.keyboard.press("r");
   await page.waitForFunction(() => Number(document.querySelector("[data-testid=viewer]")?.dataset.zoom) === 1);
   result.reset = await measure();
+  // "No model yet" turns into the active version without a reload once one is activated.
+  result.predictionBefore = await page.textContent("[data-testid=prediction]");
+  await h.api("POST", `/v1/detectors/${config.detectorId}/models/1/activate`, config.adminToken);
+  await page.waitForFunction(() => document.querySelector("[data-testid=model-version]")?.textContent?.includes("v1 active now"), null, { timeout: 30000 });
   result.prediction = await page.textContent("[data-testid=prediction]");
 }
 
