@@ -2,6 +2,11 @@
 
     .venv/bin/python -m cloud.frontend.tests.bench_review [--items 50] [--no-write]
 
+Three cases: the cloud on the same machine, answered the moment each item is on screen;
+the cloud 300 ms away (Chromium's network emulation adds 300 ms to every request), with
+a reviewer who looks at each image for a second first (what prefetching is for); and
+300 ms away answered at once (the worst case: faster than the prefetch can refill).
+
 Starts the real cloud API (SQLite, local blobs) serving the built UI, queues ``items + 2``
 images through the groundlight SDK, and lets ``browser.mjs bench`` answer each item the
 moment it is on screen. Reports items per minute (limited by the UI and the API, not by a
@@ -19,6 +24,7 @@ import platform
 import re
 import statistics
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,14 +42,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def run(items: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class Case:
+    name: str
+    latency_ms: int
+    think_ms: int
+
+
+CASES = (
+    Case("same machine, answered at once", 0, 0),
+    Case("300 ms round trip, 1 s to look at each image", 300, 1000),
+    Case("300 ms round trip, answered at once", 300, 0),
+)
+
+
+def run(items: int, case: Case) -> dict[str, float]:
     ensure_built()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="io-bench-ui-") as tmp, cloud_api(Path(tmp)) as cloud:
         detector_id, _ = submit_images(cloud, "bench-review", "Is the part good?", items + 2)
         result = run_browser(
             "bench",
-            {"baseUrl": cloud.base_url, "adminToken": cloud.admin_token, "detectorId": detector_id, "count": items},
+            {
+                "baseUrl": cloud.base_url,
+                "adminToken": cloud.admin_token,
+                "detectorId": detector_id,
+                "count": items,
+                "latencyMs": case.latency_ms,
+                "thinkMs": case.think_ms,
+            },
             Path(tmp) / "browser",
             timeout=600,
         )
@@ -55,6 +82,7 @@ def run(items: int) -> dict[str, float]:
     return {
         "labeled": labeled,
         "items_per_min": labeled / (float(result["elapsedMs"]) / 60_000),
+        "think_ms": case.think_ms,
         "ui_p50": statistics.median(ui),
         "ui_p95": percentile(ui, 95),
         "ui_max": max(ui),
@@ -64,30 +92,32 @@ def run(items: int) -> dict[str, float]:
     }
 
 
-def section(numbers: dict[str, float]) -> str:
-    verdict = "meets" if numbers["ui_p95"] < TARGET_P95_MS else "MISSES"
+def section(results: list[tuple[Case, dict[str, float]]]) -> str:
+    load = max(numbers["load"] for _, numbers in results)
+    rows = []
+    for case, n in results:
+        verdict = "meets" if n["ui_p95"] < TARGET_P95_MS else "MISSES"
+        rows.append(
+            f"| {case.name} | {n['labeled']:.0f} | {n['items_per_min']:.0f} | {n['ui_p50']:.0f} | "
+            f"{n['ui_p95']:.0f} ({verdict}) | {n['ui_max']:.0f} | {n['client_p50']:.0f} / {n['client_p95']:.0f} |"
+        )
     return (
         "## Web UI\n\n"
         f"Labeling throughput of the review page (`make bench-frontend`, {datetime.now(UTC):%Y-%m-%d}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work (1-min load average up to "
-        f"{numbers['load']:.1f}), headless Debian Chromium, cloud API on SQLite on the same machine). "
-        f"A scripted reviewer labels {numbers['labeled']:.0f} items with the keyboard, answering each the "
-        "moment it is on screen, so the rate is what the UI and API allow, not a person.\n\n"
-        "| measure | value |\n|---|---|\n"
-        f"| items labeled | {numbers['labeled']:.0f} |\n"
-        f"| items per minute | {numbers['items_per_min']:.0f} |\n"
-        f"| wait between items, key press to next image painted, p50 | {numbers['ui_p50']:.0f} ms |\n"
-        f"| same, p95 (target < {TARGET_P95_MS:.0f} ms: {verdict}) | {numbers['ui_p95']:.0f} ms |\n"
-        f"| same, max | {numbers['ui_max']:.0f} ms |\n"
-        f"| as the driving script sees it (adds Playwright's round trips), p50 / p95 | "
-        f"{numbers['client_p50']:.0f} / {numbers['client_p95']:.0f} ms |\n\n"
-        "What the wait is made of: the next images in the queue are downloaded and decoded before "
-        "they are needed, so it is never an image download. This cloud lends a reviewer one claimed "
-        "item at a time (a claim answers with the item already held), so the next item can only be "
-        "claimed once the label is stored: the wait is two API writes in a row (label, then claim), "
-        "each a few ms on an idle machine and tens of ms when other work loads the CPUs. A cloud that honours "
-        "`POST /v1/review/claim?ahead=1` (an item besides those held) lets the UI keep the next item "
-        "claimed and preloaded, and the wait becomes one frame with no request; the UI already sends it.\n"
+        f"{load:.1f}), headless Debian Chromium, cloud API on SQLite on the same machine). "
+        "A scripted reviewer labels the items with the keyboard. The wait is from the key press to the next "
+        'image painted, as the page measures it (`performance.measure("io-review-wait")`); the last column is '
+        "what the driving script sees (adds Playwright's round trips). The 300 ms cases use Chromium's network "
+        f"emulation (300 ms added to every request). Target: p95 < {TARGET_P95_MS:.0f} ms.\n\n"
+        "| case | items | items per minute | wait p50 ms | wait p95 ms | max ms | script p50 / p95 ms |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "What the wait is made of: the session keeps two items claimed (`POST /v1/review/claim?ahead=1`) "
+        "and the images of the next items in the queue downloaded and decoded, so when a label is given the "
+        "next item is already in memory and takes the screen in one frame; the label is sent in the "
+        "background. Refilling costs a claim and an image download per item (two round trips). A reviewer "
+        "who looks at each image for a second never outruns that even 300 ms away; a script that answers "
+        "the instant an item appears does, and then waits for the refill (the last row).\n"
     )
 
 
@@ -104,8 +134,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    numbers = run(args.items)
-    text = section(numbers)
+    results = [(case, run(args.items, case)) for case in CASES]
+    text = section(results)
     print(text)
     if not args.no_write:
         write_section(text)

@@ -65,6 +65,11 @@ export async function failsave(h) {
   await waitSaved(h, item.iq, "NO", "label sent after signing in again");
   await page.waitForSelector("form[aria-label='Sign in again']", { state: "detached" });
   cases.revoked = { iq: item.iq, label: "NO", statusWhileSignedOut: revoked.status };
+  // An image refused while signed out is fetched again with the new token.
+  await page.waitForFunction(() => {
+    const img = document.querySelector(".review-main[data-item-id] [data-testid=viewer] img");
+    return img && img.complete && img.naturalWidth > 0;
+  });
   h.expectConsole();
 
   // 3. The label write fails with 503 every time (injected in the browser's network layer: the
@@ -142,6 +147,10 @@ export async function viewer(h) {
   await page.keyboard.press("r");
   await page.waitForFunction(() => Number(document.querySelector("[data-testid=viewer]")?.dataset.zoom) === 1);
   result.reset = await measure();
+  // "No model yet" turns into the active version without a reload once one is activated.
+  result.predictionBefore = await page.textContent("[data-testid=prediction]");
+  await h.api("POST", `/v1/detectors/${config.detectorId}/models/1/activate`, config.adminToken);
+  await page.waitForFunction(() => document.querySelector("[data-testid=model-version]")?.textContent?.includes("v1 active now"), null, { timeout: 30000 });
   result.prediction = await page.textContent("[data-testid=prediction]");
 }
 
@@ -153,11 +162,7 @@ export async function phone(h, pages = PHONE_PAGES) {
   result.phone = {};
   for (const [path, name] of Object.entries(pages)) {
     const hash = path.replace("{det}", config.detectorId);
-    // In-app navigation (as a click on a link does): no page load that would cut off the
-    // review page's last requests (giving back its claimed item).
-    await page.evaluate((target) => {
-      window.location.hash = target;
-    }, hash);
+    await h.go(hash);
     await page.waitForSelector(".page > *:not(.loading)");
     await page.waitForLoadState("networkidle");
     await page.waitForFunction(() => !document.querySelector(".notice.loading"));

@@ -10,7 +10,7 @@ One Chromium run against the real cloud API process (``browser.mjs failsave+view
 - Chromium goes offline (``context.setOffline``): the same;
 - the image is scaled up to fill the frame, wheel zoom and drag pan stay from item to item,
   M toggles smoothing and R resets; the prediction panel says no model answered and which
-  version is active now.
+  version is active now, updated without a reload when one is activated.
 
 The test then reads every label back through the API.
 """
@@ -49,8 +49,9 @@ def test_no_label_lost_and_the_defect_visible(built: None, tmp_path: Path) -> No
         first = make_token(cloud, "reviewer-revoked", "reviewer")
         second = make_token(cloud, "reviewer-again", "reviewer")
         detector_id, iq_ids = submit_images(cloud, "failsave-weld", "Is there a crack on the weld?", 8)
-        # A version activated after the images were asked: they say "no model", the panel says v1 is active now.
-        upload_model(cloud, detector_id, model_manifest(["NO", "YES"], {"accuracy": 0.8}, 20, activate=True), seed=1)
+        # A version activated while the reviewer works (by the browser scenario, through the API):
+        # the images say "no model", and the panel turns "no model yet" into "v1 active now".
+        upload_model(cloud, detector_id, model_manifest(["NO", "YES"], {"accuracy": 0.8}, 20), seed=1)
         with cloud.client() as api:
             tokens = api.get("/v1/tokens").json()
         first_id = next(t["id"] for t in tokens if t["name"] == "reviewer-revoked")
@@ -93,6 +94,7 @@ def test_no_label_lost_and_the_defect_visible(built: None, tmp_path: Path) -> No
     assert result["nextItem"]["transform"] == result["zoomedTransform"]
     assert result["zoomed"]["smooth"] == "smooth" and result["nextItem"]["smooth"] == "pixelated"
     assert result["reset"]["zoom"] == 1
+    assert "no model yet" in result["predictionBefore"]
     assert "none: no model answered" in result["prediction"]
     assert "v1 active now" in result["prediction"]
     assert "UNCLEAR" not in result["prediction"]

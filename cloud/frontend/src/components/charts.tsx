@@ -51,7 +51,10 @@ export function LineChart({ title, series, yMax, yFormat = (v) => String(v), xLa
   const sy = (y: number) => pad.top + plotH - (Math.min(y, top) / top) * plotH;
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
   const xTicks = Array.from(new Set(xs)).sort((a, b) => a - b);
-  const shownX = xTicks.filter((_, i) => i % Math.max(1, Math.ceil(xTicks.length / 8)) === 0);
+  // As many x labels as fit side by side (about 8 px per character at the tick size).
+  const widest = Math.max(1, ...xTicks.map((x) => xLabel(x).length));
+  const fit = Math.max(2, Math.floor(plotW / (widest * 8 + 16)));
+  const shownX = xTicks.filter((_, i) => i % Math.max(1, Math.ceil(xTicks.length / fit)) === 0);
 
   return (
     <figure className="chart">

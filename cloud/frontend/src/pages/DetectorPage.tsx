@@ -5,6 +5,7 @@ import { CAN, useSession } from "../auth";
 import { AuthImage } from "../components/AuthImage";
 import { BarList, color, LineChart } from "../components/charts";
 import { Badge, Empty, ErrorBox, Gate, ago, pct, useLoad } from "../components/ui";
+import { ORIGIN_TITLE, answerOrigin } from "../review/answer";
 import { Link } from "../router";
 
 export function DetectorPage({ detectorId }: { detectorId: string }) {
@@ -75,16 +76,13 @@ export function DetectorPage({ detectorId }: { detectorId: string }) {
                 <li key={iq.id} className="thumb-card" data-image-query-id={iq.id}>
                   <AuthImage path={client.imageQueryImagePath(iq.id)} alt={`Image of ${iq.id}`} className="thumb" />
                   <div>
-                    {iq.result ? (
-                      <>
-                        <Badge kind="answer">{iq.result.label}</Badge> {pct(iq.result.confidence, 0)}
-                        <div className="muted small">
-                          {iq.result.source ?? "?"}
-                          {iq.result.from_edge ? " · edge" : ""}
-                        </div>
-                      </>
+                    {answerOrigin(iq.result) === "waiting" ? (
+                      <Badge kind="queued">waiting for a person</Badge>
                     ) : (
-                      <span className="muted">no answer yet</span>
+                      <>
+                        <Badge kind="answer">{iq.result?.label}</Badge> {pct(iq.result?.confidence, 0)}
+                        <div className="muted small">{ORIGIN_TITLE[answerOrigin(iq.result)]}</div>
+                      </>
                     )}
                     <div className="muted small">{ago(iq.created_at)}</div>
                   </div>

@@ -3,6 +3,7 @@
  * the page become the right API calls for the item on screen.
  */
 import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { useState } from "react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Client } from "../api/client";
 import type { Me, ReviewItem } from "../api/types";
@@ -37,6 +38,8 @@ class FakeCloud {
   held: ReviewItem | null = null;
   labeled = new Map<string, string>();
   calls: string[] = [];
+  /** Tokens the cloud refuses (a revoked one). */
+  refused = new Set<string>();
 
   constructor(items: ReviewItem[]) {
     this.open = [...items];
@@ -50,6 +53,15 @@ class FakeCloud {
     const url = new URL(String(input), "http://ui.test");
     const method = init?.method ?? "GET";
     const path = url.pathname;
+    const token = (init?.headers as Record<string, string> | undefined)?.["x-api-token"];
+    if (token && this.refused.has(token)) return this.json({ detail: "Invalid API token.", code: "unauthorized" }, 401);
+    if (path === "/v1/labels" && method === "POST") {
+      const body = JSON.parse(String(init?.body)) as { image_query_id: string; label: string };
+      this.calls.push(`labels ${body.image_query_id}`);
+      this.labeled.set(body.image_query_id.replace("iq_", "rvw_"), body.label);
+      if (this.held?.image_query_id === body.image_query_id) this.held = null;
+      return this.json({ label: body.label }, 201);
+    }
     if (method === "POST") this.calls.push(`${path.replace("/v1/review/", "")}${init?.body ? ` ${init.body}` : ""}`);
     if (path === "/v1/review/stats") return this.json({ total_pending: this.open.length, oldest_age_s: 1, per_detector: [] });
     if (path === "/v1/review/queue") return this.json({ count: this.open.length, oldest_age_s: 1, items: this.open.slice(0, Number(url.searchParams.get("limit"))) });
@@ -98,6 +110,20 @@ function renderPage(items: ReviewItem[]) {
     <SessionContext.Provider value={{ client: new Client("tok"), me, signOut: () => undefined }}>
       <ReviewPage />
     </SessionContext.Provider>,
+  );
+}
+
+/** The page inside a session whose "sign in again" swaps the client, as App does. */
+function WithSignIn() {
+  const [client, setClient] = useState(() => new Client("old-token"));
+  const signInAgain = async (token: string) => {
+    setClient(new Client(token));
+    return null;
+  };
+  return (
+    <SessionContext.Provider value={{ client, me, signOut: () => undefined, signInAgain }}>
+      <ReviewPage />
+    </SessionContext.Provider>
   );
 }
 
@@ -170,5 +196,56 @@ describe("ReviewPage", () => {
     await waitFor(() => expect(screen.getByTestId("remaining").textContent).toContain("0 waiting"));
     press("n");
     await screen.findByText("Nothing waits for review.");
+  });
+
+  it("names a cloud model's answer as such, and A accepts it", async () => {
+    const cloudAnswer = { ...item(1), edge_answer: { label: "NO", confidence: 0.523, from_edge: false, source: "ALGORITHM" } };
+    renderPage([cloudAnswer, item(2)]);
+    await shown(1);
+    expect(screen.getByTestId("answer-origin").textContent).toBe("Cloud model");
+    expect(screen.getByTestId("model-answer").textContent).not.toContain("Edge");
+    press("a");
+    await shown(2);
+    await waitFor(() => expect(cloud.labeled.get("rvw_1")).toBe("NO"));
+    expect(screen.getByTestId("answer-origin").textContent).toBe("Edge model");
+  });
+
+  it("says n of N for the session", async () => {
+    renderPage([item(1), item(2), item(3)]);
+    await shown(1);
+    await waitFor(() => expect(screen.getByTestId("progress").textContent).toBe("Item 1 of 3"));
+    press("y");
+    await shown(2);
+    await waitFor(() => expect(screen.getByTestId("progress").textContent).toBe("Item 2 of 3"));
+  });
+
+  it("shows a refused label on its item at once, and saves it when answered again", async () => {
+    renderPage([item(1), item(2)]);
+    await shown(1);
+    cloud.held = null; // the claim expired: the cloud answers 409
+    press("y");
+    await screen.findByTestId("item-failure");
+    await shown(1);
+    expect(screen.getByTestId("item-failure").textContent).toContain("YES was NOT saved");
+    expect(screen.getByTestId("last-action").textContent).toBe("YES NOT saved for iq_1");
+    press("n");
+    await waitFor(() => expect(cloud.labeled.get("rvw_1")).toBe("NO"));
+    expect(cloud.calls).toContain("labels iq_1");
+  });
+
+  it("asks to sign in again on a 401 and sends the waiting label with the new token", async () => {
+    cloud = new FakeCloud([item(1), item(2), item(3)]);
+    vi.stubGlobal("fetch", cloud.fetch);
+    render(<WithSignIn />);
+    await shown(1);
+    cloud.refused.add("old-token");
+    press("y");
+    const form = await screen.findByRole("form", { name: "Sign in again" });
+    expect(form.textContent).toContain("1 label is kept");
+    expect(cloud.labeled.size).toBe(0);
+    fireEvent.change(screen.getByLabelText("API token"), { target: { value: "new-token" } });
+    fireEvent.submit(form);
+    await waitFor(() => expect(cloud.labeled.get("rvw_1")).toBe("YES"));
+    await waitFor(() => expect(screen.queryByRole("form", { name: "Sign in again" })).toBeNull());
   });
 });

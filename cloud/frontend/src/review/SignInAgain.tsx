@@ -23,8 +23,8 @@ export function SignInAgain({
   };
 
   return (
-    <form className="notice error signin-again" role="alert" aria-label="Sign in again" onSubmit={submit}>
-      <strong>Your token was refused (revoked or expired): sign in again.</strong>
+    <form className="notice error signin-again" aria-label="Sign in again" onSubmit={submit}>
+      <strong role="alert">Your token was refused (revoked or expired): sign in again.</strong>
       <span>
         {unsaved === 1 ? "1 label is" : `${unsaved} labels are`} kept in this tab, not saved yet; they are sent as soon
         as you sign in. Do not close the tab.

@@ -23,6 +23,9 @@ export function useItemDetails(client: Client, item: ReviewItem | null, pollMs =
   const [details, setDetails] = useState<ItemDetails>(EMPTY);
   const iqId = item?.image_query_id;
   const detectorId = item?.detector_id;
+  // Only a query some model answered has an explanation; asking for the others would only
+  // collect 404s (which the browser logs as errors).
+  const explained = Boolean(item?.edge_answer?.label);
 
   useEffect(() => {
     setDetails((old) => ({ ...EMPTY, activeVersion: old.activeVersion, overlayRoute: old.overlayRoute }));
@@ -36,7 +39,7 @@ export function useItemDetails(client: Client, item: ReviewItem | null, pollMs =
       if (!live) return;
       const overlayRoute = hasRoute(routes, "/v1/image-queries/", "/overlay");
       setDetails((old) => ({ ...old, overlayRoute }));
-      if (!hasRoute(routes, "/v1/image-queries/", "/explanation")) return;
+      if (!explained || !hasRoute(routes, "/v1/image-queries/", "/explanation")) return;
       client.explanation(iqId).then(
         (explanation) => live && setDetails((old) => ({ ...old, explanation })),
         () => undefined, // none for this query: the panel simply leaves it out
@@ -45,7 +48,7 @@ export function useItemDetails(client: Client, item: ReviewItem | null, pollMs =
     return () => {
       live = false;
     };
-  }, [client, iqId]);
+  }, [client, iqId, explained]);
 
   useEffect(() => {
     if (!detectorId) return;

@@ -65,3 +65,21 @@ describe("labelOptions", () => {
     expect(labelOptions({ mode: "MULTI_CLASS", class_names: [] })[0].label).toBe("YES");
   });
 });
+
+describe("accept and view keys", () => {
+  const answered = { mode: "BINARY", class_names: null, edge_answer: { label: "NO" } };
+  it("A accepts the model's answer when it is one of the answers", () => {
+    expect(commandForKey({ key: "a" }, answered)).toEqual({ kind: "label", label: "NO" });
+    expect(commandForKey({ key: "a" }, { ...answered, edge_answer: null })).toBeNull();
+    expect(commandForKey({ key: "a" }, { ...answered, edge_answer: { label: "MAYBE" } })).toBeNull();
+    expect(commandForKey({ key: "a", repeat: true }, answered)).toBeNull();
+  });
+
+  it("R, M, O, + and - drive the viewer", () => {
+    expect(commandForKey({ key: "r" }, answered)).toEqual({ kind: "view", action: "reset" });
+    expect(commandForKey({ key: "M" }, answered)).toEqual({ kind: "view", action: "smooth" });
+    expect(commandForKey({ key: "o" }, answered)).toEqual({ kind: "view", action: "overlay" });
+    expect(commandForKey({ key: "+" }, answered)).toEqual({ kind: "view", action: "zoomIn" });
+    expect(commandForKey({ key: "-" }, answered)).toEqual({ kind: "view", action: "zoomOut" });
+  });
+});

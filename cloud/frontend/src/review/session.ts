@@ -17,62 +17,10 @@
  * it with an in-memory backend.
  */
 import type { ReviewItem } from "../api/types";
+import type { HeldItem, ReviewBackend, ReviewPhase, ReviewSessionOptions, ReviewSnapshot } from "./contract";
 import { failureKind, realSleep, type SaveOutcome, type Sleep, saveWithRetry } from "./saving";
 
-/** What the session needs from the cloud. */
-export interface ReviewBackend {
-  /**
-   * The next item, claimed for this reviewer; null when none is waiting. `ahead` says the
-   * reviewer already holds items and wants another one besides them.
-   */
-  claim(detectorId: string | undefined, ahead: boolean): Promise<ReviewItem | null>;
-  label(itemId: string, label: string): Promise<unknown>;
-  /**
-   * Label the image query without a claim (POST /v1/labels): for a label re-sent after the
-   * reviewer signed in again, whose claim belongs to the old token, or whose claim expired.
-   */
-  labelQuery(imageQueryId: string, label: string): Promise<unknown>;
-  skip(itemId: string): Promise<unknown>;
-  /** Undo this reviewer's label; the item comes back claimed by this reviewer. */
-  undo(itemId: string): Promise<ReviewItem>;
-  /** Download the image and return a URL the page can show at once. */
-  loadImage(item: ReviewItem): Promise<string>;
-  releaseImage(url: string): void;
-  /** The next open items without claiming them, and how many are open (for the counter). */
-  peek(detectorId: string | undefined, limit: number): Promise<{ count: number; items: ReviewItem[] }>;
-}
-
-export interface HeldItem {
-  item: ReviewItem;
-  imageUrl: string | null;
-  imageError: string | null;
-  /** Sign-in generation the claim was made under; a later one no longer holds the claim. */
-  epoch?: number;
-  /** Set when a label for this item was not saved and it came back on screen. */
-  failure?: { label: string; message: string; direct: boolean };
-}
-
-export type ReviewPhase = "loading" | "ready" | "empty" | "error";
-
-export interface ReviewSnapshot {
-  phase: ReviewPhase;
-  current: HeldItem | null;
-  /** Items claimed and preloaded behind the one on screen. */
-  ahead: number;
-  canUndo: boolean;
-  busy: boolean;
-  remaining: number | null;
-  labeled: number;
-  skipped: number;
-  /** The last thing done, for the status line ("NO saved for iq_…"). */
-  lastAction: string | null;
-  error: string | null;
-  detectorId: string | undefined;
-  /** Labels given but not yet stored by the cloud (in flight, retrying or waiting for sign-in). */
-  unsaved: number;
-  /** The cloud refused the token: labels wait until the reviewer signs in again (then `resume`). */
-  signInNeeded: boolean;
-}
+export type { HeldItem, ReviewBackend, ReviewPhase, ReviewSessionOptions, ReviewSnapshot } from "./contract";
 
 interface Answered {
   held: HeldItem;
@@ -83,17 +31,6 @@ interface Answered {
   saved: boolean;
 }
 
-export interface ReviewSessionOptions {
-  prefetch?: number;
-  undoDepth?: number;
-  /** How long to wait before asking again when the queue is empty. */
-  pollMs?: number;
-  /** Called each time a new item takes the screen, for timing the wait between items. */
-  onShow?: (item: ReviewItem) => void;
-  /** Waits before each retry of a label that failed with a network error or a 5xx. */
-  retryDelaysMs?: readonly number[];
-  sleep?: Sleep;
-}
 
 /** Claims between two looks at the queue when the preloaded images suffice. */
 const PEEK_EVERY = 4;
@@ -226,9 +163,29 @@ export class ReviewSession {
     this.fatal = null;
     this.error = null;
     for (const entry of this.awaitingSignIn.splice(0)) void this.save(entry, true);
+    this.retryImages();
     this.exhausted = false;
     this.emit();
     void this.refill();
+  }
+
+  /** Images refused while signed out (401) are fetched again with the new token. */
+  private retryImages(): void {
+    for (const held of [this.current, ...this.buffer]) {
+      if (!held || held.imageUrl || !held.imageError) continue;
+      const id = held.item.id;
+      this.backend.loadImage(held.item).then(
+        (url) => {
+          const now = [this.current, ...this.buffer].find((h) => h?.item.id === id);
+          if (!now || now.imageUrl) return this.releaseUrl(url);
+          now.imageUrl = url;
+          now.imageError = null;
+          if (this.current?.item.id === id) this.current = { ...now };
+          this.emit();
+        },
+        () => undefined,
+      );
+    }
   }
 
   /** Send one label (retrying transient failures) and act on the outcome. */
@@ -386,7 +343,9 @@ export class ReviewSession {
   private async fill(generation: number): Promise<void> {
     try {
       while (!this.exhausted && this.heldCount() < 1 + (this.oneAtATime ? 0 : this.prefetch)) {
-        if (this.writes.size > 0) {
+        // A plain claim may answer with an item whose label or skip is still in flight, so it
+        // waits for them; an `ahead` claim to a cloud that honours it never does, and need not.
+        if (this.writes.size > 0 && (this.oneAtATime || this.heldCount() === 0)) {
           await Promise.allSettled([...this.writes]);
           if (generation !== this.generation) return;
           continue;
