@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from groundlight import Groundlight, GroundlightClientError
+from groundlight_openapi_client.exceptions import ForbiddenException
 
 from intellioptics_edge.app import create_app
 from intellioptics_edge.settings import EdgeSettings
@@ -119,7 +121,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 tokens_b[role] = _ok(admin_b.post("/v1/tokens", json={"name": f"b-{role}", "role": role}), 201)["token"]
         extra = {"INTELLIOPTICS_AUTH_MAX_FAILURES": "0"}
         with edge_processes(
-            base / "edge", [detector["id"]], cloud_url=cloud.url, device_token=edge_token, extra_env=extra
+            base / "edge",
+            [detector["id"]],
+            cloud_url=cloud.url,
+            device_token=edge_token,
+            extra_env=extra,
+            gateway_to_cloud=True,
         ) as edge:
             headers = {"x-api-token": tokens_a["device"], "content-type": "image/jpeg"}
             submitted = httpx.post(
@@ -211,3 +218,19 @@ def test_public_routes_need_no_token(world: World) -> None:
         if allowed is PUBLIC:
             response = httpx.request(method, world.edge.edge_api_url + path, timeout=30)
             assert response.status_code == 200, (path, response.status_code)
+
+
+def test_the_sdk_through_the_gateway_sees_the_same_rules(world: World) -> None:
+    """The real groundlight SDK against the edge gateway: a foreign account cannot even
+    construct a client; the edge's own device submits, its reviewer reads but may not submit."""
+    with pytest.raises(GroundlightClientError):  # the SDK words it as "unable to create a working API token"
+        Groundlight(endpoint=world.edge.gateway_url, api_token=world.tokens_b["device"])
+    me = httpx.get(f"{world.edge.gateway_url}/v1/me", headers={"x-api-token": world.tokens_b["device"]}, timeout=30)
+    assert me.status_code == 403 and "another account" in me.json()["detail"]  # not replayed to the cloud
+    device = Groundlight(endpoint=world.edge.gateway_url, api_token=world.tokens_a["device"])
+    iq = device.submit_image_query(world.detector_id, jpeg(250), wait=0)
+    assert iq.result is not None and iq.result.from_edge is True
+    reviewer = Groundlight(endpoint=world.edge.gateway_url, api_token=world.tokens_a["reviewer"])
+    assert reviewer.get_image_query(iq.id).id == iq.id
+    with pytest.raises(ForbiddenException, match="needs 'submit'"):
+        reviewer.submit_image_query(world.detector_id, jpeg(250), wait=0)
