@@ -12,9 +12,11 @@ and stay as compose sets them for ``nginx -t``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,6 +226,34 @@ def test_cloud_gateway_cuts_slow_header_clients(cloud_gateway: dict[str, object]
         assert me.status_code == 200
         cut_after = slow.wait_all_closed(timeout=timeout_s + 15)
     assert timeout_s - 1 <= cut_after <= timeout_s + 15
+
+
+def test_cloud_gateway_limits_requests_in_progress_per_address(cloud_gateway: dict[str, object]) -> None:
+    """256 uploads whose body never arrives hold their slots; the next request from the same
+    address gets a JSON 429 at once; the API's own answers pass again once they end."""
+    url, token = str(cloud_gateway["url"]), str(cloud_gateway["token"])
+    upload = (
+        f"POST /v1/image-queries?detector_id=det_x HTTP/1.1\r\nHost: cloud\r\nx-api-token: {token}\r\n"
+        "Content-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+    ).encode()
+    with held_connections(int(url.rsplit(":", 1)[1]), 256, upload):
+        assert _first_429(f"{url}/v1/me", timeout=20)["code"] == "too_many_connections"
+    wait_http(f"{url}/health/live", timeout=30)  # once the uploads are gone, the API answers again
+    assert httpx.get(f"{url}/v1/me", headers={"x-api-token": token}).status_code == 200
+
+
+def _first_429(url: str, timeout: float) -> dict[str, object]:
+    """The JSON body of the first 429 from ``url``. Until nginx has counted every held upload,
+    a probe reaches the API, whose threads the uploads occupy: a probe may time out then.
+    (A `return` location such as /nginx-health answers before the limit is checked.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TimeoutException):
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == 429:
+                return dict(response.json())
+        time.sleep(0.1)
+    raise AssertionError(f"no 429 from {url} within {timeout} s")
 
 
 def test_cloud_gateway_without_api(cloud_gateway: dict[str, object]) -> None:
