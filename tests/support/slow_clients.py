@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import resource
 import select
 import socket
 import time
@@ -86,8 +87,21 @@ class HeldConnections:
         self.sockets.clear()
 
 
+def allow_open_files(count: int) -> None:
+    """Raise this process's soft limit on open files to hold ``count`` sockets (a shell's
+    default is often 1,024); fails clearly when the hard limit does not allow it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256  # the test's own files, pipes and the SDK's connections
+    if soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        raise AssertionError(f"the hard limit on open files is {hard}; holding {count} connections needs {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 @contextlib.contextmanager
 def held_connections(port: int, count: int, preamble: bytes = b"") -> Iterator[HeldConnections]:
+    allow_open_files(count)
     held = HeldConnections(port)
     try:
         yield held.open(count, preamble)
