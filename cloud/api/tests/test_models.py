@@ -86,6 +86,11 @@ def test_bad_uploads_are_4xx_and_leave_no_blobs(admin, helpers, settings) -> Non
             400,
         ),
         ({"primary": model}, json.dumps({**good, "oodd_pipeline_config": helpers.pipeline_config("oodd", ["x"])}), 400),
+        (  # a model trained for another mode (here a counting model) for this BINARY detector
+            {"primary": model},
+            json.dumps({**good, "primary_pipeline_config": helpers.pipeline_config("primary", ["NO", "YES"], "COUNT")}),
+            400,
+        ),
     ]
     for files, manifest, status in cases:
         response = admin.post(path, files=files, data={"manifest": manifest})

@@ -64,18 +64,20 @@ DEFAULT_SEVERITY_CUTS = SeverityCuts()
 
 @dataclass(frozen=True)
 class Box:
-    """A box in image fractions (``0..1``) with the peak map value inside it."""
+    """A box in image fractions (``0..1``) with its score (an anomaly box: the peak map
+    value inside it; a detection: the model's box score) and its class name."""
 
     left: float
     top: float
     right: float
     bottom: float
     score: float
+    label: str = ANOMALY_LABEL
 
     def to_wire(self) -> dict[str, object]:
         """The Groundlight ROI shape (centre included, as the SDK builds it)."""
         return {
-            "label": ANOMALY_LABEL,
+            "label": self.label,
             "score": round(self.score, 4),
             "geometry": {
                 "left": self.left,

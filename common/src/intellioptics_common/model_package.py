@@ -30,6 +30,7 @@ import yaml
 
 from intellioptics_common.anomaly import DEFAULT_SEVERITY_CUTS, SeverityCuts
 from intellioptics_common.depth import DepthSpec
+from intellioptics_common.detection import DetectionSpec
 from intellioptics_common.errors import PackageError, PackageIntegrityError
 
 FORMAT_VERSION = 1
@@ -44,7 +45,7 @@ PACKAGE_FILES = (MODEL_FILE, PIPELINE_FILE, METADATA_FILE, MODEL_ID_FILE)
 Kind = Literal["primary", "oodd"]
 # What the primary computes: class probabilities, or an anomaly score and map (trained
 # from good images only). The kind picks the post-processor; the wire mode stays BINARY.
-MODEL_KINDS = ("classifier", "anomaly")
+MODEL_KINDS = ("classifier", "anomaly", "detection")
 _DETECTOR_DIR = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
 
 
@@ -114,6 +115,7 @@ class PipelineConfig:
     depth: DepthSpec | None = None
     model_kind: str = "classifier"
     anomaly: AnomalySpec | None = None
+    detection: DetectionSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -126,6 +128,8 @@ class PipelineConfig:
             del data["model_kind"]
         if self.anomaly is None:
             del data["anomaly"]
+        if self.detection is None:
+            del data["detection"]
         return data
 
     def to_yaml(self) -> str:
@@ -165,6 +169,9 @@ class PipelineConfig:
             anomaly = AnomalySpec.from_dict(data["anomaly"]) if data.get("anomaly") else None
             if model_kind == "anomaly" and kind == "primary" and anomaly is None:
                 raise PackageError("pipeline_config of an anomaly primary needs its anomaly section")
+            detection = DetectionSpec.from_dict(data["detection"]) if data.get("detection") else None
+            if model_kind == "detection" and kind == "primary" and detection is None:
+                raise PackageError("pipeline_config of a detection primary needs its detection section")
             return cls(
                 kind=kind,
                 mode=str(data["mode"]),
@@ -176,6 +183,7 @@ class PipelineConfig:
                 depth=depth_spec,
                 model_kind=model_kind,
                 anomaly=anomaly,
+                detection=detection,
             )
         except PackageError:
             raise

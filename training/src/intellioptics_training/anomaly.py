@@ -30,36 +30,37 @@ escalates instead of being called a defect.
 
 from __future__ import annotations
 
-import io
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
-import onnx
 import torch
-from onnx import compose
 from torch import nn
 from torch.nn import functional as F
 
 from intellioptics_common.anomaly import DEFAULT_SEVERITY_CUTS, SeverityCuts
-from intellioptics_common.ids import new_id
 from intellioptics_common.model_package import (
     AnomalySpec,
     BackboneRef,
     InputSpec,
     PipelineConfig,
     PredictorMetadata,
-    write_version,
 )
 from intellioptics_training.backbone import DEFAULT_INPUT
 from intellioptics_training.data import Dataset
 from intellioptics_training.errors import DatasetError, TrainingCancelled
 from intellioptics_training.features import BackboneRunner
-from intellioptics_training.heads import IN_DOMAIN, OODD_INPUTS, OODD_PREFIX, merge_with_backbone
+from intellioptics_training.heads import (
+    IN_DOMAIN,
+    OODD_INPUTS,
+    OODD_PREFIX,
+    merge_outputs_with_backbone,
+    merge_with_backbone,
+    write_primary_and_oodd,
+)
 
 ANOMALY_INPUTS = ("feat_s8", "feat_s16")
 PROBABILITIES = "probabilities"
@@ -169,6 +170,18 @@ class TrainedAnomaly:
 Report = Callable[[str, int, int], None]
 
 
+def stage_reporter(progress: Report | None, cancel_check: Callable[[], bool] | None) -> Report:
+    """A ``(stage, step, total)`` callback that stops training when ``cancel_check`` says so."""
+
+    def report(stage: str, step: int, total: int) -> None:
+        if cancel_check is not None and cancel_check():
+            raise TrainingCancelled(f"cancelled during {stage}")
+        if progress is not None:
+            progress(stage, step, total)
+
+    return report
+
+
 def train_anomaly(
     data: Dataset,
     options: AnomalyOptions | None = None,
@@ -187,12 +200,7 @@ def train_anomaly(
             f" ({data.skipped} unreadable skipped)"
         )
 
-    def report(stage: str, step: int, total: int) -> None:
-        if cancel_check is not None and cancel_check():
-            raise TrainingCancelled(f"cancelled during {stage}")
-        if progress is not None:
-            progress(stage, step, total)
-
+    report = stage_reporter(progress, cancel_check)
     runner = runner or BackboneRunner()
     spec = DEFAULT_INPUT
     maps = runner.maps(data.rgb, spec, progress=lambda s, t: report("features", s, t))
@@ -222,7 +230,9 @@ def train_anomaly(
     bank = greedy_coreset(patches.reshape(-1, patches.shape[2]), budget, seed=options.seed)
     report("bank", 1, 1)
     head = AnomalyHead(features, bank.numpy(), threshold, scale).eval()
-    primary_onnx = merge_multi_output(runner.model_bytes, head)
+    primary_onnx = merge_outputs_with_backbone(
+        runner.model_bytes, head, (PROBABILITIES, ANOMALY_SCORE, ANOMALY_MAP), ANOMALY_PREFIX, spatial=(ANOMALY_MAP,)
+    )
 
     from intellioptics_training.trainer import _fit_oodd  # the classifier's OODD, fitted on good images
 
@@ -332,50 +342,6 @@ def threshold_from_good(crossfit: np.ndarray, target_false_alarm: float) -> tupl
     return threshold, scale
 
 
-def merge_multi_output(backbone_bytes: bytes, head: AnomalyHead) -> bytes:
-    """One graph: image → probabilities, anomaly_score, anomaly_map (plain names)."""
-    outputs = (PROBABILITIES, ANOMALY_SCORE, ANOMALY_MAP)
-    channels = {"feat_s8": 40, "feat_s16": 112}
-    dummies = (torch.zeros(1, channels["feat_s8"], 8, 8), torch.zeros(1, channels["feat_s16"], 4, 4))
-    dynamic: dict[str, dict[int, str]] = {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in ANOMALY_INPUTS}
-    dynamic.update({PROBABILITIES: {0: "batch"}, ANOMALY_SCORE: {0: "batch"}})
-    dynamic[ANOMALY_MAP] = {0: "batch", 2: "map_h", 3: "map_w"}
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            head.eval(),
-            dummies,
-            buffer,
-            input_names=list(ANOMALY_INPUTS),
-            output_names=list(outputs),
-            dynamic_axes=dynamic,
-            opset_version=17,
-            dynamo=False,
-        )
-    backbone = onnx.load_from_string(backbone_bytes)
-    head_model = onnx.load_from_string(buffer.getvalue())
-    head_model.ir_version = backbone.ir_version
-    merged = compose.merge_models(
-        backbone,
-        head_model,
-        io_map=[(name, name) for name in ANOMALY_INPUTS],
-        outputs=[ANOMALY_PREFIX + name for name in outputs],
-        prefix2=ANOMALY_PREFIX,
-    )
-    old = {o.name: o for o in merged.graph.output}
-    del merged.graph.output[:]
-    for name in outputs:
-        merged.graph.node.append(
-            onnx.helper.make_node("Identity", [ANOMALY_PREFIX + name], [name], name=ANOMALY_PREFIX + name + "_out")
-        )
-        value = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        value.type.CopyFrom(old[ANOMALY_PREFIX + name].type)
-        merged.graph.output.append(value)
-    onnx.checker.check_model(merged)
-    return merged.SerializeToString()
-
-
 def export_anomaly_package(
     models_dir: Path,
     detector_id: str,
@@ -384,47 +350,31 @@ def export_anomaly_package(
     model_ids: tuple[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write the anomaly primary and its OODD as new package versions."""
-    paths = {}
-    shared = BackboneRef(id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16")
-    for kind, model, output in (
-        ("primary", trained.primary_onnx, PROBABILITIES),
-        ("oodd", trained.oodd_onnx, IN_DOMAIN),
-    ):
-        pipeline = PipelineConfig(
-            kind=kind,  # type: ignore[arg-type]
-            mode="BINARY",
-            class_names=("NO", "YES"),
-            input=trained.input_spec,
-            output=output,
-            backbone=shared,
-            model_kind="anomaly",
-            anomaly=trained.spec if kind == "primary" else None,
-        )
-        metadata = PredictorMetadata(
-            detector_id=detector_id,
-            kind=kind,  # type: ignore[arg-type]
-            trainer="anomaly-patchcore",
-            backbone_id=trained.backbone_id,
-            training_set_size=trained.training_set_size,
-            class_counts={"NO": trained.training_set_size},
-            metrics=dict(trained.validation) if kind == "primary" else {},
-            extra={
-                "model_kind": "anomaly",
-                "bank_patches": trained.bank_patches,
-                "bank_bytes": trained.bank_bytes,
-                "raw_threshold": trained.spec.raw_threshold,
-                "target_false_alarm": trained.spec.target_false_alarm,
-                "train_seconds": round(trained.train_seconds, 2),
-            },
-        )
-        model_id = (model_ids[0] if kind == "primary" else model_ids[1]) if model_ids else new_id("mdl")
-        paths[kind] = write_version(
-            Path(models_dir),
-            detector_id,
-            kind,  # type: ignore[arg-type]
-            model_bytes=model,
-            pipeline=pipeline,
-            metadata=metadata,
-            model_id=model_id,
-        )
-    return paths
+    pipeline = PipelineConfig(
+        kind="primary",
+        mode="BINARY",
+        class_names=("NO", "YES"),
+        input=trained.input_spec,
+        output=PROBABILITIES,
+        backbone=BackboneRef(id=trained.backbone_id, sha256=trained.backbone_sha256, output="feat_s8,feat_s16"),
+        model_kind="anomaly",
+        anomaly=trained.spec,
+    )
+    metadata = PredictorMetadata(
+        detector_id=detector_id,
+        kind="primary",
+        trainer="anomaly-patchcore",
+        backbone_id=trained.backbone_id,
+        training_set_size=trained.training_set_size,
+        class_counts={"NO": trained.training_set_size},
+        metrics=dict(trained.validation),
+        extra={
+            "model_kind": "anomaly",
+            "bank_patches": trained.bank_patches,
+            "bank_bytes": trained.bank_bytes,
+            "raw_threshold": trained.spec.raw_threshold,
+            "target_false_alarm": trained.spec.target_false_alarm,
+            "train_seconds": round(trained.train_seconds, 2),
+        },
+    )
+    return write_primary_and_oodd(models_dir, (trained.primary_onnx, pipeline, metadata), trained.oodd_onnx, model_ids)

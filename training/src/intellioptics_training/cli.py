@@ -7,9 +7,10 @@ work shows a progress bar on stderr so ``--json`` output on stdout stays parseab
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -56,27 +57,39 @@ def dataset() -> None:
 
 @dataset.command("generate")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["binary", "multiclass", "ood", "anomaly", "depth"]), default="binary")
+@click.option(
+    "--kind", type=click.Choice(["binary", "multiclass", "ood", "anomaly", "depth", "detection"]), default="binary"
+)
 @click.option("--n-per-class", type=click.IntRange(1, 100_000), default=100)
 @click.option("--seed", type=int, default=0)
 @click.option("--strength", type=click.FloatRange(0.1, 10.0), default=1.0, help="Defect contrast multiplier.")
-@click.option("--surface", default="metal", show_default=True, help="Anomaly kind: the one surface of every image.")
+@click.option(
+    "--surface", default="metal", show_default=True, help="Anomaly and detection kinds: the one surface of every image."
+)
 def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength: float, surface: str) -> None:
     """Write textured surfaces with subtle defects (or unrelated photos) as OUT/<label>/*.png
     (anomaly kind: one surface, plus OUT/masks/<stem>.png for every defect image; depth kind:
-    OUT/<label>/<id>_rgb.png + <id>_depth.png pairs)."""
+    OUT/<label>/<id>_rgb.png + <id>_depth.png pairs; detection kind: N images with 0-3
+    defects each in the YOLO layout, OUT/images/*.png + OUT/labels/*.txt + OUT/data.yaml)."""
     if kind == "depth":
         from intellioptics_training.synthetic_depth import write_pairs
 
         count = write_pairs(out, n_per_class, seed)
         click.echo(f"wrote {count} RGB + depth pairs to {out}")
         return
-    from intellioptics_training.synthetic import SURFACES, write_anomaly_dataset, write_dataset
+    from intellioptics_training.synthetic import (
+        SURFACES,
+        write_anomaly_dataset,
+        write_dataset,
+        write_detection_dataset,
+    )
 
+    if kind in ("anomaly", "detection") and surface not in SURFACES:
+        _fail(f"--surface must be one of {', '.join(SURFACES)}, not {surface!r}")
     if kind == "anomaly":
-        if surface not in SURFACES:
-            _fail(f"--surface must be one of {', '.join(SURFACES)}, not {surface!r}")
         count = write_anomaly_dataset(out, surface, n_per_class, n_per_class, seed, strength)
+    elif kind == "detection":
+        count = write_detection_dataset(out, n_per_class, seed, strength, surface)
     else:
         count = write_dataset(out, kind, n_per_class, seed, strength)
     click.echo(f"wrote {count} images to {out}")
@@ -84,11 +97,20 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
 
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--mode", type=click.Choice(["binary", "multiclass", "anomaly"]), default="binary")
+@click.option(
+    "--mode", type=click.Choice(["binary", "multiclass", "anomaly", "bounding_box", "count"]), default="binary"
+)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--detector-id", default="det_local")
 @click.option("--trainer", type=click.Choice(["fast", "auto", "finetune"]), default="fast")
-@click.option("--classes", default=None, help="Comma-separated class names (multiclass).")
+@click.option("--classes", default=None, help="Comma-separated class names (multiclass; boxes: YOLO class 0, 1...).")
+@click.option(
+    "--max-count",
+    type=click.IntRange(1, 100),
+    default=10,
+    show_default=True,
+    help="Count and box modes: the largest count answered (the SDK's max_count / max_num_bboxes).",
+)
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None, help="[default: fast 25, finetune 8]")
 @click.option("--depth", "with_depth", is_flag=True, help="DATA holds <id>_rgb.png|jpg + <id>_depth.npy|png pairs.")
 @click.option(
@@ -120,11 +142,17 @@ def train(
     allow_mixed_sizes: bool,
     threshold: float,
     as_json: bool,
+    max_count: int = 10,
 ) -> None:
     """Train primary + OODD models on DATA/<label>/* and write a new package version.
 
     With --mode anomaly, DATA holds good images only (DATA/*.jpg|png, DATA/NO/ or
-    DATA/good/) and the model flags whatever does not look like them."""
+    DATA/good/) and the model flags whatever does not look like them. With --mode
+    bounding_box or count, DATA is in the YOLO layout: DATA/images/*.jpg and
+    DATA/labels/<stem>.txt (`class cx cy w h` per line, fractions; empty = no object)."""
+    if mode in ("bounding_box", "count"):
+        _train_detection(data, mode, out_dir, detector_id, classes, max_count, threshold, epochs, as_json)
+        return
     if mode == "anomaly":
         _train_anomaly(data, out_dir, detector_id, false_alarm_rate, allow_mixed_sizes, as_json)
         return
@@ -218,12 +246,17 @@ def evaluate(
     masks_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Evaluate the latest package version on TEST/<label>/* (anomaly models: TEST/{NO,YES})."""
+    """Evaluate the latest package version on TEST/<label>/* (anomaly models: TEST/{NO,YES};
+    count and box models: TEST/images + TEST/labels in the YOLO layout)."""
     from intellioptics_training.data import Sample, prepare, read_image_folder
     from intellioptics_training.evaluate import compute_report, load_detector, score_images
 
     try:
-        if _is_anomaly_package(pkg, detector_id):
+        kind = _model_kind(pkg, detector_id)
+        if kind == "detection":
+            _evaluate_detection(pkg, test, detector_id, threshold, as_json)
+            return
+        if kind == "anomaly":
             _evaluate_anomaly(pkg, test, masks_dir, detector_id, as_json)
             return
         detector = load_detector(pkg, detector_id)
@@ -281,7 +314,7 @@ def evaluate(
     "overlays_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Anomaly models: write DIR/<stem>_heatmap.png and DIR/<stem>_boxes.png.",
+    help="Anomaly models: write DIR/<stem>_heatmap.png and DIR/<stem>_boxes.png (box models: the boxes).",
 )
 @click.option("--json", "as_json", is_flag=True)
 def predict(
@@ -294,13 +327,18 @@ def predict(
     as_json: bool,
 ) -> None:
     """Print label, (OODD-adjusted) confidence and raw confidences for each image
-    (anomaly models: one JSON line per image with anomaly_score, severity and rois)."""
+    (anomaly models: one JSON line per image with anomaly_score, severity and rois;
+    count and box models: one JSON line per image with label, count, confidence and rois)."""
     from intellioptics_common.confidence import predict_from_probabilities
     from intellioptics_common.imaging import decode_image
     from intellioptics_training.evaluate import load_detector, score_images
 
     try:
-        if _is_anomaly_package(pkg, detector_id):
+        kind = _model_kind(pkg, detector_id)
+        if kind == "detection":
+            _predict_detection(pkg, images, detector_id, overlays_dir)
+            return
+        if kind == "anomaly":
             _predict_anomaly(pkg, images, detector_id, maps_dir, overlays_dir)
             return
         detector = load_detector(pkg, detector_id)
@@ -332,14 +370,10 @@ def predict(
         _fail(exc.public_message)
 
 
-def _train_anomaly(
-    data: Path, out_dir: Path, detector_id: str, false_alarm_rate: float, allow_mixed_sizes: bool, as_json: bool
-) -> None:
+@contextlib.contextmanager
+def _stage_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback ``(stage, step, total)`` drawing one bar per stage on stderr."""
     from tqdm import tqdm
-
-    from intellioptics_training.anomaly import AnomalyOptions, export_anomaly_package, train_anomaly
-    from intellioptics_training.backbone import DEFAULT_INPUT
-    from intellioptics_training.data import prepare_good, read_good_images
 
     bars: dict[str, tqdm] = {}
 
@@ -351,14 +385,27 @@ def _train_anomaly(
         bar.refresh()
 
     try:
-        good = prepare_good(read_good_images(data), DEFAULT_INPUT, allow_mixed_sizes=allow_mixed_sizes)
-        trained = train_anomaly(good, AnomalyOptions(target_false_alarm=false_alarm_rate), progress=on_progress)
-        paths = export_anomaly_package(out_dir, detector_id, trained)
-    except IntelliOpticsError as exc:
-        _fail(exc.public_message)
+        yield on_progress
     finally:
         for bar in bars.values():
             bar.close()
+
+
+def _train_anomaly(
+    data: Path, out_dir: Path, detector_id: str, false_alarm_rate: float, allow_mixed_sizes: bool, as_json: bool
+) -> None:
+
+    from intellioptics_training.anomaly import AnomalyOptions, export_anomaly_package, train_anomaly
+    from intellioptics_training.backbone import DEFAULT_INPUT
+    from intellioptics_training.data import prepare_good, read_good_images
+
+    try:
+        with _stage_bars() as on_progress:
+            good = prepare_good(read_good_images(data), DEFAULT_INPUT, allow_mixed_sizes=allow_mixed_sizes)
+            trained = train_anomaly(good, AnomalyOptions(target_false_alarm=false_alarm_rate), progress=on_progress)
+            paths = export_anomaly_package(out_dir, detector_id, trained)
+    except IntelliOpticsError as exc:
+        _fail(exc.public_message)
     summary = {
         "detector_id": detector_id,
         "model_kind": "anomaly",
@@ -385,10 +432,111 @@ def _train_anomaly(
         click.echo(f"primary: {paths['primary']}\noodd:    {paths['oodd']}")
 
 
-def _is_anomaly_package(pkg: Path, detector_id: str | None) -> bool:
+def _model_kind(pkg: Path, detector_id: str | None) -> str:
     from intellioptics_training.evaluate import load_detector
 
-    return load_detector(pkg, detector_id).primary.pipeline.model_kind == "anomaly"
+    return load_detector(pkg, detector_id).primary.pipeline.model_kind
+
+
+def _train_detection(
+    data: Path,
+    mode: str,
+    out_dir: Path,
+    detector_id: str,
+    classes: str | None,
+    max_count: int,
+    threshold: float,
+    epochs: int | None,
+    as_json: bool,
+) -> None:
+
+    from intellioptics_training.detection import DetectionOptions, export_detection_package, read_yolo, train_detection
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+    try:
+        with _stage_bars() as on_progress:
+            options = DetectionOptions(
+                max_count=max_count, threshold=threshold, **({"epochs": epochs} if epochs else {})
+            )
+            boxes = read_yolo(data, class_names=names)
+            trained = train_detection(boxes, mode, options, progress=on_progress)
+            paths = export_detection_package(out_dir, detector_id, trained)
+    except IntelliOpticsError as exc:
+        _fail(exc.public_message)
+    summary = {
+        "detector_id": detector_id,
+        "model_kind": "detection",
+        "mode": trained.mode,
+        "class_names": list(trained.class_names),
+        "primary": str(paths["primary"]),
+        "oodd": str(paths["oodd"]),
+        "images": trained.training_images,
+        "objects": trained.training_objects,
+        "skipped_unreadable": trained.skipped,
+        "images_without_label_file": boxes.missing_labels,
+        "box_threshold": round(trained.spec.box_threshold, 4),
+        "train_seconds": round(trained.train_seconds, 2),
+        "out_of_fold": trained.out_of_fold,
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    click.echo(
+        f"trained {trained.mode} detector {detector_id} in {summary['train_seconds']} s"
+        f" on {trained.training_images} images with {trained.training_objects} boxes"
+    )
+    if trained.skipped or boxes.missing_labels:
+        click.echo(f"skipped {trained.skipped} unreadable image(s); {boxes.missing_labels} without a label file")
+    for key, value in trained.out_of_fold.items():
+        click.echo(f"out of fold: {key:30s} {value}")
+    click.echo(f"primary: {paths['primary']}\noodd:    {paths['oodd']}")
+
+
+def _evaluate_detection(pkg: Path, test: Path, detector_id: str | None, threshold: float, as_json: bool) -> None:
+    from intellioptics_training.detection import evaluate_detection, load_detection_scorer, read_yolo
+
+    scorer = load_detection_scorer(pkg, detector_id)
+    result = evaluate_detection(scorer, read_yolo(test, class_names=scorer.pipeline.class_names), threshold)
+    if as_json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:30s} {value}")
+
+
+def _decoded(images: tuple[Path, ...], failed: list[Path]) -> Iterator[tuple[Path, Any]]:
+    """(path, HxWx3 array) per readable image; an unreadable one is named on stderr and
+    added to ``failed``."""
+    from intellioptics_common.imaging import decode_image
+
+    for path in images:
+        try:
+            rgb = decode_image(path.read_bytes()).rgb
+        except (IntelliOpticsError, OSError) as exc:
+            click.echo(f"{path}: unreadable ({getattr(exc, 'public_message', exc)})", err=True)
+            failed.append(path)
+            continue
+        yield path, rgb
+
+
+def _predict_detection(pkg: Path, images: tuple[Path, ...], detector_id: str | None, overlays_dir: Path | None) -> None:
+    import numpy as np
+
+    from intellioptics_common.anomaly import render_overlay
+    from intellioptics_training.detection import load_detection_scorer, to_json
+
+    scorer = load_detection_scorer(pkg, detector_id)
+    if overlays_dir is not None:
+        overlays_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[Path] = []
+    for path, rgb in _decoded(images, failed):
+        result = scorer.result(rgb)
+        if overlays_dir is not None:
+            png = render_overlay(rgb, np.zeros((1, 1), dtype=np.float32), result.boxes, "boxes")
+            (overlays_dir / f"{path.stem}_boxes.png").write_bytes(png)
+        _print_json(to_json(result, str(path)))
+    if failed:
+        _fail(f"{len(failed)} of {len(images)} image(s) were unreadable")
 
 
 def _evaluate_anomaly(pkg: Path, test: Path, masks_dir: Path | None, detector_id: str | None, as_json: bool) -> None:
@@ -453,21 +601,14 @@ def _predict_anomaly(
     import numpy as np
 
     from intellioptics_common.anomaly import render_overlay, resize_map
-    from intellioptics_common.imaging import decode_image
     from intellioptics_training.anomaly_eval import load_scorer, to_json
 
     scorer = load_scorer(pkg, detector_id)
-    failed = 0
+    failed: list[Path] = []
     for directory in (maps_dir, overlays_dir):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-    for path in images:
-        try:
-            rgb = decode_image(path.read_bytes()).rgb
-        except (IntelliOpticsError, OSError) as exc:
-            click.echo(f"{path}: unreadable ({getattr(exc, 'public_message', exc)})", err=True)
-            failed += 1
-            continue
+    for path, rgb in _decoded(images, failed):
         result = scorer.score(rgb)
         if maps_dir is not None:
             np.save(maps_dir / f"{path.stem}.npy", resize_map(result.anomaly_map, *rgb.shape[:2]).astype(np.float32))
@@ -477,7 +618,7 @@ def _predict_anomaly(
                 (overlays_dir / f"{path.stem}_{kind}.png").write_bytes(png)
         _print_json(to_json(result, str(path)))
     if failed:
-        _fail(f"{failed} of {len(images)} image(s) were unreadable")
+        _fail(f"{len(failed)} of {len(images)} image(s) were unreadable")
 
 
 @main.group()
@@ -677,3 +818,7 @@ def _fail(message: str) -> NoReturn:
 
 def _print_json(data: object) -> None:
     click.echo(json.dumps(data, sort_keys=True))
+
+
+if __name__ == "__main__":  # python -m intellioptics_training.cli
+    main()

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 from onnx import compose
 from torch import nn
+
+from intellioptics_common.model_package import PipelineConfig, PredictorMetadata
 
 PRIMARY_PREFIX = "primary/"
 OODD_PREFIX = "oodd/"
@@ -120,11 +123,19 @@ class OoddHead(nn.Module):
         return torch.sigmoid((self.center - distance) / self.scale)
 
 
-def _export_head(module: nn.Module, input_names: tuple[str, ...], output: str) -> onnx.ModelProto:
+_DUMMY_SIZE = {"feat_s8": 8, "feat_s16": 4, "feat_s32": 2, "feat_head": 2}  # the strides' ratios
+
+
+def _export_head(
+    module: nn.Module, input_names: tuple[str, ...], outputs: tuple[str, ...], spatial: tuple[str, ...] = ()
+) -> onnx.ModelProto:
+    """Export a head on backbone maps; outputs named in ``spatial`` are N x C x H x W maps
+    whose height and width follow the input's."""
     module = module.eval()
-    dummies = tuple(torch.zeros(1, _CHANNELS[name], 4, 4) for name in input_names)
-    dynamic = {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in input_names}
-    dynamic[output] = {0: "batch"}
+    dummies = tuple(torch.zeros(1, _CHANNELS[name], _DUMMY_SIZE[name], _DUMMY_SIZE[name]) for name in input_names)
+    dynamic: dict[str, dict[int, str]] = {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in input_names}
+    for name in outputs:
+        dynamic[name] = {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} if name in spatial else {0: "batch"}
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,7 +144,7 @@ def _export_head(module: nn.Module, input_names: tuple[str, ...], output: str) -
             dummies,
             buffer,
             input_names=list(input_names),
-            output_names=[output],
+            output_names=list(outputs),
             dynamic_axes=dynamic,
             opset_version=17,
             dynamo=False,
@@ -146,22 +157,73 @@ def merge_with_backbone(
 ) -> bytes:
     """One graph: image → output. Backbone names are kept as exported (identical in the
     primary and OODD graphs); head names get ``prefix`` so the two can be fused."""
+    return merge_outputs_with_backbone(backbone_bytes, head, (output,), prefix, input_names=input_names)
+
+
+def merge_outputs_with_backbone(
+    backbone_bytes: bytes,
+    head: nn.Module,
+    outputs: tuple[str, ...],
+    prefix: str,
+    *,
+    spatial: tuple[str, ...] = (),
+    input_names: tuple[str, ...] = PRIMARY_INPUTS,
+) -> bytes:
+    """One graph: image → the head's outputs under their plain names (``probabilities``,
+    ``in_domain``, ``anomaly_map``...), for readers; the head's own names get ``prefix``."""
     backbone = onnx.load_from_string(backbone_bytes)
-    head_model = _export_head(head, input_names, output)
+    head_model = _export_head(head, input_names, outputs, spatial)
     head_model.ir_version = backbone.ir_version
     merged = compose.merge_models(
         backbone,
         head_model,
         io_map=[(name, name) for name in input_names],
-        outputs=[prefix + output],
+        outputs=[prefix + name for name in outputs],
         prefix2=prefix,
     )
-    # Expose the plain output name (``probabilities`` / ``in_domain``) for readers.
-    merged.graph.node.append(onnx.helper.make_node("Identity", [prefix + output], [output], name=prefix + "output"))
-    old = merged.graph.output[0]
-    new = onnx.helper.make_tensor_value_info(output, old.type.tensor_type.elem_type, None)
-    new.type.CopyFrom(old.type)
+    old = {o.name: o for o in merged.graph.output}
     del merged.graph.output[:]
-    merged.graph.output.append(new)
+    for name in outputs:
+        merged.graph.node.append(
+            onnx.helper.make_node("Identity", [prefix + name], [name], name=prefix + name + "_out")
+        )
+        value = onnx.helper.make_tensor_value_info(name, old[prefix + name].type.tensor_type.elem_type, None)
+        value.type.CopyFrom(old[prefix + name].type)
+        merged.graph.output.append(value)
     onnx.checker.check_model(merged)
     return merged.SerializeToString()
+
+
+def write_primary_and_oodd(
+    models_dir: Path,
+    primary: tuple[bytes, PipelineConfig, PredictorMetadata],
+    oodd_bytes: bytes,
+    model_ids: tuple[str, str] | None = None,
+) -> dict[str, Path]:
+    """Write a primary and its OODD as new package versions of one detector. The OODD's
+    pipeline and metadata are the primary's with the OODD output and no head-specific
+    section or metrics (the OODD head is the same for every model kind)."""
+    from dataclasses import replace
+
+    from intellioptics_common.ids import new_id
+    from intellioptics_common.model_package import write_version
+
+    model_bytes, pipeline, metadata = primary
+    oodd = (
+        oodd_bytes,
+        replace(pipeline, kind="oodd", output=IN_DOMAIN, anomaly=None, detection=None),
+        replace(metadata, kind="oodd", metrics={}),
+    )
+    ids = model_ids or (new_id("mdl"), new_id("mdl"))
+    paths = {}
+    for (data, config, meta), model_id in zip((primary, oodd), ids, strict=True):
+        paths[config.kind] = write_version(
+            Path(models_dir),
+            metadata.detector_id,
+            config.kind,
+            model_bytes=data,
+            pipeline=config,
+            metadata=meta,
+            model_id=model_id,
+        )
+    return paths

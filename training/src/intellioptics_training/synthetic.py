@@ -371,3 +371,66 @@ def encode_png(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class BoxedImage:
+    """An image with its objects' true boxes in the YOLO convention."""
+
+    rgb: np.ndarray  # SIZE x SIZE x 3 uint8
+    surface: str
+    boxes: tuple[tuple[int, float, float, float, float], ...]  # (class, cx, cy, w, h) as image fractions
+
+
+def generate_detection(
+    n: int, seed: int, strength: float = 1.0, surface: str | None = None, max_defects: int = 3
+) -> Iterator[BoxedImage]:
+    """Surfaces with 0..``max_defects`` defects each (class 0, "defect"), boxed where the
+    defect changes the surface by at least a quarter of its contrast; defects do not
+    overlap (a drawn one that would is drawn again elsewhere)."""
+    if surface is not None and surface not in SURFACES:
+        raise ValueError(f"surface must be one of {', '.join(SURFACES)}, not {surface!r}")
+    for i in range(n):
+        rng = np.random.default_rng([seed, 11, i])
+        drawn = surface or SURFACES[int(rng.integers(0, len(SURFACES)))]
+        img = make_surface(rng, drawn)
+        placed: list[tuple[int, int, int, int]] = []
+        for _ in range(int(rng.integers(0, max_defects + 1))):
+            for _attempt in range(6):
+                defect = DEFECTS[int(rng.integers(0, len(DEFECTS)))]
+                changed, mask = apply_defect_masked(rng, img, defect, strength)
+                ys, xs = np.nonzero(mask >= 0.25)
+                if not len(ys):
+                    continue
+                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                if any(_boxes_touch(box, other) for other in placed):
+                    continue
+                img = changed
+                placed.append(box)
+                break
+        boxes = tuple(
+            (0, (x0 + x1) / 2 / SIZE, (y0 + y1) / 2 / SIZE, (x1 - x0) / SIZE, (y1 - y0) / SIZE)
+            for x0, y0, x1, y1 in placed
+        )
+        yield BoxedImage(_finish(rng, img), drawn, boxes)
+
+
+def _boxes_touch(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int = 4) -> bool:
+    return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
+
+
+def write_detection_dataset(out_dir: Path, n: int, seed: int, strength: float = 1.0, surface: str | None = None) -> int:
+    """Write the Ultralytics/YOLO layout: ``OUT/images/<stem>.png``, ``OUT/labels/<stem>.txt``
+    (``class cx cy w h`` per line, empty for no defect) and ``OUT/data.yaml`` naming the class."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    count = 0
+    for index, image in enumerate(generate_detection(n, seed, strength, surface)):
+        stem = f"{image.surface}_{seed}_{index:04d}"
+        (out_dir / "images" / f"{stem}.png").write_bytes(encode_png(image.rgb))
+        lines = "".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in image.boxes)
+        (out_dir / "labels" / f"{stem}.txt").write_text(lines)
+        count += 1
+    (out_dir / "data.yaml").write_text("names:\n  0: defect\n")
+    return count

@@ -103,6 +103,11 @@ def upload(
 ) -> ModelVersionRow:
     detector = get_detector(session, principal, detector_id)
     primary_config = _pipeline(manifest.primary_pipeline_config, "primary", "primary_pipeline_config")
+    if primary_config.mode != detector.mode:
+        raise InvalidInputError(
+            f"primary_pipeline_config.mode is {primary_config.mode!r}, but detector {detector.id} is {detector.mode}:"
+            " upload a model trained for the detector's mode."
+        )
     if list(primary_config.class_names) != class_names(detector):
         raise InvalidInputError(
             f"primary_pipeline_config.class_names must be {class_names(detector)} (the detector's classes, in order)."
