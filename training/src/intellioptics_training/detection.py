@@ -64,7 +64,7 @@ from intellioptics_training.calibration import FLAT_TEMPERATURE
 from intellioptics_training.data import IMAGE_SUFFIXES
 from intellioptics_training.errors import DatasetError
 from intellioptics_training.evaluate import LoadedDetector, load_detector
-from intellioptics_training.features import VIEWS, BackboneRunner, make_session
+from intellioptics_training.features import BackboneRunner, make_session
 from intellioptics_training.heads import (
     IN_DOMAIN,
     OODD_INPUTS,
@@ -96,6 +96,7 @@ class DetectionOptions:
     # Serve one head refitted on every image, or (default) the mean of the fold heads whose
     # out-of-fold answers set the threshold and confidence (measured: docs/benchmarks.md).
     refit: bool = False
+    views: tuple[str, ...] = ("identity", "hflip", "vflip", "rot180")
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -237,6 +238,11 @@ def parse_label_file(path: Path, num_classes: int | None) -> np.ndarray:
 def view_boxes(boxes: np.ndarray, view: str) -> np.ndarray:
     """Boxes moved as :func:`intellioptics_training.features.apply_view` moves the image."""
     out = boxes.copy()
+    if view in ("transpose", "antitranspose"):
+        out[:, [1, 2, 3, 4]] = boxes[:, [2, 1, 4, 3]]
+        if view == "antitranspose":
+            out[:, 1:3] = 1.0 - out[:, 1:3]
+        return out
     if view in ("hflip", "rot180"):
         out[:, 1] = 1.0 - out[:, 1]
     if view in ("vflip", "rot180"):
@@ -586,10 +592,10 @@ def train_detection(
     runner = runner or BackboneRunner()
     spec = DEFAULT_INPUT
     s8, s16 = runner.maps(
-        data.rgb, spec, views=VIEWS, outputs=("feat_s8", "feat_s16"), progress=lambda s, t: report("features", s, t)
+        data.rgb, spec, views=options.views, outputs=("feat_s8", "feat_s16"), progress=lambda s, t: report("features", s, t)
     )
-    view_rows = {view: np.arange(v * n, (v + 1) * n) for v, view in enumerate(VIEWS)}
-    all_boxes = [view_boxes(data.boxes[i], view) for view in VIEWS for i in range(n)]
+    view_rows = {view: np.arange(v * n, (v + 1) * n) for v, view in enumerate(options.views)}
+    all_boxes = [view_boxes(data.boxes[i], view) for view in options.views for i in range(n)]
     names = data.class_names
     truths = [truth_boxes(b, names) for b in data.boxes]
 
@@ -600,7 +606,7 @@ def train_detection(
     for fold in range(folds):
         held = np.flatnonzero(assignment == fold)
         kept = np.flatnonzero(assignment != fold)
-        rows = np.concatenate([view_rows[view][kept] for view in VIEWS])
+        rows = np.concatenate([view_rows[view][kept] for view in options.views])
         head = fit_head(
             s8[rows],
             s16[rows],

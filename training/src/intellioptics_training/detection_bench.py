@@ -49,6 +49,7 @@ def bench_quality(surface: str | None, n_train: int, n_test: int, strength: floa
         "n_train": n_train,
         "train_objects": trained.training_objects,
         "train_seconds": round(trained.train_seconds, 1),
+        "views": list(options.views),
         "served": "refit" if options.refit else f"mean of {options.folds} fold heads",
         "load_1min": round(os.getloadavg()[0], 1),
         "out_of_fold": trained.out_of_fold,
@@ -103,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=80)
     parser.add_argument("--n-test", type=int, default=80)
     parser.add_argument("--epochs", type=int, default=DetectionOptions().epochs)
+    parser.add_argument("--views", default=",".join(DetectionOptions().views), help="training views, comma-separated")
     parser.add_argument("--refit", action="store_true", help="serve one head refitted on every image")
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
     if args.what == "quality":
-        options = DetectionOptions(epochs=args.epochs, refit=args.refit)
+        options = DetectionOptions(epochs=args.epochs, refit=args.refit, views=tuple(args.views.split(",")))
         result = bench_quality(args.surface, args.n_train, args.n_test, args.strength, options)
     else:
         result = bench_latency(args.repeats)

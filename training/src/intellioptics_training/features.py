@@ -45,6 +45,10 @@ def apply_view(rgb: np.ndarray, view: str) -> np.ndarray:
         return rgb[::-1]
     if view == "rot180":
         return rgb[::-1, ::-1]
+    if view == "transpose":  # the main diagonal swapped: rows become columns
+        return rgb.transpose(1, 0, 2)
+    if view == "antitranspose":  # the other diagonal
+        return rgb[::-1, ::-1].transpose(1, 0, 2)
     raise ValueError(view)
 
 
