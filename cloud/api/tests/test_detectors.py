@@ -61,10 +61,17 @@ def test_groups(admin) -> None:
         ({"name": "x", "query": "q" * 301}, 422, "query"),
         ({"name": "x", "query": "q?", "mode": "SIDEWAYS"}, 422, "mode"),
         ({"name": "x", "query": "q?", "color": "red"}, 422, "color"),
+        ({"name": "x", "query": "q?", "mode": "TEXT"}, 400, "not supported"),
+        ({"name": "x", "query": "q?", "mode": "COUNT", "mode_configuration": {"max_count": 3}}, 400, "class_name"),
         (
-            {"name": "x", "query": "q?", "mode": "COUNT", "mode_configuration": {"class_name": "a"}},
+            {"name": "x", "query": "q?", "mode": "COUNT", "mode_configuration": {"class_name": "a", "max_count": 51}},
             400,
-            "not supported",
+            "max_count",
+        ),
+        (
+            {"name": "x", "query": "q?", "mode": "BOUNDING_BOX", "mode_configuration": {"class_name": "a", "max": 3}},
+            400,
+            "max",
         ),
         (
             {"name": "x", "query": "q?", "mode": "MULTI_CLASS", "mode_configuration": {"class_names": ["a"]}},

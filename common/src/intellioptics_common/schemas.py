@@ -33,7 +33,12 @@ class DetectorMode(str, Enum):
     BOUNDING_BOX = "BOUNDING_BOX"
 
 
-SUPPORTED_MODES = (DetectorMode.BINARY, DetectorMode.MULTI_CLASS)
+SUPPORTED_MODES = (DetectorMode.BINARY, DetectorMode.MULTI_CLASS, DetectorMode.COUNT, DetectorMode.BOUNDING_BOX)
+# Modes answered by a detection model (boxes; a COUNT answer is the number of boxes).
+DETECTION_MODES = (DetectorMode.COUNT, DetectorMode.BOUNDING_BOX)
+# The SDK's bounds on max_count / max_num_bboxes, and its default when none is sent.
+MAX_OBJECTS_LIMIT = 50
+DEFAULT_MAX_OBJECTS = 10
 
 
 class ResultType(str, Enum):
@@ -162,8 +167,16 @@ class CountingResult(_ResultBase):
     greater_than_max: bool = False
 
 
+class BoundingBoxResult(_ResultBase):
+    """``label``: BOUNDING_BOX (the boxes are the query's ``rois``), NO_OBJECTS,
+    GREATER_THAN_MAX or UNCLEAR."""
+
+    result_type: Literal["bounding_box"] = "bounding_box"
+    label: str
+
+
 Result = Annotated[
-    BinaryClassificationResult | MultiClassificationResult | CountingResult,
+    BinaryClassificationResult | MultiClassificationResult | CountingResult | BoundingBoxResult,
     Field(discriminator="result_type"),
 ]
 
@@ -235,6 +248,23 @@ class MultiClassModeConfiguration(StrictRequest):
         list[Annotated[str, Field(min_length=1, max_length=100)]], Field(min_length=2, max_length=MAX_CLASSES)
     ]
     num_classes: int | None = None
+
+
+class CountModeConfiguration(StrictRequest):
+    class_name: Annotated[str, Field(min_length=1, max_length=100)]
+    max_count: Annotated[int, Field(ge=1, le=MAX_OBJECTS_LIMIT)] | None = None  # None: DEFAULT_MAX_OBJECTS
+
+
+class BoundingBoxModeConfiguration(StrictRequest):
+    class_name: Annotated[str, Field(min_length=1, max_length=100)]
+    max_num_bboxes: Annotated[int, Field(ge=1, le=MAX_OBJECTS_LIMIT)] | None = None  # None: DEFAULT_MAX_OBJECTS
+
+
+def max_objects(mode: str, mode_configuration: dict[str, Any] | None) -> int:
+    """The most objects a COUNT / BOUNDING_BOX detector answers (its max_count or max_num_bboxes)."""
+    config = mode_configuration or {}
+    key = "max_count" if mode == DetectorMode.COUNT.value else "max_num_bboxes"
+    return int(config.get(key) or DEFAULT_MAX_OBJECTS)
 
 
 class Detector(WireModel):
@@ -378,6 +408,14 @@ class AnomalyOutput(WireModel):
     )
 
 
+class DetectionOutput(WireModel):
+    """What a COUNT or BOUNDING_BOX model adds to its answer (see intellioptics_common.detection)."""
+
+    count: int = Field(description="Boxes at or above the detector's box threshold, capped at its maximum.")
+    greater_than_max: bool = Field(description="More boxes were found than the detector's maximum.")
+    rois: list[ROI] = Field(default_factory=list, description="The boxes, highest score first.")
+
+
 class InferenceResult(WireModel):
     """Answer of the edge inference service's ``POST /infer``."""
 
@@ -397,6 +435,9 @@ class InferenceResult(WireModel):
     timings: InferenceTimings
     anomaly: AnomalyOutput | None = Field(
         default=None, description="Set when the detector's model is an anomaly model."
+    )
+    detection: DetectionOutput | None = Field(
+        default=None, description="Set when the detector's model is a COUNT or BOUNDING_BOX model."
     )
 
 

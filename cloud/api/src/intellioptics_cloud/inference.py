@@ -16,6 +16,9 @@ import onnxruntime as ort
 from intellioptics_cloud.blobs import BlobStore
 from intellioptics_common.anomaly import AnomalyResult, interpret
 from intellioptics_common.confidence import Prediction, predict_from_probabilities
+from intellioptics_common.detection import OUTPUTS as DETECTION_OUTPUTS
+from intellioptics_common.detection import DetectionResult
+from intellioptics_common.detection import interpret as interpret_detection
 from intellioptics_common.errors import PackageError
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.model_package import PipelineConfig
@@ -89,5 +92,28 @@ class ModelRunner:
             np.asarray(amap)[0, 0],
             threshold=spec.threshold,
             cuts=spec.severity_cuts,
+            in_domain=in_domain,
+        )
+
+    def detection(self, primary: ModelRef, oodd: ModelRef | None, image: bytes) -> DetectionResult:
+        """Boxes, count and the count's confidence of a COUNT / BOUNDING_BOX model (the common post-processor)."""
+        spec = primary.pipeline.detection
+        if primary.pipeline.model_kind != "detection" or spec is None:
+            raise PackageError("The active model of this detector is not a detection model.")
+        tensor = load_input_tensor(image, primary.pipeline.input, self._limits)
+        try:
+            heat, size, offset = self._session(primary).run(
+                list(DETECTION_OUTPUTS), {primary.pipeline.input.tensor_name: tensor}
+            )
+        except (ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
+            raise PackageError("The active model could not be run on this image.", log_message=repr(exc)) from exc
+        in_domain = None if oodd is None else float(np.clip(self._run(oodd, image)[-1], 0.0, 1.0))
+        return interpret_detection(
+            heat[0],
+            size[0],
+            offset[0],
+            class_names=primary.pipeline.class_names,
+            spec=spec,
+            mode=primary.pipeline.mode,
             in_domain=in_domain,
         )

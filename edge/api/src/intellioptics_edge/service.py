@@ -56,6 +56,7 @@ from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.explanation import explain_edge_answer
 from intellioptics_common.ids import new_id
 from intellioptics_common.imaging import ImageLimits
+from intellioptics_common.results import result_payload
 from intellioptics_common.schemas import (
     RESULT_TYPE_BY_MODE,
     SUPPORTED_MODES,
@@ -63,14 +64,12 @@ from intellioptics_common.schemas import (
     BatchItem,
     BatchResult,
     BatchSummary,
-    BinaryClassificationResult,
     DetectorMode,
     EdgeImageQuery,
     EscalationReason,
     HumanReview,
     InferenceResult,
     InferenceTimings,
-    MultiClassificationResult,
     PipelineReport,
     Source,
 )
@@ -485,6 +484,7 @@ class ImageQueryService:
             if isinstance(result, NotReady):
                 raise ModelNotReadyError(f"No model is ready for detector {detector.id} on this edge: {result.reason}")
             anomaly = result.anomaly
+            boxes = anomaly.rois if anomaly is not None else result.detection.rois if result.detection else []
             items.append(
                 BatchItem(
                     filename=filename,
@@ -492,7 +492,7 @@ class ImageQueryService:
                     confidence=result.confidence,
                     anomaly_score=None if anomaly is None else anomaly.anomaly_score,
                     severity=None if anomaly is None else anomaly.severity,
-                    rois=[] if anomaly is None else anomaly.rois,
+                    rois=boxes,
                     ms=round(1000.0 * (time.perf_counter() - started), 2),
                 )
             )
@@ -552,16 +552,12 @@ def build_edge_image_query(
     pipeline: PipelineReport | None = None,
 ) -> EdgeImageQuery:
     confidence = min(max(result.confidence, 0.0), 1.0)
-    answer: BinaryClassificationResult | MultiClassificationResult
-    if detector.mode is DetectorMode.BINARY:
-        answer = BinaryClassificationResult(
-            label=normalize_binary_label(result.label), confidence=confidence, source=Source.ALGORITHM, from_edge=True
-        )
-    else:
-        answer = MultiClassificationResult(
-            label=result.label, confidence=confidence, source=Source.ALGORITHM, from_edge=True
-        )
+    label = normalize_binary_label(result.label).value if detector.mode is DetectorMode.BINARY else result.label
+    found = result.detection
+    extra = {} if found is None else {"count": found.count, "greater_than_max": found.greater_than_max}
+    answer = result_payload(detector.mode.value, label, confidence, Source.ALGORITHM.value, True, **extra)
     anomaly = result.anomaly
+    rois = anomaly.rois if anomaly is not None else found.rois if found is not None else None
     return EdgeImageQuery(
         id=image_query_id,
         created_at=datetime.now(UTC),
@@ -574,7 +570,7 @@ def build_edge_image_query(
         metadata=metadata,
         done_processing=done_processing,
         pipeline=pipeline,
-        rois=None if anomaly is None else anomaly.rois,
+        rois=rois,
         anomaly=None
         if anomaly is None
         else AnomalySummary(anomaly_score=anomaly.anomaly_score, severity=anomaly.severity),

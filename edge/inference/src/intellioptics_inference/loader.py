@@ -30,6 +30,7 @@ from intellioptics_inference.model import (
     FusedDetectorModel,
     RuntimeOptions,
     SeparateDetectorModel,
+    extra_outputs_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -156,9 +157,7 @@ def _try_fuse(
         fused_bytes = fuser(primary_bytes, oodd_bytes)
         session = runtime.session(fused_bytes, "fused primary+oodd")
         names = {output.name for output in session.get_outputs()}
-        anomaly = primary.pipeline.anomaly if primary.pipeline.model_kind == "anomaly" else None
-        extra = (anomaly.score_output, anomaly.map_output) if anomaly else ()
-        wanted = (primary.pipeline.output, oodd.pipeline.output, *extra)
+        wanted = (primary.pipeline.output, oodd.pipeline.output, *extra_outputs_of(primary.pipeline))
         if not set(wanted) <= names:
             raise PackageError(f"the fused graph has outputs {sorted(names)}, not {list(wanted)}")
         model = FusedDetectorModel(primary, oodd, session, *wanted[:2], disk_state=state, size_bytes=len(fused_bytes))
@@ -177,8 +176,7 @@ def _try_fuse(
 
 def _check_outputs(session: object, package: ModelPackage) -> None:
     names = [output.name for output in session.get_outputs()]  # type: ignore[attr-defined]
-    anomaly = package.pipeline.anomaly if package.pipeline.model_kind == "anomaly" else None
-    wanted = [package.pipeline.output, *((anomaly.score_output, anomaly.map_output) if anomaly else ())]
+    wanted = [package.pipeline.output, *extra_outputs_of(package.pipeline)]
     for output in wanted:
         if output not in names:
             raise PackageError(f"{package.kind} v{package.version} has no output {output!r} (it has {names})")

@@ -24,9 +24,11 @@ import onnxruntime as ort
 
 from intellioptics_common.anomaly import AnomalyResult, interpret
 from intellioptics_common.confidence import Prediction, predict_from_probabilities
+from intellioptics_common.detection import BOX_OFFSET, BOX_SIZE, DetectionResult, DetectionSpec
+from intellioptics_common.detection import interpret as interpret_detection
 from intellioptics_common.errors import PackageError
 from intellioptics_common.imaging import ImageLimits, decode_image
-from intellioptics_common.model_package import AnomalySpec, InputSpec, ModelPackage
+from intellioptics_common.model_package import AnomalySpec, InputSpec, ModelPackage, PipelineConfig
 from intellioptics_common.preprocessing import draft_size, to_input_tensor
 
 
@@ -80,7 +82,7 @@ class ModelOutputs:
     probabilities: np.ndarray  # shape (num_classes,)
     in_domain_score: float | None
     model_s: float
-    extras: tuple[np.ndarray, ...] = ()  # anomaly primaries: (score, map)
+    extras: tuple[np.ndarray, ...] = ()  # anomaly primaries: (score, map); detection: (heatmap, size, offset)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,17 @@ class Answer:
     preprocess_s: float
     model_s: float
     anomaly: AnomalyResult | None = None
+    detection: DetectionResult | None = None
+
+
+def extra_outputs_of(pipeline: PipelineConfig) -> tuple[str, ...]:
+    """Outputs a primary gives besides ``pipeline.output``: an anomaly model's score and
+    map, a detection model's box sizes and offsets (its ``output`` is the heatmap)."""
+    if pipeline.model_kind == "anomaly" and pipeline.anomaly is not None:
+        return (pipeline.anomaly.score_output, pipeline.anomaly.map_output)
+    if pipeline.model_kind == "detection":
+        return (BOX_SIZE, BOX_OFFSET)
+    return ()
 
 
 class DetectorModel(ABC):
@@ -112,10 +125,10 @@ class DetectorModel(ABC):
         self.size_bytes = size_bytes
         self.load_s = load_s
         self.class_names = primary.pipeline.class_names
-        anomaly = primary.pipeline.anomaly if primary.pipeline.model_kind == "anomaly" else None
-        self.anomaly_spec = anomaly
-        # Outputs read besides the primary's probabilities (the anomaly kind's score and map).
-        self.extra_outputs: tuple[str, ...] = (anomaly.score_output, anomaly.map_output) if anomaly else ()
+        kind = primary.pipeline.model_kind
+        self.anomaly_spec: AnomalySpec | None = primary.pipeline.anomaly if kind == "anomaly" else None
+        self.detection_spec: DetectionSpec | None = primary.pipeline.detection if kind == "detection" else None
+        self.extra_outputs = extra_outputs_of(primary.pipeline)
         specs = [primary.pipeline.input] + ([oodd.pipeline.input] if oodd is not None else [])
         self.specs: tuple[InputSpec, ...] = tuple(dict.fromkeys(specs))
         # Decode once at the largest scale any spec needs (JPEG draft never goes below it).
@@ -152,22 +165,56 @@ class DetectorModel(ABC):
     def post_process(self, prepared: PreparedImage, outputs: ModelOutputs) -> Answer:
         probabilities = [float(p) for p in outputs.probabilities]
         prediction = predict_from_probabilities(probabilities, self.class_names, outputs.in_domain_score)
-        anomaly = None
+        anomaly = detection = None
         if self.anomaly_spec is not None:
             anomaly = anomaly_from(outputs, self.anomaly_spec)
             label_index = self.class_names.index(anomaly.label)
             prediction = Prediction(
                 anomaly.label, label_index, anomaly.confidence, anomaly.raw_confidence, prediction.p_out
             )
+        elif self.detection_spec is not None:
+            detection = self.detection_from(outputs)
+            prediction = Prediction(
+                detection.label, 0, detection.confidence, detection.raw_confidence, prediction.p_out
+            )
         return Answer(
             prediction=prediction,
-            probabilities=dict(zip(self.class_names, probabilities, strict=True)),
+            # A detection model answers boxes, not class probabilities.
+            probabilities={} if detection else dict(zip(self.class_names, probabilities, strict=True)),
             in_domain_score=outputs.in_domain_score,
             decode_s=prepared.decode_s,
             preprocess_s=prepared.preprocess_s,
             model_s=outputs.model_s,
             anomaly=anomaly,
+            detection=detection,
         )
+
+    def detection_from(self, outputs: ModelOutputs) -> DetectionResult:
+        """The common detection post-processor on the primary's heatmap, sizes and offsets."""
+        assert self.detection_spec is not None
+        if len(outputs.extras) != 3:
+            raise PackageError("detection primary: the model must give a heatmap, box sizes and box offsets")
+        heat, size, offset = (np.asarray(x, dtype=np.float32) for x in outputs.extras)
+        if heat.ndim != 4 or size.shape[:2] != (1, 2) or offset.shape != size.shape or heat.shape[2:] != size.shape[2:]:
+            raise PackageError(
+                f"detection primary: expected 1xCxHxW, 1x2xHxW and 1x2xHxW maps, got {heat.shape}, {size.shape}, {offset.shape}"
+            )
+        return interpret_detection(
+            heat[0],
+            size[0],
+            offset[0],
+            class_names=self.class_names,
+            spec=self.detection_spec,
+            mode=self.primary.pipeline.mode,
+            in_domain=outputs.in_domain_score,
+        )
+
+    def primary_values(self, raw: np.ndarray, extras: list[np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """(class probabilities, extra maps) from the primary's outputs: a detection
+        model has no probabilities; its heatmap joins the extras."""
+        if self.detection_spec is not None:
+            return np.ones(len(self.class_names), dtype=np.float32), (raw, *extras)
+        return probabilities_from(raw, self.class_names, "primary"), tuple(extras)
 
     def tensor_for(self, prepared: PreparedImage, spec: InputSpec) -> np.ndarray:
         return prepared.tensors[self.specs.index(spec)]
@@ -179,6 +226,8 @@ class DetectorModel(ABC):
         outputs = self.forward(PreparedImage(tensors, 0.0, 0.0))
         if self.anomaly_spec is not None:
             anomaly_from(outputs, self.anomaly_spec)
+        if self.detection_spec is not None:
+            self.detection_from(outputs)
 
 
 def probabilities_from(value: np.ndarray, class_names: tuple[str, ...], what: str) -> np.ndarray:
@@ -238,13 +287,13 @@ class SeparateDetectorModel(DetectorModel):
         start = time.perf_counter()
         tensor = self.tensor_for(prepared, self.primary.pipeline.input)
         raw, *extras = self._primary_session.run(self._primary_outputs, {self._primary_feed: tensor})
-        probabilities = probabilities_from(raw, self.class_names, "primary")
+        probabilities, maps = self.primary_values(raw, extras)
         in_domain = None
         if self._oodd_session is not None and self.oodd is not None:
             tensor = self.tensor_for(prepared, self.oodd.pipeline.input)
             (score,) = self._oodd_session.run(self._oodd_outputs, {self._oodd_feed: tensor})
             in_domain = in_domain_from(score, "oodd")
-        return ModelOutputs(probabilities, in_domain, model_s=time.perf_counter() - start, extras=tuple(extras))
+        return ModelOutputs(probabilities, in_domain, model_s=time.perf_counter() - start, extras=maps)
 
 
 class FusedDetectorModel(DetectorModel):
@@ -271,9 +320,7 @@ class FusedDetectorModel(DetectorModel):
     def forward(self, prepared: PreparedImage) -> ModelOutputs:
         start = time.perf_counter()
         raw, score, *extras = self._session.run(self._outputs, {self._feed: prepared.tensors[0]})
+        probabilities, maps = self.primary_values(raw, extras)
         return ModelOutputs(
-            probabilities_from(raw, self.class_names, "primary"),
-            in_domain_from(score, "oodd"),
-            model_s=time.perf_counter() - start,
-            extras=tuple(extras),
+            probabilities, in_domain_from(score, "oodd"), model_s=time.perf_counter() - start, extras=maps
         )

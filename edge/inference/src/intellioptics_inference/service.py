@@ -13,7 +13,14 @@ from intellioptics_common.anomaly import coarse_map
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.model_package import list_detectors, list_versions
-from intellioptics_common.schemas import ROI, AnomalyOutput, DetectorMode, InferenceResult, InferenceTimings
+from intellioptics_common.schemas import (
+    ROI,
+    AnomalyOutput,
+    DetectionOutput,
+    DetectorMode,
+    InferenceResult,
+    InferenceTimings,
+)
 from intellioptics_inference.cache import DetectorCache
 from intellioptics_inference.errors import DetectorNotFoundError, InvalidDetectorIdError
 from intellioptics_inference.metrics import InferenceMetrics
@@ -109,6 +116,17 @@ def _result(model: DetectorModel, answer: Answer, total_s: float) -> InferenceRe
             total_ms=total_s * 1000.0,
         ),
         anomaly=None if answer.anomaly is None else _anomaly_output(answer),
+        detection=None if answer.detection is None else _detection_output(answer),
+    )
+
+
+def _detection_output(answer: Answer) -> DetectionOutput:
+    result = answer.detection
+    assert result is not None
+    return DetectionOutput(
+        count=result.count,
+        greater_than_max=result.greater_than_max,
+        rois=[ROI.model_validate(box.to_wire()) for box in result.boxes],
     )
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,13 +19,17 @@ from intellioptics_cloud.services.wire import decode_metadata
 from intellioptics_common.errors import InvalidInputError, NotFoundError
 from intellioptics_common.ids import new_id
 from intellioptics_common.schemas import (
+    DEFAULT_MAX_OBJECTS,
     SUPPORTED_MODES,
+    BoundingBoxModeConfiguration,
+    CountModeConfiguration,
     DetectorCreate,
     DetectorMode,
     DetectorPatch,
     MultiClassModeConfiguration,
 )
 
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 DEFAULT_GROUP = "Default"
 # Stored on each new detector, so that null in its settings can mean "no automatic jobs".
 DEFAULT_RETRAIN_EVERY_N_LABELS = 10
@@ -52,17 +57,27 @@ def _mode_configuration(body: DetectorCreate) -> dict | None:
         if body.mode_configuration:
             raise InvalidInputError("BINARY detectors take no mode_configuration.")
         return None
-    try:
-        config = MultiClassModeConfiguration.model_validate(body.mode_configuration or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "mode_configuration"
-        raise InvalidInputError(f"mode_configuration.{where}: {first['msg']}") from None
+    if mode is DetectorMode.COUNT:
+        count = _validated(CountModeConfiguration, body.mode_configuration)
+        return {"class_name": count.class_name, "max_count": count.max_count or DEFAULT_MAX_OBJECTS}
+    if mode is DetectorMode.BOUNDING_BOX:
+        boxes = _validated(BoundingBoxModeConfiguration, body.mode_configuration)
+        return {"class_name": boxes.class_name, "max_num_bboxes": boxes.max_num_bboxes or DEFAULT_MAX_OBJECTS}
+    config = _validated(MultiClassModeConfiguration, body.mode_configuration)
     if len(set(config.class_names)) != len(config.class_names):
         raise InvalidInputError("mode_configuration.class_names must be unique.")
     if config.num_classes is not None and config.num_classes != len(config.class_names):
         raise InvalidInputError("mode_configuration.num_classes must equal the number of class_names.")
     return {"class_names": list(config.class_names), "num_classes": len(config.class_names)}
+
+
+def _validated(model: type[ConfigT], data: dict | None) -> ConfigT:
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "mode_configuration"
+        raise InvalidInputError(f"mode_configuration.{where}: {first['msg']}") from None
 
 
 def _ensure_group(session: Session, account_id: int, name: str) -> None:

@@ -24,7 +24,7 @@ from intellioptics_cloud.models import DetectorRow, ImageQueryRow, ModelVersionR
 from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.services.detectors import get_detector
 from intellioptics_common.anomaly import OVERLAY_KINDS, render_overlay
-from intellioptics_common.confidence import is_confident
+from intellioptics_common.confidence import Prediction, is_confident
 from intellioptics_common.errors import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -36,6 +36,7 @@ from intellioptics_common.errors import (
 from intellioptics_common.ids import is_valid_id, new_id
 from intellioptics_common.imaging import decode_image, sniff_format
 from intellioptics_common.model_package import PipelineConfig, sha256_bytes
+from intellioptics_common.results import UNCLEAR, result_payload
 from intellioptics_common.schemas import RESULT_TYPE_BY_MODE, DetectorMode, EdgeEscalationMetadata
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Answer:
     confident: bool
     model_version: int | None
     reason: str | None  # why it goes to review, or None
+    rois: list[dict[str, Any]] | None = None  # a detection model's boxes (a reviewer's pre-labels)
 
 
 def get_image_query(session: Session, principal: Principal, image_query_id: str) -> ImageQueryRow:
@@ -115,38 +117,33 @@ def active_model_refs(
     return model, primary, oodd
 
 
-def _placeholder(result_type: str) -> dict[str, Any]:
+def _placeholder(mode: str) -> dict[str, Any]:
     # What the SDK reads as "not answered yet": it keeps polling while source is STILL_PROCESSING.
-    return {
-        "result_type": result_type,
-        "label": "UNCLEAR",
-        "confidence": None,
-        "source": "STILL_PROCESSING",
-        "from_edge": False,
-    }
+    return result_payload(mode, UNCLEAR, None, "STILL_PROCESSING", False)
 
 
-def _edge_result(result_type: str, escalation: EdgeEscalationMetadata) -> dict[str, Any] | None:
-    if escalation.edge_result is None:
+def _edge_result(mode: str, escalation: EdgeEscalationMetadata) -> dict[str, Any] | None:
+    report = escalation.edge_result
+    if report is None:
         return None
-    return {
-        "result_type": result_type,
-        "label": escalation.edge_result.label,
-        "confidence": escalation.edge_result.confidence,
-        "source": "EDGE",
-        "from_edge": True,
-    }
+    return result_payload(mode, report.label, report.confidence, "EDGE", True)
 
 
-def _answer(
-    resources: Resources, session: Session, detector: DetectorRow, image: bytes, threshold: float, result_type: str
-) -> Answer:
+def _answer(resources: Resources, session: Session, detector: DetectorRow, image: bytes, threshold: float) -> Answer:
     refs = active_model_refs(session, detector)
     if refs is None:
         return Answer(None, False, None, "no_model")
     model, primary, oodd = refs
+    rois = None
     try:
-        prediction = resources.runner.predict(primary, oodd, image)
+        if primary.pipeline.model_kind == "detection":
+            found = resources.runner.detection(primary, oodd, image)
+            prediction = Prediction(found.label, 0, found.confidence, found.raw_confidence, None)
+            rois = found.rois()
+            extra = {"count": found.count, "greater_than_max": found.greater_than_max}
+        else:
+            prediction = resources.runner.predict(primary, oodd, image)
+            extra = {}
     except (ImageDecodeError, ImageTooLargeError):
         raise
     except Exception:  # a broken model must not lose the query: a person answers instead
@@ -155,18 +152,12 @@ def _answer(
     label = prediction.label
     if detector.mode == DetectorMode.BINARY.value:
         label = label.upper()
-    result = {
-        "result_type": result_type,
-        "label": label,
-        "confidence": round(float(prediction.confidence), 6),
-        "source": "ALGORITHM",
-        "from_edge": False,
-    }
+    result = result_payload(detector.mode, label, round(float(prediction.confidence), 6), "ALGORITHM", False, **extra)
     confident = is_confident(prediction.confidence, threshold)
     reason = None
     if not confident:
         reason = "out_of_domain" if prediction.p_out is not None and prediction.p_out > 0.5 else "low_confidence"
-    return Answer(result, confident, model.version, reason)
+    return Answer(result, confident, model.version, reason, rois)
 
 
 def _existing(session: Session, principal: Principal, image_query_id: str) -> ImageQueryRow | None:
@@ -227,7 +218,7 @@ def _stage(
 
     threshold = detector.confidence_threshold if request.confidence_threshold is None else request.confidence_threshold
     result_type = RESULT_TYPE_BY_MODE[DetectorMode(detector.mode)].value
-    answer = _answer(resources, session, detector, request.image, threshold, result_type)
+    answer = _answer(resources, session, detector, request.image, threshold)
 
     human_review = request.human_review or "DEFAULT"
     # use_enum_values: the parsed reason is its plain string value.
@@ -240,7 +231,7 @@ def _stage(
     elif edge_reason == "audit":
         reason = "audit"
     needs_review = reason is not None and human_review != "NEVER" and detector.escalation_type != "NO_HUMAN_LABELING"
-    result = answer.result or _edge_result(result_type, escalation) or _placeholder(result_type)
+    result = answer.result or _edge_result(detector.mode, escalation) or _placeholder(detector.mode)
 
     iq_id = request.image_query_id or new_id("iq")
     blob_key = f"images/{principal.account_id}/{detector.id}/{iq_id}-{secrets.token_hex(4)}"
@@ -255,7 +246,7 @@ def _stage(
         confidence_threshold=threshold,
         patience_time=detector.patience_time if request.patience_time is None else request.patience_time,
         metadata_json=metadata,
-        rois=None,
+        rois=answer.rois,
         done_processing=answer.confident and not needs_review,
         human_review=human_review,
         inspection_id=request.inspection_id,

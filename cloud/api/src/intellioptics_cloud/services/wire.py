@@ -31,8 +31,12 @@ def decode_metadata(value: str | None) -> dict[str, Any] | None:
 
 
 def class_names(detector: DetectorRow) -> list[str]:
-    if detector.mode == "MULTI_CLASS" and detector.mode_configuration:
-        return list(detector.mode_configuration.get("class_names", []))
+    """The classes a model of this detector answers (a COUNT / BOUNDING_BOX model: its one object class)."""
+    config = detector.mode_configuration or {}
+    if detector.mode == "MULTI_CLASS":
+        return list(config.get("class_names", []))
+    if detector.mode in ("COUNT", "BOUNDING_BOX"):
+        return [str(config.get("class_name") or "object")]
     return list(BINARY_CLASS_NAMES)
 
 
