@@ -266,3 +266,30 @@ def test_a_slow_edge_drops_frames_and_never_queues_them(tmp_path: Path) -> None:
     # The file runs at 10 fps (0.1 s between frames); a queued frame would be 0.4 s old or more.
     assert max(ages) < 0.35, f"a submitted frame waited: {ages}"
     client.close()
+
+
+def test_a_count_answer_is_read_with_its_count_and_boxes() -> None:
+    """A COUNT detector's answer has no ``label``: the stream reads the count
+    (and the count as text in ``label``, which alerts compare) and the boxes."""
+    roi = {
+        "label": "part",
+        "score": 0.9,
+        "geometry": {"left": 0.1, "top": 0.2, "right": 0.3, "bottom": 0.4, "x": 0.2, "y": 0.3},
+    }
+    query = {
+        "id": "iq_" + "C" * 27,
+        "created_at": "2026-12-04T06:00:00Z",
+        "query": "How many parts?",
+        "detector_id": DET_A,
+        "result_type": "counting",
+        "result": {"result_type": "counting", "count": 2, "confidence": 0.95, "source": "ALGORITHM"},
+        "patience_time": 30.0,
+        "confidence_threshold": 0.9,
+        "rois": [roi, roi],
+        "done_processing": True,
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(201, json=query))
+    client = EdgeApiClient("http://edge", "token", 5.0, transport=transport)
+    answer = client.submit(DET_A, b"jpeg", {})
+    assert (answer.label, answer.count, answer.confidence, answer.source) == ("2", 2, 0.95, "ALGORITHM")
+    assert len(answer.rois) == 2 and answer.rois[0]["geometry"]["right"] == 0.3

@@ -26,9 +26,11 @@ _STREAMS = TypeAdapter(Streams)
 class Answer:
     image_query_id: str
     detector_id: str
-    label: str | None
+    label: str | None  # a COUNT detector's count as text
     confidence: float | None
     source: str | None
+    count: int | None = None  # COUNT detectors
+    rois: tuple[dict[str, Any], ...] = ()  # COUNT / BOUNDING_BOX boxes, anomaly regions
 
 
 def encode_metadata(metadata: dict[str, Any]) -> str:
@@ -94,7 +96,8 @@ class EdgeApiClient:
         except ValidationError as exc:
             raise EdgeApiError(f"{detector_id}: the edge API's answer is not an image query: {exc}") from None
         result = query.result
-        label = getattr(result, "label", None)
+        count = getattr(result, "count", None)
+        label = getattr(result, "label", None) if count is None else count
         return Answer(
             image_query_id=query.id,
             detector_id=detector_id,
@@ -103,4 +106,6 @@ class EdgeApiClient:
             source=None
             if result is None or result.source is None
             else str(getattr(result.source, "value", result.source)),
+            count=count,
+            rois=tuple(roi.model_dump(mode="json") for roi in query.rois or ()),
         )

@@ -41,6 +41,8 @@ class StreamEvent:
     alert_when: str | None = None
     previous_label: str | None = None
     streak: int | None = None
+    count: int | None = None  # a COUNT detector's answer (``label`` is it as text)
+    rois: list[dict[str, Any]] | None = None  # boxes of COUNT / BOUNDING_BOX / anomaly answers
 
     def to_json(self) -> bytes:
         body = {key: value for key, value in asdict(self).items() if value is not None or key in ("label",)}

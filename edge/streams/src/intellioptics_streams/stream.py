@@ -177,6 +177,8 @@ class StreamRunner:
             confidence=answer.confidence,
             answered_by=answer.source,
             frame_time=frame_time,
+            count=answer.count,
+            rois=list(answer.rois) or None,
         )
         events = [event]
         if answer.label is not None:
