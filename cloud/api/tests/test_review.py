@@ -121,3 +121,31 @@ def test_stats(admin, jpeg) -> None:
     assert stats["total_pending"] == 3 and stats["oldest_age_s"] >= 0
     per = {d["detector_id"]: d["pending"] for d in stats["per_detector"]}
     assert per == {first["id"]: 2, second["id"]: 1}
+
+
+def _box(left: float, top: float, right: float, bottom: float) -> dict:
+    return {"label": "bolt", "geometry": {"left": left, "top": top, "right": right, "bottom": bottom}}
+
+
+def test_box_items_carry_what_the_box_editor_needs_and_store_its_boxes(admin, jpeg) -> None:
+    config = {"class_name": "bolt", "max_num_bboxes": 2}
+    detector, iqs = _pending(admin, jpeg, 2, mode="BOUNDING_BOX", mode_configuration=config)
+    reviewer = admin.new_token("reviewer", name="boxer")
+    item = reviewer.post("/v1/review/claim").json()
+    assert item["mode"] == "BOUNDING_BOX" and item["mode_configuration"] == config
+    assert item["result"]["result_type"] == "bounding_box" and item["rois"] is None  # no model: no pre-labels
+    too_many = [_box(0.1, 0.1, 0.2, 0.2), _box(0.3, 0.3, 0.4, 0.4), _box(0.5, 0.5, 0.6, 0.6)]
+    refused = reviewer.post(f"/v1/review/items/{item['id']}/label", json={"label": "BOUNDING_BOX", "rois": too_many})
+    assert refused.status_code == 400 and "max_num_bboxes is 2" in refused.json()["detail"]
+    assert admin.get(f"/v1/image-queries/{item['image_query_id']}").json()["result"]["source"] == "STILL_PROCESSING"
+    boxes = [_box(0.1, 0.2, 0.3, 0.4)]
+    stored = reviewer.post(f"/v1/review/items/{item['id']}/label", json={"label": "BOUNDING_BOX", "rois": boxes})
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["result"]["label"] == "BOUNDING_BOX"
+    assert [r["geometry"]["left"] for r in stored.json()["rois"]] == [0.1]
+
+    counting, _ = _pending(admin, jpeg, 1, mode="COUNT", mode_configuration={"class_name": "bolt", "max_count": 5})
+    item = reviewer.post("/v1/review/claim", params={"detector_id": counting["id"]}).json()
+    assert item["mode_configuration"] == {"class_name": "bolt", "max_count": 5}
+    counted = reviewer.post(f"/v1/review/items/{item['id']}/label", json={"label": "3"})
+    assert counted.status_code == 200 and counted.json()["result"]["count"] == 3 and counted.json()["label"] == "3"

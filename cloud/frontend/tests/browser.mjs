@@ -9,11 +9,13 @@
 //          actions (cancel a running job, activate and roll back a version, switch a
 //          detector OFF), each checked through the API; visit every page.
 //   bench  a scripted reviewer labels config.count items as fast as the UI allows.
-//   failsave, viewer, phone: see review_scenarios.mjs; "a+b" runs several in one browser.
+//   failsave, viewer, phone: see review_scenarios.mjs; boxes: see box_scenario.mjs;
+//          "a+b" runs several in one browser.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { boxes } from "./box_scenario.mjs";
 import { failsave, phone, viewer } from "./review_scenarios.mjs";
 
 const [scenario, configPath] = process.argv.slice(2);
@@ -470,7 +472,7 @@ async function bench() {
 }
 
 const harness = { page, context, config, result, api, apiUntil, shot, go, signIn, nextItem, currentItem, expectConsole };
-const SCENARIOS = { e2e, bench, failsave: () => failsave(harness), viewer: () => viewer(harness), phone: () => phone(harness) };
+const SCENARIOS = { e2e, bench, failsave: () => failsave(harness), viewer: () => viewer(harness), phone: () => phone(harness), boxes: () => boxes(harness) };
 
 let failed = null;
 try {

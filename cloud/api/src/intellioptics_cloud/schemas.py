@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from intellioptics_common.schemas import Me, ROIRequest, StrictRequest, WireModel
+from intellioptics_common.schemas import ROI, Me, ROIRequest, StrictRequest, WireModel
 
 RoleName = Literal["admin", "reviewer", "device", "worker"]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
@@ -74,8 +74,16 @@ class ReviewItem(WireModel):
     query: str
     mode: str
     class_names: list[str]
+    mode_configuration: dict[str, Any] | None = Field(
+        default=None, description="The detector's: class_name and max_count / max_num_bboxes for COUNT / BOUNDING_BOX."
+    )
     reason: str
     edge_answer: EdgeAnswer | None
+    result: dict[str, Any] | None = Field(default=None, description="The query's result as it stands now.")
+    rois: list[ROI] | None = Field(
+        default=None,
+        description="The query's boxes now: the model's (a reviewer's pre-labels) until a person's replace them.",
+    )
     image_url: str
     created_at: datetime
     status: ReviewStatus
@@ -160,6 +168,7 @@ class DatasetExample(WireModel):
     source: str
     created_at: datetime
     image_url: str
+    rois: list[dict[str, Any]] | None = None  # a COUNT / BOUNDING_BOX label's boxes (image fractions)
 
 
 # --- model registry -----------------------------------------------------------------

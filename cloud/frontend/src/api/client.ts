@@ -22,6 +22,7 @@ import type {
   ReviewItem,
   ReviewQueue,
   ReviewStats,
+  RoiRequest,
   Role,
   TrainerKind,
   TrainingJob,
@@ -163,11 +164,11 @@ export class Client {
     const text = await response.text();
     return text ? (JSON.parse(text) as ReviewItem) : null;
   };
-  label = (itemId: string, label: string) =>
-    this.json<ReviewItem>("POST", `/v1/review/items/${itemId}/label`, undefined, { label });
+  label = (itemId: string, label: string, rois?: RoiRequest[]) =>
+    this.json<ReviewItem>("POST", `/v1/review/items/${itemId}/label`, undefined, rois ? { label, rois } : { label });
   /** The SDK's `POST /v1/labels`: labels an image query whoever holds its review claim. */
-  addLabel = (imageQueryId: string, label: string) =>
-    this.json<unknown>("POST", "/v1/labels", undefined, { image_query_id: imageQueryId, label });
+  addLabel = (imageQueryId: string, label: string, rois?: RoiRequest[]) =>
+    this.json<unknown>("POST", "/v1/labels", undefined, { image_query_id: imageQueryId, label, ...(rois ? { rois } : {}) });
   /** keepalive: a skip sent as the page closes (giving back claimed items) still arrives. */
   skip = async (itemId: string) => {
     await this.send("POST", `/v1/review/items/${itemId}/skip`, undefined, undefined, true);

@@ -971,6 +971,28 @@ export interface components {
              */
             primary: string;
         };
+        /**
+         * BoundingBoxResult
+         * @description ``label``: BOUNDING_BOX (the boxes are the query's ``rois``), NO_OBJECTS,
+         *     GREATER_THAN_MAX or UNCLEAR.
+         */
+        BoundingBoxResult: {
+            /** Confidence */
+            confidence?: number | null;
+            /**
+             * From Edge
+             * @default false
+             */
+            from_edge: boolean;
+            /** Label */
+            label: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            result_type: "bounding_box";
+            source?: components["schemas"]["Source"] | null;
+        };
         /** CountingResult */
         CountingResult: {
             /** Confidence */
@@ -1007,6 +1029,10 @@ export interface components {
             image_url: string;
             /** Label */
             label: string;
+            /** Rois */
+            rois?: {
+                [key: string]: unknown;
+            }[] | null;
             /** Source */
             source: string;
         };
@@ -1469,7 +1495,7 @@ export interface components {
             /** Query */
             query: string;
             /** Result */
-            result?: (components["schemas"]["BinaryClassificationResult"] | components["schemas"]["MultiClassificationResult"] | components["schemas"]["CountingResult"]) | null;
+            result?: (components["schemas"]["BinaryClassificationResult"] | components["schemas"]["MultiClassificationResult"] | components["schemas"]["CountingResult"] | components["schemas"]["BoundingBoxResult"]) | null;
             result_type: components["schemas"]["ResultType"];
             /** Rois */
             rois?: components["schemas"]["ROI"][] | null;
@@ -1686,10 +1712,29 @@ export interface components {
             label: string | null;
             /** Mode */
             mode: string;
+            /**
+             * Mode Configuration
+             * @description The detector's: class_name and max_count / max_num_bboxes for COUNT / BOUNDING_BOX.
+             */
+            mode_configuration?: {
+                [key: string]: unknown;
+            } | null;
             /** Query */
             query: string;
             /** Reason */
             reason: string;
+            /**
+             * Result
+             * @description The query's result as it stands now.
+             */
+            result?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Rois
+             * @description The query's boxes now: the model's (a reviewer's pre-labels) until a person's replace them.
+             */
+            rois?: components["schemas"]["ROI"][] | null;
             /**
              * Status
              * @enum {string}

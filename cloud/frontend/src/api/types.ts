@@ -70,6 +70,21 @@ export interface Roi {
   geometry: { left: number; top: number; right: number; bottom: number };
 }
 
+/** A box sent with a label (the cloud fills in the centre). */
+export interface RoiRequest {
+  label: string;
+  score: number;
+  geometry: { left: number; top: number; right: number; bottom: number };
+}
+
+/** COUNT: class_name, max_count; BOUNDING_BOX: class_name, max_num_bboxes; MULTI_CLASS: class_names. */
+export interface ModeConfiguration {
+  class_names?: string[];
+  class_name?: string;
+  max_count?: number;
+  max_num_bboxes?: number;
+}
+
 export interface ImageQuery {
   id: string;
   created_at: string;
@@ -113,8 +128,12 @@ export interface ReviewItem {
   query: string;
   mode: DetectorMode;
   class_names: string[] | null;
+  mode_configuration?: ModeConfiguration | null;
   reason: EscalationReason;
   edge_answer: EdgeAnswer | null;
+  /** The query's result now and its boxes (the model's: the box editor's starting point). */
+  result?: Record<string, unknown> | null;
+  rois?: Roi[] | null;
   image_url: string;
   created_at: string;
   status: string;

@@ -190,6 +190,31 @@ describe("ReviewPage", () => {
     await waitFor(() => expect(cloud.labeled.get("rvw_1")).toBe("dent"));
   });
 
+  it("confirms a box item's pre-labels with Enter and sends a typed count without boxes", async () => {
+    const roi = (left: number, right: number) => ({ label: "bolt", score: 0.7, geometry: { left, top: 0.1, right, bottom: 0.3 } });
+    const boxes = { ...item(1, "BOUNDING_BOX", ["bolt"]), mode_configuration: { class_name: "bolt", max_num_bboxes: 5 }, rois: [roi(0.1, 0.3)] };
+    const counting = { ...item(2, "COUNT", ["bolt"]), mode_configuration: { class_name: "bolt", max_count: 9 }, rois: [roi(0.1, 0.3), roi(0.5, 0.7)] };
+    renderPage([boxes, counting, item(3)]);
+    await shown(1);
+    expect(screen.getByTestId("box-count").textContent).toContain("1 box");
+    press("Enter");
+    await shown(2);
+    expect(screen.getByTestId("box-count").textContent).toContain("2 boxes");
+    // Y means nothing here; a digit types the count, which then is the label (boxes left out).
+    press("y");
+    press("5");
+    expect((screen.getByTestId("count-input") as HTMLInputElement).value).toBe("5");
+    expect(screen.getByTestId("confirm").textContent).toContain("Count 5");
+    press("Enter");
+    await shown(3);
+    await waitFor(() => expect(cloud.labeled.get("rvw_2")).toBe("5"));
+    const bodies = cloud.calls.filter((c) => c.includes("/label ")).map((c) => JSON.parse(c.slice(c.indexOf(" ") + 1)));
+    expect(bodies).toEqual([
+      { label: "BOUNDING_BOX", rois: [{ label: "bolt", score: 1, geometry: roi(0.1, 0.3).geometry }] },
+      { label: "5" },
+    ]);
+  });
+
   it("says so when nothing waits, and counts what is left", async () => {
     renderPage([item(1)]);
     await shown(1);

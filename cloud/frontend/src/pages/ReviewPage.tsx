@@ -8,12 +8,16 @@ import type { ReviewStats } from "../api/types";
 import { useSession } from "../auth";
 import { Empty, Loading, useLoad } from "../components/ui";
 import { ImageViewer, INITIAL_VIEW, type ViewState, zoomAt } from "../review/ImageViewer";
+import { BoxAnswers } from "../review/BoxAnswers";
+import { BoxEditor } from "../review/BoxEditor";
+import { applyBoxAction, className, confirmLabel, isBoxMode } from "../review/boxes";
 import { PredictionPanel } from "../review/PredictionPanel";
 import { SignInAgain } from "../review/SignInAgain";
 import { cloudReviewBackend } from "../review/backend";
 import { useItemDetails } from "../review/details";
 import { commandForKey, labelOptions, modelAnswer, type ReviewCommand, type ViewAction } from "../review/keys";
 import { ReviewSession } from "../review/session";
+import { useBoxEditor } from "../review/useBoxEditor";
 
 /** Name of the performance measure from a key press to the next item on screen. */
 export const WAIT_MEASURE = "io-review-wait";
@@ -62,14 +66,24 @@ export function ReviewPage() {
   const shown = current ?? (snap.phase === "loading" ? lastShown.current : null);
   const details = useItemDetails(client, current?.item ?? null);
   const overlaySrc = useOverlay(details, view.overlay);
+  const [boxes, editBoxes] = useBoxEditor(current);
+  const editing = current !== null && isBoxMode(current.item);
 
   const run = (command: ReviewCommand) => {
     if (command.kind === "view") {
       setView((old) => applyView(old, command.action));
       return;
     }
+    if (command.kind === "box") {
+      editBoxes((old) => applyBoxAction(old, command.action));
+      return;
+    }
     pressedAt.current = performance.now();
-    if (command.kind === "label") session.label(command.label);
+    if (command.kind === "confirm") {
+      if (!current || !editing) return;
+      const answer = confirmLabel(current.item, boxes);
+      session.label(answer.label, answer.rois);
+    } else if (command.kind === "label") session.label(command.label);
     else if (command.kind === "skip") session.skip();
     else void session.undo();
   };
@@ -84,6 +98,7 @@ export function ReviewPage() {
           ctrlKey: event.ctrlKey,
           metaKey: event.metaKey,
           altKey: event.altKey,
+          shiftKey: event.shiftKey,
           targetTag: target?.tagName,
           targetEditable: target?.isContentEditable,
         },
@@ -179,13 +194,15 @@ export function ReviewPage() {
                 view={view}
                 onView={onView}
                 overlaySrc={overlaySrc}
-                rois={details.iq?.id === shown.item.image_query_id ? details.iq.rois : null}
-              />
+                rois={editing ? null : details.iq?.id === shown.item.image_query_id ? details.iq.rois : null}
+              >
+                {editing && <BoxEditor state={boxes} onChange={(next) => editBoxes(() => next)} className={className(current.item)} />}
+              </ImageViewer>
             ) : (
               <div className="notice error">{shown.imageError}</div>
             )}
             <div className="viewer-hint small">
-              {view.zoom > 1 ? `${view.zoom.toFixed(1)}× · ` : ""}wheel / pinch zoom · drag to pan · <kbd>R</kbd> reset ·{" "}
+              {view.zoom > 1 ? `${view.zoom.toFixed(1)}× · ` : ""}wheel / pinch zoom · {editing ? "Shift+drag" : "drag"} to pan · <kbd>R</kbd> reset ·{" "}
               <kbd>M</kbd> {view.smooth ? "smooth" : "pixels"} · <kbd>O</kbd> overlay {view.overlay ? "on" : "off"}
             </div>
           </div>
@@ -200,6 +217,9 @@ export function ReviewPage() {
             )}
             <p className="detector-name">{shown.item.detector_name}</p>
             <h2 className="question">{shown.item.query}</h2>
+            {editing && (
+              <BoxAnswers item={current.item} state={boxes} onChange={editBoxes} onConfirm={() => run({ kind: "confirm" })} disabled={waiting} />
+            )}
             <div className="answers" role="group" aria-label="Answers">
               {options.map((option) => (
                 <button

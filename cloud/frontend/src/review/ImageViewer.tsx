@@ -4,7 +4,7 @@
  * to the page, not to the item, so it stays the same from item to item: a reviewer who
  * zoomed into the weld seam finds the next image zoomed into the same place.
  */
-import { type PointerEvent, useEffect, useRef, useState } from "react";
+import { type PointerEvent, type ReactNode, useEffect, useRef, useState } from "react";
 import type { Roi } from "../api/types";
 
 export interface ViewState {
@@ -45,9 +45,11 @@ interface Props {
   onView: (update: (view: ViewState) => ViewState) => void;
   overlaySrc?: string | null;
   rois?: Roi[] | null;
+  /** Drawn over the image inside the zoomed stage (the box editor). */
+  children?: ReactNode;
 }
 
-export function ImageViewer({ src, alt, view, onView, overlaySrc, rois }: Props) {
+export function ImageViewer({ src, alt, view, onView, overlaySrc, rois, children }: Props) {
   const frame = useRef<HTMLDivElement>(null);
   const [frameSize, setFrameSize] = useState({ w: 0, h: 0 });
   const [natural, setNatural] = useState({ w: 0, h: 0 });
@@ -149,6 +151,7 @@ export function ImageViewer({ src, alt, view, onView, overlaySrc, rois }: Props)
             ))}
           </svg>
         )}
+        {children}
       </div>
     </div>
   );

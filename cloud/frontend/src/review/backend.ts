@@ -20,8 +20,8 @@ async function preload(url: string): Promise<void> {
 export function cloudReviewBackend(client: () => Client): ReviewBackend {
   return {
     claim: (detectorId, ahead) => client().claim(detectorId, ahead),
-    label: (itemId, label) => client().label(itemId, label),
-    labelQuery: (imageQueryId, label) => client().addLabel(imageQueryId, label),
+    label: (itemId, label, rois) => client().label(itemId, label, rois),
+    labelQuery: (imageQueryId, label, rois) => client().addLabel(imageQueryId, label, rois),
     skip: (itemId) => client().skip(itemId),
     undo: (itemId) => client().undo(itemId),
     async loadImage(item) {

@@ -1,5 +1,5 @@
 /** The review session's contract: what it needs from the cloud and what it shows. */
-import type { ReviewItem } from "../api/types";
+import type { ReviewItem, RoiRequest } from "../api/types";
 import type { Sleep } from "./saving";
 
 /** What the session needs from the cloud. */
@@ -9,12 +9,13 @@ export interface ReviewBackend {
    * reviewer already holds items and wants another one besides them.
    */
   claim(detectorId: string | undefined, ahead: boolean): Promise<ReviewItem | null>;
-  label(itemId: string, label: string): Promise<unknown>;
+  /** `rois`: the boxes of a COUNT / BOUNDING_BOX label (none for other modes). */
+  label(itemId: string, label: string, rois?: RoiRequest[]): Promise<unknown>;
   /**
    * Label the image query without a claim (POST /v1/labels): for a label re-sent after the
    * reviewer signed in again, whose claim belongs to the old token, or whose claim expired.
    */
-  labelQuery(imageQueryId: string, label: string): Promise<unknown>;
+  labelQuery(imageQueryId: string, label: string, rois?: RoiRequest[]): Promise<unknown>;
   skip(itemId: string): Promise<unknown>;
   /** Undo this reviewer's label; the item comes back claimed by this reviewer. */
   undo(itemId: string): Promise<ReviewItem>;
@@ -32,7 +33,7 @@ export interface HeldItem {
   /** Sign-in generation the claim was made under; a later one no longer holds the claim. */
   epoch?: number;
   /** Set when a label for this item was not saved and it came back on screen. */
-  failure?: { label: string; message: string; direct: boolean };
+  failure?: { label: string; message: string; direct: boolean; rois?: RoiRequest[] };
 }
 
 export type ReviewPhase = "loading" | "ready" | "empty" | "error";

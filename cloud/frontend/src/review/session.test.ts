@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { ApiError } from "../api/client";
-import type { ReviewItem } from "../api/types";
+import type { ReviewItem, RoiRequest } from "../api/types";
 import { type ReviewBackend, ReviewSession } from "./session";
 
 function makeItem(n: number, detectorId = "det_a"): ReviewItem {
@@ -76,8 +76,12 @@ class MemoryQueue implements ReviewBackend {
     return { ...item, status: "claimed", claimed_by: "me" };
   }
 
-  label(itemId: string, label: string) {
+  /** The boxes sent with each label, by item id. */
+  rois = new Map<string, RoiRequest[] | undefined>();
+
+  label(itemId: string, label: string, rois?: RoiRequest[]) {
     this.calls.push(`label:${itemId}:${label}`);
+    this.rois.set(itemId, rois);
     const apply = () => {
       if (this.revoked) throw new ApiError(401, "Invalid API token.", "unauthorized");
       const status = this.labelFailures.shift();
@@ -308,6 +312,26 @@ describe("ReviewSession", () => {
     await settle();
     expect(queue.labels.get("ri_1")).toBe("NO");
     expect(s.getSnapshot().current?.failure).toBeUndefined();
+  });
+
+  it("sends a label's boxes, and keeps them with the item when the cloud refuses them", async () => {
+    const queue = new MemoryQueue(3);
+    const box = { label: "bolt", score: 1, geometry: { left: 0.1, top: 0.2, right: 0.3, bottom: 0.4 } };
+    queue.labelFailures = [400];
+    const s = open(queue);
+    s.start();
+    await settle();
+    s.label("BOUNDING_BOX", [box, box]);
+    await settle();
+    expect(s.getSnapshot().current?.failure).toMatchObject({ label: "BOUNDING_BOX", rois: [box, box] });
+    expect(s.getSnapshot().error).toContain("HTTP 400");
+    s.label("BOUNDING_BOX", [box]);
+    await settle();
+    expect(queue.labels.get("ri_1")).toBe("BOUNDING_BOX");
+    expect(queue.rois.get("ri_1")).toEqual([box]);
+    s.label("YES");
+    await settle();
+    expect(queue.rois.get("ri_2")).toBeUndefined();
   });
 
   it("retries a label after a 5xx or a network error and reports it saved only once stored", async () => {

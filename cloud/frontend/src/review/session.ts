@@ -16,7 +16,7 @@
  * React reads it through `subscribe` / `getSnapshot` (useSyncExternalStore); tests drive
  * it with an in-memory backend.
  */
-import type { ReviewItem } from "../api/types";
+import type { ReviewItem, RoiRequest } from "../api/types";
 import type { HeldItem, ReviewBackend, ReviewPhase, ReviewSessionOptions, ReviewSnapshot } from "./contract";
 import { failureKind, realSleep, type SaveOutcome, type Sleep, saveWithRetry } from "./saving";
 
@@ -25,6 +25,7 @@ export type { HeldItem, ReviewBackend, ReviewPhase, ReviewSessionOptions, Review
 interface Answered {
   held: HeldItem;
   label: string;
+  rois?: RoiRequest[];
   /** Resolves true when the cloud stored the label, false when the item came back unsaved. */
   stored: Promise<boolean>;
   settle: (stored: boolean) => void;
@@ -134,15 +135,15 @@ export class ReviewSession {
     this.clearPoll();
   }
 
-  /** Store `label` for the item on screen and show the next one at once. */
-  label(label: string): boolean {
+  /** Store `label` (with its boxes, if any) for the item on screen and show the next one at once. */
+  label(label: string, rois?: RoiRequest[]): boolean {
     const held = this.current;
     if (!held || this.undoing) return false;
     let settle: (stored: boolean) => void = () => undefined;
     const stored = new Promise<boolean>((resolve) => {
       settle = resolve;
     });
-    const entry: Answered = { held: { ...held, failure: undefined }, label, stored, settle, saved: false };
+    const entry: Answered = { held: { ...held, failure: undefined }, label, rois, stored, settle, saved: false };
     this.answered.push(entry);
     this.trimUndo();
     this.labeled += 1;
@@ -194,8 +195,8 @@ export class ReviewSession {
     // A claim made under an earlier sign-in is the old token's: label the query itself.
     const unclaimed = direct || (entry.held.epoch ?? 0) !== this.epoch;
     const write = unclaimed
-      ? () => this.backend.labelQuery(item.image_query_id, entry.label)
-      : () => this.backend.label(item.id, entry.label);
+      ? () => this.backend.labelQuery(item.image_query_id, entry.label, entry.rois)
+      : () => this.backend.label(item.id, entry.label, entry.rois);
     const sentUnder = this.epoch;
     const outcome = await this.track(
       saveWithRetry(write, this.retryDelaysMs, this.sleep, (attempt, why) => {
@@ -238,7 +239,7 @@ export class ReviewSession {
     this.answered.splice(index, 1);
     if (this.current) this.buffer.unshift(this.current);
     const direct = outcome.status === 409;
-    this.current = { ...entry.held, failure: { label: entry.label, message: outcome.message, direct } };
+    this.current = { ...entry.held, failure: { label: entry.label, message: outcome.message, direct, rois: entry.rois } };
     this.error = `${entry.label} for ${iq} was NOT saved (${outcome.message}). The item is back on screen: answer it again.`;
     this.lastAction = `${entry.label} NOT saved for ${iq}`;
     this.onShow?.(this.current.item);

@@ -19,6 +19,7 @@ from intellioptics_cloud.schemas import (
 )
 from intellioptics_cloud.services import review
 from intellioptics_cloud.services.wire import class_names, image_url
+from intellioptics_common.results import result_label
 
 router = APIRouter(prefix="/review", tags=["review"])
 
@@ -39,7 +40,7 @@ def item_out(view: review.ReviewView) -> ReviewItem:
         )
     elif iq.result and iq.result.get("source") not in (None, "STILL_PROCESSING", "USER"):
         edge = EdgeAnswer(
-            label=iq.result.get("label"),
+            label=result_label(iq.result),
             confidence=iq.result.get("confidence"),
             from_edge=bool(iq.result.get("from_edge")),
             source=iq.result.get("source"),
@@ -52,8 +53,11 @@ def item_out(view: review.ReviewView) -> ReviewItem:
         query=detector.query,
         mode=detector.mode,
         class_names=class_names(detector),
+        mode_configuration=detector.mode_configuration,
         reason=item.reason,
         edge_answer=edge,
+        result=iq.result,
+        rois=iq.rois,
         image_url=image_url(iq.id),
         created_at=item.created_at,
         status=item.status,
