@@ -21,7 +21,7 @@ from intellioptics_common.detection import DetectionResult
 from intellioptics_common.detection import interpret as interpret_detection
 from intellioptics_common.errors import PackageError
 from intellioptics_common.imaging import ImageLimits
-from intellioptics_common.model_package import PipelineConfig
+from intellioptics_common.model_package import InputSpec, PipelineConfig
 from intellioptics_common.preprocessing import load_input_tensor
 
 
@@ -57,21 +57,25 @@ class ModelRunner:
                 self._sessions.popitem(last=False)
         return session
 
-    def _run(self, ref: ModelRef, image: bytes) -> np.ndarray:
-        tensor = load_input_tensor(image, ref.pipeline.input, self._limits)
+    def _outputs(self, ref: ModelRef, names: list[str], tensors: _Tensors) -> list[np.ndarray]:
         session = self._session(ref)
         try:
-            (output,) = session.run([ref.pipeline.output], {ref.pipeline.input.tensor_name: tensor})
+            return session.run(names, {ref.pipeline.input.tensor_name: tensors.get(ref)})
         except (ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
             raise PackageError("The active model could not be run on this image.", log_message=repr(exc)) from exc
-        return np.asarray(output, dtype=np.float64).reshape(-1)
+
+    def _in_domain(self, oodd: ModelRef | None, tensors: _Tensors) -> float | None:
+        if oodd is None:
+            return None
+        # The OODD graph outputs the in-domain score (or [out, in] probabilities: take "in").
+        (score,) = self._outputs(oodd, [oodd.pipeline.output], tensors)
+        return float(np.clip(np.asarray(score, dtype=np.float64).reshape(-1)[-1], 0.0, 1.0))
 
     def predict(self, primary: ModelRef, oodd: ModelRef | None, image: bytes) -> Prediction:
-        probabilities = self._run(primary, image)
-        in_domain = None
-        if oodd is not None:
-            # The OODD graph outputs the in-domain score (or [out, in] probabilities: take "in").
-            in_domain = float(np.clip(self._run(oodd, image)[-1], 0.0, 1.0))
+        tensors = _Tensors(image, self._limits)
+        (output,) = self._outputs(primary, [primary.pipeline.output], tensors)
+        probabilities = np.asarray(output, dtype=np.float64).reshape(-1)
+        in_domain = self._in_domain(oodd, tensors)
         return predict_from_probabilities(probabilities.tolist(), primary.pipeline.class_names, in_domain)
 
     def anomaly(self, primary: ModelRef, oodd: ModelRef | None, image: bytes) -> AnomalyResult:
@@ -79,20 +83,14 @@ class ModelRunner:
         spec = primary.pipeline.anomaly
         if primary.pipeline.model_kind != "anomaly" or spec is None:
             raise PackageError("The active model of this detector is not an anomaly model.")
-        tensor = load_input_tensor(image, primary.pipeline.input, self._limits)
-        try:
-            score, amap = self._session(primary).run(
-                [spec.score_output, spec.map_output], {primary.pipeline.input.tensor_name: tensor}
-            )
-        except (ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
-            raise PackageError("The active model could not be run on this image.", log_message=repr(exc)) from exc
-        in_domain = None if oodd is None else float(np.clip(self._run(oodd, image)[-1], 0.0, 1.0))
+        tensors = _Tensors(image, self._limits)
+        score, amap = self._outputs(primary, [spec.score_output, spec.map_output], tensors)
         return interpret(
             float(np.ravel(score)[0]),
             np.asarray(amap)[0, 0],
             threshold=spec.threshold,
             cuts=spec.severity_cuts,
-            in_domain=in_domain,
+            in_domain=self._in_domain(oodd, tensors),
         )
 
     def detection(self, primary: ModelRef, oodd: ModelRef | None, image: bytes) -> DetectionResult:
@@ -100,14 +98,8 @@ class ModelRunner:
         spec = primary.pipeline.detection
         if primary.pipeline.model_kind != "detection" or spec is None:
             raise PackageError("The active model of this detector is not a detection model.")
-        tensor = load_input_tensor(image, primary.pipeline.input, self._limits)
-        try:
-            heat, size, offset = self._session(primary).run(
-                list(DETECTION_OUTPUTS), {primary.pipeline.input.tensor_name: tensor}
-            )
-        except (ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
-            raise PackageError("The active model could not be run on this image.", log_message=repr(exc)) from exc
-        in_domain = None if oodd is None else float(np.clip(self._run(oodd, image)[-1], 0.0, 1.0))
+        tensors = _Tensors(image, self._limits)
+        heat, size, offset = self._outputs(primary, list(DETECTION_OUTPUTS), tensors)
         return interpret_detection(
             heat[0],
             size[0],
@@ -115,5 +107,20 @@ class ModelRunner:
             class_names=primary.pipeline.class_names,
             spec=spec,
             mode=primary.pipeline.mode,
-            in_domain=in_domain,
+            in_domain=self._in_domain(oodd, tensors),
         )
+
+
+class _Tensors:
+    """One image's input tensors, decoded once per input spec (primary and OODD usually share one)."""
+
+    def __init__(self, image: bytes, limits: ImageLimits) -> None:
+        self._image = image
+        self._limits = limits
+        self._by_spec: dict[InputSpec, np.ndarray] = {}
+
+    def get(self, ref: ModelRef) -> np.ndarray:
+        spec = ref.pipeline.input
+        if spec not in self._by_spec:
+            self._by_spec[spec] = load_input_tensor(self._image, spec, self._limits)
+        return self._by_spec[spec]
