@@ -592,7 +592,11 @@ def train_detection(
     runner = runner or BackboneRunner()
     spec = DEFAULT_INPUT
     s8, s16 = runner.maps(
-        data.rgb, spec, views=options.views, outputs=("feat_s8", "feat_s16"), progress=lambda s, t: report("features", s, t)
+        data.rgb,
+        spec,
+        views=options.views,
+        outputs=("feat_s8", "feat_s16"),
+        progress=lambda s, t: report("features", s, t),
     )
     view_rows = {view: np.arange(v * n, (v + 1) * n) for v, view in enumerate(options.views)}
     all_boxes = [view_boxes(data.boxes[i], view) for view in options.views for i in range(n)]
