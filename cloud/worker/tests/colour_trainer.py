@@ -105,6 +105,7 @@ class ColorTrainer:
         folds: int,
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
+        max_objects: int | None = None,
     ) -> TrainedVersion:
         self.calls.append(len(images))
         labels = [image.label for image in images]

@@ -174,6 +174,14 @@ def interpret(
 ) -> DetectionResult:
     """One image's model outputs → the typed result (``mode``: COUNT or BOUNDING_BOX)."""
     candidates = decode(heatmap, box_size, box_offset, class_names, spec.nms_iou)
+    return from_candidates(candidates, spec=spec, mode=mode, in_domain=in_domain)
+
+
+def from_candidates(
+    candidates: tuple[Box, ...], *, spec: DetectionSpec, mode: str, in_domain: float | None = None
+) -> DetectionResult:
+    """Decoded candidates → the typed result; training reads its out-of-fold candidates
+    through this too, so what it measures is what the edge answers."""
     boxes = tuple(box for box in candidates if box.score >= spec.box_threshold)
     over = len(boxes) > spec.max_count
     count = min(len(boxes), spec.max_count)

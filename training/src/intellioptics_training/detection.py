@@ -566,6 +566,10 @@ class TrainedDetection:
     out_of_fold: dict[str, Any]
     train_seconds: float
     head: nn.Module = field(repr=False)  # DetectionHead, or HeadEnsemble of the fold heads
+    # Per image of the training set (in its order), the candidates of the fold head that
+    # never trained on it: read with ``spec`` through the common post-processor, they are
+    # the out-of-fold answers the figures above summarise.
+    oof_candidates: tuple[tuple[Any, ...], ...] = field(default=(), repr=False)
 
 
 def train_detection(
@@ -670,6 +674,7 @@ def train_detection(
         out_of_fold=out_of_fold,
         train_seconds=time.perf_counter() - started,
         head=head,
+        oof_candidates=tuple(oof),
     )
 
 

@@ -19,6 +19,7 @@ import httpx
 
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.model_check import check_model_bytes
+from intellioptics_common.schemas import DETECTION_MODES, max_objects
 from intellioptics_worker.errors import CloudError, CloudUnavailableError, JobCancelled, ModelError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ class DetectorInfo:
     class_names: tuple[str, ...]
     confidence_threshold: float
     promotion_policy: str
+    max_objects: int | None = None  # COUNT: max_count; BOUNDING_BOX: max_num_bboxes
+
+
+# One labeled box as image fractions: left, top, right, bottom.
+Corners = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class DatasetExample:
     label: str
     source: str
     image_url: str
+    rois: tuple[Corners, ...] | None = None  # a COUNT / BOUNDING_BOX label's boxes
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,13 @@ class CloudClient:
         data = self._request("GET", f"/v1/detectors/{detector_id}").json()
         mode = str(data.get("mode") or "BINARY")
         config = data.get("mode_configuration") or {}
-        class_names = tuple(str(c) for c in config.get("class_names") or ()) if mode != "BINARY" else ("NO", "YES")
+        detection = mode in DETECTION_MODES
+        if mode == "BINARY":
+            class_names: tuple[str, ...] = ("NO", "YES")
+        elif detection:
+            class_names = (str(config.get("class_name") or "object"),)
+        else:
+            class_names = tuple(str(c) for c in config.get("class_names") or ())
         policy = str(data.get("promotion_policy") or self._promotion_policy(detector_id))
         return DetectorInfo(
             id=str(data["id"]),
@@ -176,6 +189,7 @@ class CloudClient:
             class_names=class_names,
             confidence_threshold=float(data.get("confidence_threshold", 0.9)),
             promotion_policy=policy,
+            max_objects=max_objects(mode, config) if detection else None,
         )
 
     def _promotion_policy(self, detector_id: str) -> str:
@@ -198,6 +212,7 @@ class CloudClient:
                 label=str(row["label"]),
                 source=str(row.get("source") or ""),
                 image_url=str(row.get("image_url") or f"/v1/image-queries/{row['image_query_id']}/image"),
+                rois=_corners(row.get("rois")),
             )
             for row in rows
         ]
@@ -312,3 +327,21 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])[:500]
     return str(body)[:200]
+
+
+def _corners(rois: Any) -> tuple[Corners, ...] | None:
+    """The cloud's ROI dicts (``geometry`` with left/top/right/bottom) as corner tuples."""
+    if not rois:
+        return None
+    try:
+        return tuple(
+            (
+                float(roi["geometry"]["left"]),
+                float(roi["geometry"]["top"]),
+                float(roi["geometry"]["right"]),
+                float(roi["geometry"]["bottom"]),
+            )
+            for roi in rois
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CloudError(f"the cloud's dataset has a malformed ROI ({exc!r})") from exc

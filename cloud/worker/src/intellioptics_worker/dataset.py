@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from intellioptics_common.confidence import normalize_binary_label
 from intellioptics_common.schemas import BinaryLabel
-from intellioptics_worker.cloud import DatasetExample
+from intellioptics_worker.cloud import Corners, DatasetExample
 from intellioptics_worker.errors import DatasetError
 
 
@@ -21,6 +21,7 @@ class LabeledImage:
     image_query_id: str
     label: str
     image: bytes
+    boxes: tuple[Corners, ...] = ()  # COUNT / BOUNDING_BOX: every object's box (none: no object)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def download_images(
 ) -> list[LabeledImage]:
     images = []
     for index, example in enumerate(examples, start=1):
-        images.append(LabeledImage(example.image_query_id, example.label, fetch(example.image_url)))
+        image = fetch(example.image_url)
+        images.append(LabeledImage(example.image_query_id, example.label, image, example.rois or ()))
         if on_each is not None:
             on_each(index, len(examples))
     return images

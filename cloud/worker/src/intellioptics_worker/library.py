@@ -1,4 +1,5 @@
-""":class:`Trainer` backed by the training library (``intellioptics_training.trainer``).
+""":class:`Trainer` backed by the training library (``intellioptics_training.trainer`` for
+classes, ``intellioptics_training.detection`` for COUNT and BOUNDING_BOX).
 
 The library trains in memory and writes a model package; the worker reads that package
 back with the common reader, so what it uploads is byte for byte what the library
@@ -13,8 +14,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from intellioptics_common.confidence import predict_from_probabilities
+from intellioptics_common.detection import from_candidates
+from intellioptics_common.errors import IntelliOpticsError
+from intellioptics_common.imaging import decode_image
 from intellioptics_common.model_package import read_latest
+from intellioptics_common.preprocessing import resize_rgb
+from intellioptics_common.schemas import DEFAULT_MAX_OBJECTS, DETECTION_MODES
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
 from intellioptics_worker.errors import ModelError
@@ -51,7 +59,20 @@ class LibraryTrainer:
         folds: int,
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
+        max_objects: int | None = None,
     ) -> TrainedVersion:
+        if mode in DETECTION_MODES:
+            return self._train_boxes(
+                images,
+                detector_id=detector_id,
+                mode=mode,
+                class_name=class_names[0],
+                threshold=threshold,
+                folds=folds,
+                max_objects=max_objects or DEFAULT_MAX_OBJECTS,
+                on_progress=on_progress,
+                cancel_check=cancel_check,
+            )
         from intellioptics_training.errors import TrainingCancelled
         from intellioptics_training.trainer import Sample, export_package, train_detector
 
@@ -85,25 +106,129 @@ class LibraryTrainer:
             raise
         with tempfile.TemporaryDirectory(prefix="io-worker-") as scratch:
             export_package(Path(scratch), detector_id, trained)
-            primary = read_latest(Path(scratch), detector_id, "primary")
-            oodd = read_latest(Path(scratch), detector_id, "oodd")
-            if primary is None:
-                raise ModelError("the training library exported no primary model")
-            files = ModelFiles(
-                primary=primary.model_bytes(),
-                primary_config=primary.pipeline,
-                oodd=oodd.model_bytes() if oodd else None,
-                oodd_config=oodd.pipeline if oodd else None,
+            files, primary_metadata, oodd_metadata = _read_back(Path(scratch), detector_id)
+        return TrainedVersion(
+            files=files,
+            primary_metadata=primary_metadata,
+            oodd_metadata=oodd_metadata,
+            trainer=str(primary_metadata["trainer"]),
+            out_of_fold=_out_of_fold(trained.out_of_fold, tuple(class_names)),
+            folds=trained.out_of_fold.folds if trained.out_of_fold else 0,
+            calibration=trained.calibration.to_dict() if trained.calibration else None,
+        )
+
+    def _train_boxes(
+        self,
+        images: Sequence[LabeledImage],
+        *,
+        detector_id: str,
+        mode: str,
+        class_name: str,
+        threshold: float,
+        folds: int,
+        max_objects: int,
+        on_progress: ProgressCallback,
+        cancel_check: CancelCheck,
+    ) -> TrainedVersion:
+        """A detection head on the shared backbone (``intellioptics_training.detection``),
+        cross-fitted: every image trains the served heads and has an out-of-fold answer."""
+        from intellioptics_training.detection import (
+            DetectionOptions,
+            export_detection_package,
+            train_detection,
+        )
+        from intellioptics_training.errors import TrainingCancelled
+
+        data = _box_set(images, class_name)
+        options = DetectionOptions(
+            epochs=self._settings.detection_epochs,
+            folds=folds,
+            max_count=max_objects,
+            threshold=threshold,
+            seed=self._settings.seed,
+        )
+
+        def progress(stage: str, step: int, total: int) -> None:
+            done = step / total if total else 1.0
+            if stage == "features":
+                fraction = 0.4 * done
+            elif stage.startswith("fold "):
+                fold, of = (int(v) for v in stage.split()[1].split("/"))
+                fraction = 0.4 + 0.57 * (fold - 1 + done) / of
+            else:
+                fraction = 0.97 + 0.03 * done
+            on_progress(fraction, f"{stage} {step}/{total}", None)
+
+        try:
+            trained = train_detection(
+                data,
+                "count" if mode == "COUNT" else "bounding_box",
+                options,
+                progress=progress,
+                cancel_check=cancel_check,
             )
-            return TrainedVersion(
-                files=files,
-                primary_metadata=asdict(primary.metadata),
-                oodd_metadata=asdict(oodd.metadata) if oodd else None,
-                trainer=primary.metadata.trainer,
-                out_of_fold=_out_of_fold(trained.out_of_fold, tuple(class_names)),
-                folds=trained.out_of_fold.folds if trained.out_of_fold else 0,
-                calibration=trained.calibration.to_dict() if trained.calibration else None,
-            )
+        except TrainingCancelled:
+            cancel_check()
+            raise
+        with tempfile.TemporaryDirectory(prefix="io-worker-") as scratch:
+            export_detection_package(Path(scratch), detector_id, trained)
+            files, primary_metadata, oodd_metadata = _read_back(Path(scratch), detector_id)
+        answers = {
+            name: from_candidates(found, spec=trained.spec, mode=mode)
+            for name, found in zip(data.names, trained.oof_candidates, strict=True)
+        }
+        spec = trained.spec
+        return TrainedVersion(
+            files=files,
+            primary_metadata=primary_metadata,
+            oodd_metadata=oodd_metadata,
+            trainer=str(primary_metadata["trainer"]),
+            out_of_fold_boxes=answers,
+            folds=int(trained.out_of_fold["folds"]),
+            calibration={
+                "method": "cross-fit: box threshold by out-of-fold F1 + count exact-match, count confidence tempered"
+                " until confident out-of-fold counts are right at least T of the time (Wilson 95 % lower bound)",
+                "threshold": threshold,
+                "box_threshold": spec.box_threshold,
+                "count_temperature": spec.count_temperature,
+                "candidate_logistic": [spec.candidate_a, spec.candidate_b],
+                "unreadable_images": data.skipped,
+            },
+        )
+
+
+def _box_set(images: Sequence[LabeledImage], class_name: str) -> Any:
+    """The labeled images at the backbone's input size, with their boxes as YOLO rows."""
+    from intellioptics_training.backbone import DEFAULT_INPUT
+    from intellioptics_training.detection import BoxSet
+
+    data = BoxSet([], [], (class_name,))
+    for image in images:
+        try:
+            rgb = decode_image(image.image).rgb
+        except IntelliOpticsError:
+            data.skipped += 1  # the cloud accepted it, so this is rare: counted, not fatal
+            continue
+        rows = [(0.0, (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0) for x0, y0, x1, y1 in image.boxes]
+        data.rgb.append(resize_rgb(rgb, DEFAULT_INPUT))
+        data.boxes.append(np.array(rows, dtype=np.float64).reshape(-1, 5))
+        data.names.append(image.image_query_id)
+    return data
+
+
+def _read_back(scratch: Path, detector_id: str) -> tuple[ModelFiles, dict[str, Any], dict[str, Any] | None]:
+    """The package the library exported, as the registry will store it (sha256-checked)."""
+    primary = read_latest(scratch, detector_id, "primary")
+    oodd = read_latest(scratch, detector_id, "oodd")
+    if primary is None:
+        raise ModelError("the training library exported no primary model")
+    files = ModelFiles(
+        primary=primary.model_bytes(),
+        primary_config=primary.pipeline,
+        oodd=oodd.model_bytes() if oodd else None,
+        oodd_config=oodd.pipeline if oodd else None,
+    )
+    return files, asdict(primary.metadata), asdict(oodd.metadata) if oodd else None
 
 
 def _out_of_fold(oof: Any, class_names: tuple[str, ...]) -> dict[str, Scored]:

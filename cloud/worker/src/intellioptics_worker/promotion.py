@@ -8,6 +8,10 @@ accuracy of its confident answers must not drop, and a higher confident coverage
 escalations) breaks the tie in favour of the new version. A tie within one image's worth
 of score counts as "not worse": on a few dozen images, one image is noise.
 
+COUNT and BOUNDING_BOX versions are judged the same way on their own headline figure
+(count exact-match, and F1 of the boxes at IoU 0.3): anything with the :class:`Measured`
+shape goes through :func:`decide`.
+
 Whatever the comparison says, a version whose confident out-of-fold answers are right
 less often than the detector's threshold is never activated: the edge would give those
 answers without asking anyone, so they must be right at least a share T of the time.
@@ -18,8 +22,27 @@ safe) and the calibration in the training library is what makes it answer when i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from intellioptics_worker.scoring import Metrics
+
+class Measured(Protocol):
+    """What promotion reads of one version measured on a set of images."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def headline_name(self) -> str: ...  # "balanced accuracy", "count exact-match", ...
+    @property
+    def headline(self) -> float: ...
+    @property
+    def tolerance(self) -> float: ...  # one image's worth of the headline: a tie
+    @property
+    def confident_coverage(self) -> float: ...
+    @property
+    def confident_accuracy(self) -> float | None: ...
+    @property
+    def threshold(self) -> float: ...
+
 
 ACTIVATE = "activate"
 CANDIDATE = "candidate"
@@ -40,10 +63,10 @@ class Decision:
 
 def decide(
     policy: str,
-    new: Metrics | None,
-    active: Metrics | None,
+    new: Measured | None,
+    active: Measured | None,
     *,
-    own: Metrics | None = None,
+    own: Measured | None = None,
     active_version: int | None = None,
     note: str | None = None,
 ) -> Decision:
@@ -58,10 +81,10 @@ def decide(
         if short:
             return Decision(CANDIDATE, f"{short}{suffix}")
         return Decision(ACTIVATE, f"no active version to compare with: this one becomes active{suffix}")
-    tolerance = 1.0 / (max(1, len(new.support)) * max(1, min(new.support.values(), default=1))) + 1e-9
+    tolerance = new.tolerance + 1e-9
     name = f"v{active_version}" if active_version is not None else "the active version"
     summary = (
-        f"on {new.n} evaluation images: balanced accuracy {new.balanced_accuracy:.3f} vs {active.balanced_accuracy:.3f} "
+        f"on {new.n} evaluation images: {new.headline_name} {new.headline:.3f} vs {active.headline:.3f} "
         f"({name}); confident accuracy {_fmt(new.confident_accuracy)} vs {_fmt(active.confident_accuracy)}, "
         f"coverage {new.confident_coverage:.2f} vs {active.confident_coverage:.2f} at threshold {new.threshold:g}"
     )
@@ -73,7 +96,7 @@ def decide(
     return Decision(ACTIVATE if verdict else CANDIDATE, f"{why} {summary}{suffix}")
 
 
-def _short_of_threshold(own: Metrics | None) -> str | None:
+def _short_of_threshold(own: Measured | None) -> str | None:
     """The reason a version must not serve, or None when its confident answers hold up."""
     if own is None or own.confident_accuracy is None or own.confident_accuracy >= own.threshold:
         return None
@@ -84,8 +107,8 @@ def _short_of_threshold(own: Metrics | None) -> str | None:
     )
 
 
-def _compare(new: Metrics, active: Metrics, tolerance: float) -> tuple[bool, str]:
-    delta = new.balanced_accuracy - active.balanced_accuracy
+def _compare(new: Measured, active: Measured, tolerance: float) -> tuple[bool, str]:
+    delta = new.headline - active.headline
     if delta < -tolerance:
         return False, "worse than the active version:"
     if delta > tolerance:
@@ -93,9 +116,9 @@ def _compare(new: Metrics, active: Metrics, tolerance: float) -> tuple[bool, str
     new_ca = new.confident_accuracy if new.confident_accuracy is not None else 1.0
     active_ca = active.confident_accuracy if active.confident_accuracy is not None else 1.0
     if new.confident_accuracy is not None and new_ca < active_ca - tolerance:
-        return False, "ties on balanced accuracy but its confident answers are less accurate:"
+        return False, f"ties on {new.headline_name} but its confident answers are less accurate:"
     if new.confident_coverage + tolerance < active.confident_coverage:
-        return False, "ties on balanced accuracy but answers fewer images confidently:"
+        return False, f"ties on {new.headline_name} but answers fewer images confidently:"
     return True, "not worse than the active version:"
 
 

@@ -11,23 +11,41 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from intellioptics_common.detection import DetectionResult
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.model_package import PipelineConfig
-from intellioptics_worker.cloud import CloudClient, DetectorInfo, EpochReport, Job, ModelVersionInfo, Registration
-from intellioptics_worker.dataset import LabeledImage, check_trainable, download_images, select_examples
+from intellioptics_common.schemas import DETECTION_MODES
+from intellioptics_worker.boxes import BoxMetrics, check_boxes_trainable, kind, measure_boxes, select_boxed
+from intellioptics_worker.cloud import (
+    CloudClient,
+    DatasetExample,
+    DetectorInfo,
+    EpochReport,
+    Job,
+    ModelVersionInfo,
+    Registration,
+)
+from intellioptics_worker.dataset import (
+    DatasetSelection,
+    LabeledImage,
+    check_trainable,
+    download_images,
+    select_examples,
+)
 from intellioptics_worker.errors import CloudError, DatasetError, JobInterrupted, ModelError, WorkerError
 from intellioptics_worker.progress import ProgressReporter
-from intellioptics_worker.promotion import CANDIDATE, Decision, decide
-from intellioptics_worker.scoring import Metrics, ModelFiles, Scored, Scorer, measure
+from intellioptics_worker.promotion import CANDIDATE, Decision, Measured, decide
+from intellioptics_worker.scoring import BoxScorer, Metrics, ModelFiles, Scored, Scorer, measure
 from intellioptics_worker.settings import WorkerSettings
 from intellioptics_worker.training import TrainedVersion, Trainer
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_MODES = ("BINARY", "MULTI_CLASS")
+SUPPORTED_MODES = ("BINARY", "MULTI_CLASS", "COUNT", "BOUNDING_BOX")
 # Share of the job's progress bar per phase: download, training runs, active-model scoring, upload.
 _DOWNLOAD, _TRAIN_END, _COMPARE_END = 0.10, 0.88, 0.95
 
@@ -109,11 +127,10 @@ class JobRunner:
         detector = self._client.get_detector(job.detector_id)
         if detector.mode not in SUPPORTED_MODES:
             raise DatasetError(
-                f"Detectors of mode {detector.mode} cannot be trained yet (supported: BINARY, MULTI_CLASS)."
+                f"Detectors of mode {detector.mode} cannot be trained yet (supported: {', '.join(SUPPORTED_MODES)})."
             )
-        selection = select_examples(self._client.get_dataset(job.detector_id), detector.mode, detector.class_names)
-        labels = [example.label for example in selection.examples]
-        class_counts = check_trainable(labels, detector.class_names, self._settings.min_per_class)
+        judge = _judge(detector, self._settings, self._threads)
+        selection = judge.select(self._client.get_dataset(job.detector_id))
         reporter.check()
 
         def downloaded(done: int, total: int) -> None:
@@ -128,18 +145,18 @@ class JobRunner:
         ]
         final = self._train(job, detector, images, reporter)
         # Every image trains the registered version; its out-of-fold answer measures it.
-        evaluated = [i for i, image in enumerate(images) if image.image_query_id in final.out_of_fold]
+        answers = judge.out_of_fold(final)
+        evaluated = [i for i, image in enumerate(images) if image.image_query_id in answers]
         if not evaluated:
             raise ModelError("the trainer returned no out-of-fold predictions: the version cannot be measured")
-        predictions = {i: final.out_of_fold[images[i].image_query_id] for i in evaluated}
-        threshold = detector.confidence_threshold
-        new_metrics = measure(
-            [images[i].label for i in evaluated], [predictions[i] for i in evaluated], detector.class_names, threshold
-        )
+        predictions = {i: answers[images[i].image_query_id] for i in evaluated}
+        new_metrics = judge.measure([images[i] for i in evaluated], [predictions[i] for i in evaluated], final.files)
 
         reporter.update(_TRAIN_END, "scoring the active version on the same images")
         reporter.flush()
-        decision, comparison = self._decide(detector, images, predictions, evaluated, fresh, active, new_metrics)
+        decision, comparison = self._decide(
+            detector, judge, images, predictions, evaluated, fresh, active, new_metrics, final.files
+        )
         reporter.check()
 
         reporter.update(_COMPARE_END, f"registering the new version ({decision.action})")
@@ -162,7 +179,7 @@ class JobRunner:
             Registration(
                 primary_model=final.files.primary,
                 oodd_model=final.files.oodd,
-                manifest=self._manifest(job, final, metrics, trained_ids, class_counts, images, decision),
+                manifest=self._manifest(job, final, metrics, trained_ids, judge.counts(images), decision),
             ),
         )
         return int(registered["version"]), decision
@@ -193,6 +210,7 @@ class JobRunner:
             folds=self._settings.cv_folds,
             on_progress=on_progress,
             cancel_check=reporter.check,
+            max_objects=detector.max_objects,
         )
 
     # --- the active version and the decision ----------------------------------------
@@ -229,17 +247,18 @@ class JobRunner:
     def _decide(
         self,
         detector: DetectorInfo,
+        judge: _Judge,
         images: Sequence[LabeledImage],
-        predictions: dict[int, Scored],
+        predictions: dict[int, Any],
         evaluated: Sequence[int],
         fresh: Sequence[bool],
         active: _ActiveModel | None,
-        own: Metrics,
+        own: Measured,
+        files: ModelFiles,
     ) -> tuple[Decision, dict[str, object]]:
         """``own``: the new version's out-of-fold metrics on every image, which the
         threshold gate reads whatever the comparison with the active version says."""
         policy = detector.promotion_policy
-        threshold = detector.confidence_threshold
         if active is None:
             return decide(policy, None, None, own=own), {"active_version": None}
         if active.files is None:
@@ -251,19 +270,17 @@ class JobRunner:
             return Decision(CANDIDATE, note), {"active_version": active.version, "note": note}
         compare = [i for i in evaluated if fresh[i]]
         note = None if active.trained_on is not None else f"v{active.version} does not record its training images"
-        compare_labels = {images[i].label for i in compare}
-        if len(compare_labels) < len({images[i].label for i in evaluated}):
+        if len({judge.kind(images[i]) for i in compare}) < len({judge.kind(images[i]) for i in evaluated}):
             compare = list(evaluated)
             note = f"too few images that v{active.version} did not train on; compared on all evaluation images"
-        scorer = Scorer(active.files, self._threads)
-        active_predictions = [scorer.score(images[i].image) for i in compare]
-        labels = [images[i].label for i in compare]
-        new_metrics = measure(labels, [predictions[i] for i in compare], detector.class_names, threshold)
-        active_metrics = measure(labels, active_predictions, detector.class_names, threshold)
+        score = judge.scorer(active.files)
+        shown = [images[i] for i in compare]
+        new_metrics = judge.measure(shown, [predictions[i] for i in compare], files)
+        active_metrics = judge.measure(shown, [score(image.image) for image in shown], active.files)
         decision = decide(policy, new_metrics, active_metrics, own=own, active_version=active.version, note=note)
         comparison = {
             "active_version": active.version,
-            "image_query_ids": [images[i].image_query_id for i in compare],
+            "image_query_ids": [image.image_query_id for image in shown],
             "new": new_metrics.to_dict(),
             "active": active_metrics.to_dict(),
         }
@@ -277,16 +294,10 @@ class JobRunner:
         final: TrainedVersion,
         metrics: dict[str, object],
         trained_ids: list[str],
-        class_counts: dict[str, int],
-        images: Sequence[LabeledImage],
+        counts: dict[str, int],
         decision: Decision,
     ) -> dict[str, object]:
         files = final.files
-        trained = set(trained_ids)
-        counts = {name: 0 for name in class_counts}
-        for image in images:
-            if image.image_query_id in trained:
-                counts[image.label] = counts.get(image.label, 0) + 1
         primary_metadata = {**final.primary_metadata, "metrics": metrics}
         return {
             "primary_pipeline_config": files.primary_config.to_dict(),
@@ -302,3 +313,103 @@ class JobRunner:
             "activate": decision.activate,
             "decision_reason": decision.reason[:2000],
         }
+
+
+# --- what differs between classes and boxes -------------------------------------------
+
+
+class _Judge(Protocol):
+    """How one kind of detector selects its labels, measures answers and scores a version."""
+
+    def select(self, dataset: Sequence[DatasetExample]) -> DatasetSelection: ...
+    def out_of_fold(self, final: TrainedVersion) -> Mapping[str, Any]: ...
+    def measure(self, images: Sequence[LabeledImage], answers: Sequence[Any], files: ModelFiles) -> Measured: ...
+    def scorer(self, files: ModelFiles) -> Callable[[bytes], Any]: ...
+    def kind(self, image: LabeledImage) -> str: ...
+    def counts(self, images: Sequence[LabeledImage]) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """BINARY and MULTI_CLASS: answers are :class:`Scored` labels."""
+
+    detector: DetectorInfo
+    settings: WorkerSettings
+    threads: int
+
+    def select(self, dataset: Sequence[DatasetExample]) -> DatasetSelection:
+        selection = select_examples(dataset, self.detector.mode, self.detector.class_names)
+        labels = [example.label for example in selection.examples]
+        check_trainable(labels, self.detector.class_names, self.settings.min_per_class)
+        return selection
+
+    def out_of_fold(self, final: TrainedVersion) -> Mapping[str, Scored]:
+        return final.out_of_fold
+
+    def measure(self, images: Sequence[LabeledImage], answers: Sequence[Scored], files: ModelFiles) -> Metrics:
+        labels = [image.label for image in images]
+        return measure(labels, answers, self.detector.class_names, self.detector.confidence_threshold)
+
+    def scorer(self, files: ModelFiles) -> Callable[[bytes], Scored]:
+        return Scorer(files, self.threads).score
+
+    def kind(self, image: LabeledImage) -> str:
+        return image.label
+
+    def counts(self, images: Sequence[LabeledImage]) -> dict[str, int]:
+        counts = dict.fromkeys(self.detector.class_names, 0)
+        for image in images:
+            counts[image.label] = counts.get(image.label, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """COUNT and BOUNDING_BOX: answers are :class:`DetectionResult` counts and boxes."""
+
+    detector: DetectorInfo
+    settings: WorkerSettings
+    threads: int
+
+    def select(self, dataset: Sequence[DatasetExample]) -> DatasetSelection:
+        selection = select_boxed(dataset, self.detector.mode)
+        settings = self.settings
+        check_boxes_trainable(
+            selection, self.detector.mode, settings.min_detection_images, settings.min_detection_objects
+        )
+        return selection
+
+    def out_of_fold(self, final: TrainedVersion) -> Mapping[str, DetectionResult]:
+        return final.out_of_fold_boxes
+
+    def measure(
+        self, images: Sequence[LabeledImage], answers: Sequence[DetectionResult], files: ModelFiles
+    ) -> BoxMetrics:
+        spec = files.primary_config.detection
+        if spec is None:
+            raise ModelError("the version is not a detection model: it cannot answer counts or boxes")
+        return measure_boxes(
+            images,
+            answers,
+            mode=self.detector.mode,
+            class_name=self.detector.class_names[0],
+            spec=spec,
+            threshold=self.detector.confidence_threshold,
+        )
+
+    def scorer(self, files: ModelFiles) -> Callable[[bytes], DetectionResult]:
+        return BoxScorer(files, self.threads).result
+
+    def kind(self, image: LabeledImage) -> str:
+        return kind(image)
+
+    def counts(self, images: Sequence[LabeledImage]) -> dict[str, int]:
+        objects = sum(len(image.boxes) for image in images)
+        empty = sum(1 for image in images if not image.boxes)
+        return {"images": len(images), "objects": objects, "empty_images": empty}
+
+
+def _judge(detector: DetectorInfo, settings: WorkerSettings, threads: int) -> _Judge:
+    if detector.mode in DETECTION_MODES:
+        return _Boxes(detector, settings, threads)
+    return _Classes(detector, settings, threads)

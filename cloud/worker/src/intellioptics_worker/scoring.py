@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from intellioptics_common.confidence import predict_from_probabilities
+from intellioptics_common.detection import OUTPUTS, DetectionResult, DetectionSpec, interpret
 from intellioptics_common.intervals import balanced_interval, wilson_interval
 from intellioptics_common.model_package import PipelineConfig
 from intellioptics_common.preprocessing import load_input_tensor
@@ -53,6 +54,17 @@ class Metrics:
     support: dict[str, int]  # evaluation images per class
     threshold: float
 
+    headline_name = "balanced accuracy"
+
+    @property
+    def headline(self) -> float:
+        return self.balanced_accuracy
+
+    @property
+    def tolerance(self) -> float:
+        """One image of the smallest class, as a share of balanced accuracy."""
+        return 1.0 / (max(1, len(self.support)) * max(1, min(self.support.values(), default=1)))
+
     def intervals(self) -> dict[str, list[float] | None]:
         """95 % Wilson intervals (see :mod:`intellioptics_common.intervals`)."""
         confident = round(self.confident_coverage * self.n)
@@ -82,8 +94,8 @@ def _rounded(interval: tuple[float, float]) -> list[float]:
     return [round(interval[0], 4), round(interval[1], 4)]
 
 
-class Scorer:
-    """onnxruntime sessions for one version; ``threads`` bounds intra-op threads."""
+class _Sessions:
+    """onnxruntime sessions for one version's primary and OODD; ``threads`` bounds intra-op threads."""
 
     def __init__(self, files: ModelFiles, threads: int = 0) -> None:
         options = ort.SessionOptions()
@@ -96,20 +108,52 @@ class Scorer:
         if files.oodd is not None and files.oodd_config is not None:
             self._oodd = _session(files.oodd, options, "oodd")
 
+    def _in_domain(self, image: bytes, tensor: np.ndarray) -> float | None:
+        if self._oodd is None or self._oodd_config is None:
+            return None
+        oodd_spec = self._oodd_config.input
+        oodd_tensor = tensor if oodd_spec == self._config.input else load_input_tensor(image, oodd_spec)
+        (score,) = self._oodd.run([self._oodd_config.output], {oodd_spec.tensor_name: oodd_tensor})
+        return float(np.asarray(score).reshape(-1)[0])
+
+
+class Scorer(_Sessions):
+    """A BINARY / MULTI_CLASS version, answering as the edge does."""
+
     def score(self, image: bytes) -> Scored:
         spec = self._config.input
         tensor = load_input_tensor(image, spec)
         (probabilities,) = self._primary.run([self._config.output], {spec.tensor_name: tensor})
-        in_domain = None
-        if self._oodd is not None and self._oodd_config is not None:
-            oodd_spec = self._oodd_config.input
-            oodd_tensor = tensor if oodd_spec == spec else load_input_tensor(image, oodd_spec)
-            (score,) = self._oodd.run([self._oodd_config.output], {oodd_spec.tensor_name: oodd_tensor})
-            in_domain = float(np.asarray(score).reshape(-1)[0])
+        in_domain = self._in_domain(image, tensor)
         prediction = predict_from_probabilities(
             [float(p) for p in np.asarray(probabilities).reshape(-1)], self._config.class_names, in_domain
         )
         return Scored(prediction.label, prediction.confidence, prediction.raw_primary_confidence, in_domain)
+
+
+class BoxScorer(_Sessions):
+    """A COUNT / BOUNDING_BOX version, decoded by the common post-processor as the edge does."""
+
+    def __init__(self, files: ModelFiles, threads: int = 0) -> None:
+        config = files.primary_config
+        if config.model_kind != "detection" or config.detection is None:
+            raise ModelError(f"the version is a {config.model_kind} model, not a detection model")
+        super().__init__(files, threads)
+        self.spec: DetectionSpec = config.detection
+
+    def result(self, image: bytes) -> DetectionResult:
+        spec = self._config.input
+        tensor = load_input_tensor(image, spec)
+        heat, size, offset = self._primary.run(list(OUTPUTS), {spec.tensor_name: tensor})
+        return interpret(
+            heat[0],
+            size[0],
+            offset[0],
+            class_names=tuple(self._config.class_names),
+            spec=self.spec,
+            mode=self._config.mode,
+            in_domain=self._in_domain(image, tensor),
+        )
 
 
 def _session(model: bytes, options: ort.SessionOptions, kind: str) -> ort.InferenceSession:

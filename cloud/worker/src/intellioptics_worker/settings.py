@@ -32,6 +32,11 @@ class WorkerSettings(BaseServiceSettings):
         default=3, ge=2, le=10, description="cross-fitting folds (capped by the smallest class's label count)"
     )
     min_per_class: int = Field(default=3, ge=2, description="fewer labels than this in any class: the job fails")
+    min_detection_images: int = Field(
+        default=8, ge=6, description="COUNT / BOUNDING_BOX: fewer boxed labels than this and the job fails"
+    )
+    min_detection_objects: int = Field(default=4, ge=1, description="COUNT / BOUNDING_BOX: boxed objects in all")
+    detection_epochs: int = Field(default=30, ge=1, le=500, description="COUNT / BOUNDING_BOX head epochs per fold")
     seed: int = 0
 
     def secret_fields(self) -> dict[str, str | None]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from intellioptics_common.detection import DetectionResult
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
 from intellioptics_worker.scoring import ModelFiles, Scored
@@ -33,6 +34,8 @@ class TrainedVersion:
     out_of_fold: Mapping[str, Scored] = field(default_factory=dict)
     folds: int = 0
     calibration: Mapping[str, Any] | None = None
+    # COUNT / BOUNDING_BOX: per image query id, the out-of-fold count and boxes.
+    out_of_fold_boxes: Mapping[str, DetectionResult] = field(default_factory=dict)
 
 
 class Trainer(Protocol):
@@ -48,9 +51,12 @@ class Trainer(Protocol):
         folds: int,
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
+        max_objects: int | None = None,
     ) -> TrainedVersion:
         """Train primary + OODD on all ``images``, cross-fitting ``folds`` models for the
-        out-of-fold answers and calibrating for ``threshold``.
+        out-of-fold answers and calibrating for ``threshold``. COUNT and BOUNDING_BOX
+        (``max_objects``: the detector's max_count / max_num_bboxes) train a detection
+        model on ``image.boxes`` and fill ``out_of_fold_boxes``.
         ``on_progress(fraction 0..1, message, epoch)``; ``cancel_check()`` raises (or
         returns True) when training must stop."""
         ...

@@ -133,6 +133,7 @@ def dataset(detector_id: str, principal: Worker, session: SessionDep) -> list[Da
             source=row.source,
             created_at=row.created_at,
             image_url=image_url(row.image_query_id),
+            rois=row.rois,
         )
         for row in stats.dataset(session, principal, detector_id)
     ]
