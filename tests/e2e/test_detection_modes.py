@@ -266,3 +266,52 @@ def test_the_edge_answers_counts_and_boxes(loop: Loop, detectors: dict[str, str]
             assert stored["result"]["result_type"] == ("counting" if mode == "COUNT" else "bounding_box")
             pending = loop.admin.request("GET", "/v1/review/queue").json()["items"]
             assert iq_id in {item["image_query_id"] for item in pending}
+
+
+def test_the_worker_trains_a_count_detector_from_sdk_labels(loop: Loop, detectors: dict[str, str]) -> None:
+    """The whole loop for counts: the SDK labels counts with their boxes, the worker trains
+    on them, the edge pulls the version and answers unseen images with counts."""
+    gl = loop.gl
+    trays = gl.create_counting_detector(
+        "trays-trained", "How many defects?", class_name=CLASS, max_count=3, confidence_threshold=THRESHOLD
+    )
+    response = loop.admin.request("POST", f"/v1/detectors/{trays.id}/settings", json={"retrain_every_n_labels": None})
+    assert response.status_code == 200, response.text
+    config = {
+        "global_config": {"refresh_rate": loop.refresh_rate, "confident_audit_rate": 0.0},
+        "detectors": [{"detector_id": d, "edge_inference_config": "default"} for d in (*detectors.values(), trays.id)],
+    }
+    response = httpx.put(
+        f"{loop.edge.gateway_url}/edge-config", json=config, headers={"x-api-token": CLOUD_BOOTSTRAP_TOKEN}
+    )
+    assert response.status_code == 200, response.text
+    for example in generate_detection(24, seed=7, strength=STRENGTH, surface=SURFACE):
+        iq = gl.submit_image_query(trays.id, encode_png(example.rgb), wait=0)
+        rois = [
+            gl.create_roi(CLASS, (cx - w / 2, cy - h / 2), (cx + w / 2, cy + h / 2))
+            for _, cx, cy, w, h in example.boxes
+        ]
+        gl.add_label(iq, len(rois), rois=rois or None)
+
+    version = loop.train(trays.id, trainer="auto")
+    metrics = version["metrics"]
+    assert version["status"] == "active" and version["training_set_size"] == 24, version["decision"]
+    assert metrics["evaluation"]["method"] == "cross-fit" and metrics["headline"] == "count exact-match"
+    loop.wait_edge_serving(trays.id, version["id"], timeout=60)
+
+    unseen = list(generate_detection(12, seed=2025, strength=STRENGTH, surface=SURFACE))
+    exact, confident_right = 0, []
+    for example in unseen:
+        iq = gl.submit_image_query(trays.id, encode_png(example.rgb), wait=0)
+        assert iq.result.from_edge is True and _value(iq.result_type) == "counting"
+        right = iq.result.count == min(len(example.boxes), 3)
+        exact += right
+        if iq.result.confidence >= THRESHOLD:
+            assert iq.done_processing is True
+            confident_right.append(right)
+    print(
+        f"\nworker-trained COUNT: out of fold exact {metrics['count_exact_match']}; edge on unseen "
+        f"{exact}/12 exact, {sum(confident_right)}/{len(confident_right)} confident right"
+    )
+    assert exact >= 8, exact
+    assert sum(confident_right) >= int(THRESHOLD * len(confident_right)), confident_right
