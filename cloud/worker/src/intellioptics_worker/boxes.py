@@ -30,7 +30,7 @@ from intellioptics_common.anomaly import Box
 from intellioptics_common.detection import DetectionResult, DetectionSpec
 from intellioptics_common.results import BOUNDING_BOX, NO_OBJECTS, UNCLEAR, count_from_label
 from intellioptics_worker.cloud import DatasetExample
-from intellioptics_worker.dataset import DatasetSelection, LabeledImage
+from intellioptics_worker.dataset import DatasetSelection, LabeledImage, latest_labels
 from intellioptics_worker.errors import DatasetError
 
 MATCH_IOU = 0.3  # a box "finds" an object at this overlap (the issue's targets)
@@ -38,12 +38,9 @@ MATCH_IOU = 0.3  # a box "finds" an object at this overlap (the issue's targets)
 
 def select_boxed(examples: Iterable[DatasetExample], mode: str) -> DatasetSelection:
     """The latest label per image query that says where every object is (module docstring)."""
-    latest: dict[str, DatasetExample] = {}
-    for example in examples:
-        latest[example.image_query_id] = example  # the cloud lists oldest first: later wins
     kept: list[DatasetExample] = []
     skipped: Counter[str] = Counter()
-    for example in latest.values():
+    for example in latest_labels(examples):
         label = example.label.strip().upper()
         rois = example.rois or ()
         if label == UNCLEAR:

@@ -32,14 +32,16 @@ class DatasetSelection:
     skipped: dict[str, int]  # reason -> count
 
 
+def latest_labels(examples: Iterable[DatasetExample]) -> list[DatasetExample]:
+    """The latest label of each image query (the cloud lists oldest first: later wins)."""
+    return list({example.image_query_id: example for example in examples}.values())
+
+
 def select_examples(examples: Iterable[DatasetExample], mode: str, class_names: Sequence[str]) -> DatasetSelection:
     """Keep the latest label per image query, in the detector's own class names."""
-    latest: dict[str, DatasetExample] = {}
-    for example in examples:
-        latest[example.image_query_id] = example  # the cloud lists oldest first: later wins
     kept: list[DatasetExample] = []
     skipped: Counter[str] = Counter()
-    for example in latest.values():
+    for example in latest_labels(examples):
         label = _canonical_label(example.label, mode, class_names)
         if label is None:
             skipped["unclear" if _is_unclear(example.label) else "unknown_class"] += 1
