@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from groundlight import Groundlight
+import requests
+from groundlight import EdgeNotAvailableError, ExperimentalApi, Groundlight
+from groundlight_openapi_client.exceptions import ApiException, OpenApiException
 from PIL import Image
 
 from tests.support.procs import free_port, python_module, running, wait_http
@@ -109,6 +112,71 @@ def test_the_groundlight_sdk_works_end_to_end(server, helpers, tmp_path: Path) -
         gl.get_detector(created.id)
     assert gl.list_detectors().count == 2
     admin.close()
+
+
+def test_download_mlbinary_with_a_model_and_without_one(server, helpers, tmp_path: Path) -> None:
+    """Was: a detector without a model got ``null`` fields, which SDK 1.3.1's generated
+    client refuses (ApiTypeError). They are left out (200, as Groundlight's edge endpoint
+    and ours read "no binary yet"), and a model's binaries download as the SDK names them."""
+    endpoint, token = server
+    gl = ExperimentalApi(endpoint=endpoint, api_token=token)
+    modelled = gl.create_detector(name="modelled", query="Modelled?")
+    empty = gl.create_detector(name="empty", query="Empty?")
+    with httpx.Client(base_url=endpoint, headers={"x-api-token": token}) as admin:
+        assert helpers.upload_model(_HttpxApi(admin), modelled.id, oodd_score=0.9).status_code == 201
+        (version,) = admin.get(f"/v1/detectors/{modelled.id}/models").json()
+
+    out = tmp_path / "modelled"
+    out.mkdir()
+    gl.download_mlbinary(modelled, str(out))
+    info = gl._download_mlbinary_url(modelled)
+    written = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in out.iterdir()}
+    assert written == {
+        info.model_binary_id: version["primary_sha256"],
+        info.oodd_model_binary_id: version["oodd_sha256"],
+    }
+
+    nothing = gl._download_mlbinary_url(empty)  # parsed, no ApiTypeError
+    assert (nothing.model_binary_id, nothing.model_binary_url, nothing.oodd_model_binary_url) == (None, None, None)
+    none_out = tmp_path / "empty"
+    none_out.mkdir()
+    # SDK 1.3.1 has no branch for a detector without binaries: it joins output_dir with the
+    # missing id (a plain TypeError) before it downloads anything. The wire is not the cause.
+    with pytest.raises(TypeError) as raised:
+        gl.download_mlbinary(empty, str(none_out))
+    assert not isinstance(raised.value, OpenApiException), raised.value
+    assert not any(none_out.iterdir())
+
+
+def test_missing_routes_are_404_and_wrong_methods_405_naming_every_method(server) -> None:
+    """The cloud without the web UI (as deployed: nginx serves it). Was: the ``Allow`` of a
+    405 named only the first route at the path (``PUT .../models``: GET, not POST)."""
+    endpoint, token = server
+    gl = ExperimentalApi(endpoint=endpoint, api_token=token)
+    detector = gl.create_detector(name="routes", query="Routes?")
+    # SDK calls of Groundlight features IntelliOptics does not have, and the edge helpers.
+    for call in (lambda: gl.create_note(detector.id, "a note"), lambda: gl.reset_detector(detector.id)):
+        with pytest.raises((ApiException, requests.HTTPError)) as raised:
+            call()
+        status = getattr(raised.value, "status", None) or raised.value.response.status_code  # type: ignore[union-attr]
+        assert status == 404, raised.value
+    with pytest.raises(EdgeNotAvailableError):
+        gl.edge.get_config()
+
+    headers = {"x-api-token": token}
+    for method, path in (("POST", "/v1/nothing"), ("GET", "/edge-api/v1/image-queries"), ("DELETE", "/nothing")):
+        missing = httpx.request(method, f"{endpoint}{path}", headers=headers)
+        assert missing.status_code == 404 and missing.json()["code"] == "not_found", (method, path, missing.text)
+    for method, path, allowed in (
+        ("GET", "/device-api/v1/labels", {"POST"}),
+        ("GET", "/v1/review/claim", {"POST"}),
+        ("PUT", f"/v1/detectors/{detector.id}/models", {"GET", "POST"}),
+        ("DELETE", "/device-api/v1/image-queries", {"GET", "POST"}),
+        ("POST", "/v1/me", {"GET"}),
+    ):
+        wrong = httpx.request(method, f"{endpoint}{path}", headers=headers)
+        assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed", (method, path, wrong.text)
+        assert {m.strip() for m in wrong.headers["allow"].split(",")} - {"HEAD"} == allowed, (path, wrong.headers)
 
 
 class _HttpxApi:

@@ -30,6 +30,7 @@ pytestmark = [
 ]
 
 UI_PAGE = '<!doctype html><div id="root"></div>'
+CAMERA = "203.0.113.7"  # a client off loopback, as the gateway passes it on (X-Forwarded-For)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,35 @@ def test_edge_helpers_pointed_at_the_cloud_raise_edge_not_available(deployment: 
     assert browser.status_code == 200 and browser.text == UI_PAGE
 
 
+def test_the_web_ui_answers_browsers_only_and_never_api_or_edge_paths(deployment: Deployment) -> None:
+    """Was: the edge paths under the SDK's ``/device-api`` base, the other bases SDK 1.3.1
+    accepts (``/v2``), the edge's outbox and streams, and clients that refuse HTML got the UI."""
+    cloud = deployment.cloud_url
+    gl = ExperimentalApi(endpoint=f"{cloud}/device-api", api_token=CLOUD_BOOTSTRAP_TOKEN)
+    for call in (gl.edge.get_config, gl.edge.get_detector_readiness, gl.edge.get_upstream_endpoint):
+        with pytest.raises(EdgeNotAvailableError):
+            call()
+    browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for path in (
+        "/edge-config",
+        "/device-api/edge-config",
+        "/edge-detector-readiness",
+        "/device-api/edge-detector-readiness",
+        "/edge-info",
+        "/device-api/edge-info",
+        "/v2/detectors",
+        "/edge-outbox/pending",
+        "/streams",
+    ):
+        answer = httpx.get(f"{cloud}{path}", headers=browser, timeout=10)
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found", (path, answer.text)
+    for accept in ("application/json", "text/html;q=0, application/json", "image/*"):
+        answer = httpx.get(f"{cloud}/detectors", headers={"accept": accept}, timeout=10)
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found", (accept, answer.text)
+    for accept in ("*/*", "text/*", "text/html"):
+        assert httpx.get(f"{cloud}/detectors", headers={"accept": accept}, timeout=10).text == UI_PAGE, accept
+
+
 @pytest.mark.parametrize("where", ["cloud", "edge gateway"])
 def test_model_urls_of_detectors_with_and_without_a_model(deployment: Deployment, where: str) -> None:
     """Was: a detector with no model got ``null`` fields, which the SDK's generated client
@@ -121,6 +151,62 @@ def test_list_links_through_the_gateway_point_at_the_gateway(deployment: Deploym
     # Followed as given, the link answers through the gateway.
     followed = httpx.get(str(first.next), headers={"x-api-token": CLOUD_BOOTSTRAP_TOKEN}, timeout=10)
     assert followed.status_code == 200 and followed.json()["results"][0]["id"] == second.results[0].id
+
+
+def test_list_links_through_the_gateway_for_clients_off_loopback(deployment: Deployment) -> None:
+    """Was: a client not on loopback (any camera on the site network) got ``next`` /
+    ``previous`` at the cloud's address: uvicorn put the client's address in place of the
+    gateway's, so the cloud did not believe the gateway's X-Forwarded-Host."""
+    gateway = deployment.edge.gateway_url
+    headers = {"x-api-token": CLOUD_BOOTSTRAP_TOKEN, "x-forwarded-for": CAMERA}
+    for base in (gateway, gateway.replace("127.0.0.1", "localhost")):  # the Host the client used
+        gl = Groundlight(endpoint=base, api_token=CLOUD_BOOTSTRAP_TOKEN)
+        gl.api_client.set_default_header("X-Forwarded-For", CAMERA)
+        pages = [gl.list_detectors(page=page, page_size=1) for page in (1, 2, 3)]
+        ids = [page.results[0].id for page in pages]
+        assert len(set(ids)) == 3 and pages[0].previous is None and pages[2].next is None
+        links = [str(page.next) for page in pages[:2]] + [str(page.previous) for page in pages[1:]]
+        assert all(link.startswith(f"{base}/device-api/v1/detectors?") for link in links), links
+        # Followed as given: next to the last page, previous back to the first.
+        assert _follow(str(pages[0].next), "next", base, headers) == ids[1:]
+        assert _follow(str(pages[2].previous), "previous", base, headers) == ids[1::-1]
+
+
+def _follow(link: str | None, key: str, base: str, headers: dict[str, str]) -> list[str]:
+    """The result ids of every page from ``link`` on, following ``key`` links (each at ``base``)."""
+    ids: list[str] = []
+    while link:
+        assert link.startswith(f"{base}/"), link
+        page = httpx.get(link, headers=headers, timeout=10)
+        assert page.status_code == 200, page.text
+        ids += [result["id"] for result in page.json()["results"]]
+        link = page.json()[key]
+    return ids
+
+
+@pytest.mark.parametrize("where", ["cloud", "edge API", "edge gateway"])
+def test_unknown_paths_are_404_and_wrong_methods_405_with_allow(deployment: Deployment, where: str) -> None:
+    """Was: a GET of a POST-only cloud path (``/v1/review/claim``) got the UI fallback's 404,
+    ``Allow`` named only the first route at a path, and the edge API's 405s had none."""
+    edge = deployment.edge
+    base = {"cloud": deployment.cloud_url, "edge API": edge.edge_api_url, "edge gateway": edge.gateway_url}[where]
+    headers = {"x-api-token": CLOUD_BOOTSTRAP_TOKEN, "accept": "application/json"}
+    for method, path in (("POST", "/v1/nothing"), ("GET", "/edge-api/v1/nothing"), ("PATCH", "/nothing")):
+        missing = httpx.request(method, f"{base}{path}", headers=headers, timeout=10)
+        assert missing.status_code == 404 and missing.json()["code"] == "not_found", (method, path, missing.text)
+    cloud_paths = (
+        ("GET", "/v1/review/claim", {"POST"}),
+        ("PUT", f"/device-api/v1/detectors/{deployment.with_model}/models", {"GET", "POST"}),
+    )
+    edge_paths = (("POST", "/edge-info", {"GET"}), ("PUT", "/edge-detector-readiness", {"GET"}))
+    cases = {"cloud": cloud_paths, "edge API": edge_paths, "edge gateway": cloud_paths + edge_paths}[where]
+    for method, path, allowed in (*cases, ("POST", "/v1/me", {"GET"})):
+        wrong = httpx.request(method, f"{base}{path}", headers=headers, timeout=10)
+        assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed", (method, path, wrong.text)
+        assert {m.strip() for m in wrong.headers.get("allow", "").split(",")} - {"HEAD"} == allowed, (
+            path,
+            wrong.headers,
+        )
 
 
 @pytest.mark.parametrize("where", ["cloud", "edge gateway"])

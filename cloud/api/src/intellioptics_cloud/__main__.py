@@ -25,8 +25,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     from intellioptics_cloud.app import create_app
 
+    # proxy_headers off: uvicorn would replace the peer with X-Forwarded-For for 127.0.0.1,
+    # and the app, which believes X-Forwarded-* only from INTELLIOPTICS_TRUSTED_PROXIES,
+    # then took a camera behind the edge gateway for the peer and put the cloud's own
+    # address into list links.
     uvicorn.run(
-        create_app(settings), host=settings.cloud_host, port=settings.cloud_port, log_level=settings.log_level.lower()
+        create_app(settings),
+        host=settings.cloud_host,
+        port=settings.cloud_port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
     )
 
 

@@ -30,7 +30,7 @@ from intellioptics_cloud.security import install_security
 from intellioptics_cloud.services import accounts
 from intellioptics_cloud.services.triggers import RetrainScheduler
 from intellioptics_cloud.settings import CloudSettings, get_settings
-from intellioptics_cloud.web import install_web
+from intellioptics_cloud.web import install_fallback
 from intellioptics_cloud.workqueue import DatabaseWorkQueue, ServiceBusWorkQueue, WorkQueue
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.ratelimit import FailedAuthLimiter
@@ -118,6 +118,6 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     app.include_router(models.edge_router, prefix="/edge-api/v1")
     app.include_router(models.edge_router, prefix="/v1/edge", include_in_schema=False)
     app.include_router(models.edge_router, prefix="/device-api/v1/edge", include_in_schema=False)
-    if settings.web_dir is not None and settings.web_dir.is_dir():
-        install_web(app, settings.web_dir)
+    web_dir = settings.web_dir if settings.web_dir is not None and settings.web_dir.is_dir() else None
+    install_fallback(app, web_dir)  # last: what no route above answers
     return app

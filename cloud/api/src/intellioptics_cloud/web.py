@@ -1,10 +1,18 @@
-"""The built web UI (``INTELLIOPTICS_WEB_DIR``) served at ``/``, with SPA fallback to index.html.
+"""What no route answers: the built web UI (``INTELLIOPTICS_WEB_DIR``) for a browser,
+else a JSON 404, or a 405 where the path exists with other methods.
 
-The fallback answers only what a browser navigating the UI asks for: a ``GET`` of a path
-that is no API path, from a client that accepts HTML. Everything else that no route
-serves is a JSON 404 (or 405 where the path exists with other methods), so that API
-clients see what they would see without the UI: the SDK's ``gl.edge`` helpers pointed at
-the cloud get a 404 and raise ``EdgeNotAvailableError``, not a page of HTML.
+One catch-all route, installed with or without the UI, so that API clients see the same
+answers either way:
+
+- a path some route serves with other methods is a 405 whose ``Allow`` names every one
+  (Starlette's own 405 names only the first route's, and a GET-only catch-all turned
+  POSTs to missing routes into 405s);
+- the UI answers only what a browser navigating it asks for: a ``GET`` of a path that
+  is no API path, from a client that accepts HTML. The SDK's ``gl.edge`` helpers pointed
+  at the cloud get a 404 and raise ``EdgeNotAvailableError``, not a page of HTML;
+- everything else is a 404, trailing-slash variants of real paths included: Starlette's
+  redirect for those named the address the request arrived at, behind a gateway the
+  cloud's own.
 """
 
 from __future__ import annotations
@@ -18,35 +26,59 @@ from starlette.routing import Match
 
 from intellioptics_common.errors import NotFoundError
 
-# Paths of the API and of the edge's own routes (which a client may send to the cloud by
-# mistake): never the UI, whatever the client accepts.
-API_PREFIXES = (
-    "v1/",
-    "device-api/",
-    "edge-api/",
-    "health/",
-    "metrics",
-    "docs",
-    "openapi.json",
-    "redoc",
-    "edge-config",
-    "edge-detector-readiness",
-    "edge-info",
-    "status",
+# First path segments of the API, of the bases SDK 1.3.1 accepts (/device-api, /v1..v3)
+# and of the edge's own routes (which a client may send to the cloud by mistake): never
+# the UI, whatever the client accepts.
+NOT_UI = frozenset(
+    {
+        "v1",
+        "v2",
+        "v3",
+        "device-api",
+        "edge-api",
+        "health",
+        "metrics",
+        "docs",
+        "openapi.json",
+        "redoc",
+        "edge-config",
+        "edge-detector-readiness",
+        "edge-info",
+        "edge-outbox",
+        "status",
+        "status.json",
+        "streams",
+    }
 )
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_HTML_RANGES = ("text/html", "text/*", "*/*")  # most specific first (RFC 9110, 12.5.1)
 
 
 def accepts_html(request: Request) -> bool:
-    """A browser's navigation sends ``text/html``; ``*/*`` (curl, requests) is taken as yes
-    too, since the path already rules out the API."""
-    accept = request.headers.get("accept", "*/*").lower()
-    return "text/html" in accept or "*/*" in accept
+    """Whether ``text/html`` is acceptable: the most specific matching media range decides,
+    ``q=0`` refuses, no Accept header accepts anything. ``*/*`` (curl, requests) counts:
+    the path has already ruled out the API."""
+    header = request.headers.get("accept")
+    if header is None:
+        return True
+    quality: dict[str, float] = {}
+    for item in header.lower().split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality.setdefault(media, q)
+    return next((quality[media] > 0 for media in _HTML_RANGES if media in quality), False)
 
 
-def _allowed_methods(app: FastAPI, path: str, fallback: object) -> list[str]:
-    """The methods other routes serve at ``path`` (then a 405, not a 404). A fresh scope per
-    probe: the router's own matching, without the state of the request being served."""
+def allowed_methods(app: FastAPI, path: str, fallback: object) -> list[str]:
+    """The methods the other routes serve at ``path``. A fresh scope per probe: the
+    router's own matching, without the state of the request being served."""
     routes = [route for route in app.router.routes if getattr(route, "endpoint", None) is not fallback]
     return [
         method
@@ -59,18 +91,18 @@ def _allowed_methods(app: FastAPI, path: str, fallback: object) -> list[str]:
     ]
 
 
-def install_web(app: FastAPI, web_dir: Path) -> None:
-    root = web_dir.resolve()
-    index = root / "index.html"
+def install_fallback(app: FastAPI, web_dir: Path | None) -> None:
+    """Add the catch-all last, so that every real route matches first."""
+    root = web_dir.resolve() if web_dir is not None else None
 
-    def serve(request: Request, path: str = "") -> FileResponse:
-        if request.method not in ("GET", "HEAD"):
-            allowed = _allowed_methods(app, request.url.path, serve)
-            if allowed:
-                raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": ", ".join(allowed)})
+    def fallback(request: Request, path: str = "") -> FileResponse:
+        allowed = allowed_methods(app, "/" + path, fallback)
+        if allowed:
+            raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": ", ".join(allowed)})
+        if request.method not in ("GET", "HEAD") or path.split("/", 1)[0] in NOT_UI:
             raise NotFoundError(f"No route for {request.method} /{path}.")
-        if path.startswith(API_PREFIXES) or "\x00" in path:
-            raise NotFoundError(f"No API route at /{path}.")
+        if root is None:
+            raise NotFoundError(f"No route at /{path}; this cloud API serves no web UI.")
         if "\x00" in path:  # %00: pathlib raises ValueError (was a 500); no file has one
             raise NotFoundError("No file at this path (it contains a NUL byte).")
         candidate = (root / path).resolve()
@@ -78,11 +110,10 @@ def install_web(app: FastAPI, web_dir: Path) -> None:
             return FileResponse(candidate)
         if not accepts_html(request):
             raise NotFoundError(f"No route at /{path}; the web UI answers only clients that accept text/html.")
+        index = root / "index.html"
         if not index.is_file():
             raise NotFoundError("The web UI is not built (no index.html).")
         return FileResponse(index, headers={"cache-control": "no-cache"})
 
-    # Every method: a path no route has is a 404 for any method (Starlette would answer
-    # 405 for a GET-only catch-all). Added last, so every real route matches first.
-    app.add_api_route("/", serve, methods=_ALL_METHODS, include_in_schema=False)
-    app.add_api_route("/{path:path}", serve, methods=_ALL_METHODS, include_in_schema=False)
+    app.add_api_route("/", fallback, methods=_ALL_METHODS, include_in_schema=False)
+    app.add_api_route("/{path:path}", fallback, methods=_ALL_METHODS, include_in_schema=False)

@@ -76,7 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
-        return _error(request, exc.status_code, detail, code)
+        response = _error(request, exc.status_code, detail, code)
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     @app.exception_handler(OSError)
     @app.exception_handler(sqlite3.OperationalError)

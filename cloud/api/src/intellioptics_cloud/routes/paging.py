@@ -15,7 +15,9 @@ def public_url(request: Request) -> URL:
     Behind a gateway (the edge's nginx forwarding to the cloud, the cloud's nginx), the
     Host is the cloud's own address; the gateway names the one the client used in
     ``X-Forwarded-Host`` / ``X-Forwarded-Proto``. Believed only from a trusted proxy, like
-    ``X-Forwarded-For``; the first entry is the client-facing one.
+    ``X-Forwarded-For``; the first entry is the client-facing one. The peer must be the
+    connection's own, which is why ``python -m intellioptics_cloud`` runs uvicorn without
+    its proxy headers.
     """
     url = request.url
     peer = request.client.host if request.client else None
