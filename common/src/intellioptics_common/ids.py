@@ -34,4 +34,4 @@ def new_id(prefix: str) -> str:
 
 def is_valid_id(value: str, prefix: str) -> bool:
     match = _ID_PATTERN.match(value)
-    return bool(match) and match.group("prefix") == prefix
+    return match is not None and match.group("prefix") == prefix

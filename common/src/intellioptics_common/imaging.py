@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -109,7 +110,7 @@ def decode_image(
         with warnings.catch_warnings():
             # Our own pixel limit below is stricter than Pillow's bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
+            image: Image.Image = Image.open(io.BytesIO(data), formats=[fmt])
             width, height = image.size
             _check_dimensions(width, height, limits)
             if draft_size is not None and fmt == "JPEG":
@@ -117,7 +118,8 @@ def decode_image(
             with _BUDGET.hold(image.size[0] * image.size[1], limits):
                 image.load()
                 # Wide greyscale scales by the peak of the whole image, measured before any reduction.
-                peak = int(image.getextrema()[1]) if image.mode in _WIDE_GREY else None  # type: ignore[index]
+                # (a one-band image: its extrema are two numbers)
+                peak = int(cast(float, image.getextrema()[1])) if image.mode in _WIDE_GREY else None
                 if draft_size is not None:
                     image = _reduce(image, draft_size)
                 if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:

@@ -95,6 +95,10 @@ class AnomalyOptions:
 class PatchFeatures(nn.Module):
     """feat_s8, feat_s16 → N x (H8 * W8) x dims locally aggregated patch features."""
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+    projection: torch.Tensor
+
     def __init__(self, mean: np.ndarray, std: np.ndarray, projection: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))

@@ -186,7 +186,7 @@ def export_onnx_bytes(height: int = DEFAULT_INPUT.height, width: int = DEFAULT_I
         torch.onnx.export(
             model,
             (dummy,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # export writes to a file object; the stub names paths only
             input_names=[DEFAULT_INPUT.tensor_name],
             output_names=list(FEATURE_OUTPUTS),
             dynamic_axes=dynamic,

@@ -13,13 +13,17 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 from urllib.parse import quote
 
 import click
 
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_training.config import data_dir
+
+if TYPE_CHECKING:
+    from intellioptics_training.data import Dataset
+    from intellioptics_training.depth import DepthDataset
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -264,6 +268,7 @@ def evaluate(
         mode = "binary" if pipeline.mode == "BINARY" else "multiclass"
         spec = pipeline.input
         depths = None
+        test_data: Dataset | DepthDataset
         if with_depth:
             from intellioptics_training.depth import prepare_depth, read_depth_folder
 
@@ -455,9 +460,7 @@ def _train_detection(
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     try:
         with _stage_bars() as on_progress:
-            options = DetectionOptions(
-                max_count=max_count, threshold=threshold, **({"epochs": epochs} if epochs else {})
-            )
+            options = DetectionOptions(max_count=max_count, threshold=threshold, **_epochs(epochs))
             boxes = read_yolo(data, class_names=names)
             trained = train_detection(boxes, mode, options, progress=on_progress)
             paths = export_detection_package(out_dir, detector_id, trained)
@@ -795,7 +798,12 @@ def _read_flat_or_folder(root: Path) -> list:
     return [Sample(p.read_bytes(), "OOD", str(p)) for p in files]
 
 
-def _epochs(epochs: int | None) -> dict[str, int]:
+class _Epochs(TypedDict, total=False):
+    epochs: int
+
+
+def _epochs(epochs: int | None) -> _Epochs:
+    """``--epochs`` when given, else the trainer's own default."""
     return {} if epochs is None else {"epochs": epochs}
 
 

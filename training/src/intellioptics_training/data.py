@@ -124,7 +124,8 @@ def prepare(
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, held_out) with ``fraction`` of every class held out (at least one)."""
     rng = np.random.default_rng(seed)
-    train, held = [], []
+    train: list[int] = []
+    held: list[int] = []
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
         k = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
@@ -160,7 +161,8 @@ def prepare_good(samples: list[Sample], spec: InputSpec, *, allow_mixed_sizes: b
     Images of different sizes are refused unless allowed: stretched to one input size
     they show the texture at different scales, and the bank would learn that as normal.
     """
-    rgb, names, sizes = [], [], {}
+    rgb, names = [], []
+    sizes: dict[tuple[int, int], int] = {}
     skipped = 0
     for sample in samples:
         try:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -265,8 +265,9 @@ class DetectionHead(nn.Module):
         self.heat = nn.Conv2d(hidden, num_classes, 1)
         self.size = nn.Conv2d(hidden, 2, 1)
         self.offset = nn.Conv2d(hidden, 2, 1)
-        nn.init.constant_(self.heat.bias, -4.0)  # a rare positive: start every cell near "no object"
-        nn.init.constant_(self.size.bias, -2.5)
+        # A rare positive: start every cell near "no object".
+        nn.init.constant_(cast(torch.Tensor, self.heat.bias), -4.0)
+        nn.init.constant_(cast(torch.Tensor, self.size.bias), -2.5)
 
     def prepare(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
         a = self.norm_s8(feat_s8)
@@ -352,6 +353,11 @@ def detection_loss(
 
 def channel_stats(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return maps.mean(axis=(0, 2, 3)), maps.std(axis=(0, 2, 3)) + 1e-4
+
+
+def _epochs_of(report: Callable[[str, int, int], None], stage: str) -> Callable[[int, int], None]:
+    """An ``(epoch, total)`` callback that reports under ``stage``."""
+    return lambda epoch, total: report(stage, epoch, total)
 
 
 def fit_head(
@@ -489,7 +495,8 @@ def fit_candidate_logistic(candidates: list[tuple], truths: list[list]) -> tuple
     """P(real) = sigmoid(a * logit(score) + b), fitted on out-of-fold candidates."""
     from sklearn.linear_model import LogisticRegression
 
-    xs, ys = [], []
+    xs: list[float] = []
+    ys: list[bool] = []
     for found, truth in zip(candidates, truths, strict=True):
         ordered = sorted(found, key=lambda b: -b.score)
         xs.extend(b.score for b in ordered)
@@ -615,17 +622,17 @@ def train_detection(
         held = np.flatnonzero(assignment == fold)
         kept = np.flatnonzero(assignment != fold)
         rows = np.concatenate([view_rows[view][kept] for view in options.views])
-        head = fit_head(
+        fold_head = fit_head(
             s8[rows],
             s16[rows],
             [all_boxes[r] for r in rows],
             len(names),
             options,
             options.seed + fold,
-            lambda e, t, f=fold: report(f"fold {f + 1}/{folds}", e, t),
+            _epochs_of(report, f"fold {fold + 1}/{folds}"),
         )
-        fold_heads.append(head)
-        for i, found in zip(held, head_candidates(head, s8[held], s16[held], names), strict=True):
+        fold_heads.append(fold_head)
+        for i, found in zip(held, head_candidates(fold_head, s8[held], s16[held], names), strict=True):
             oof[i] = found
 
     box_threshold = best_box_threshold(oof, truths)
@@ -647,9 +654,7 @@ def train_detection(
     out_of_fold["folds"] = folds
 
     if options.refit:
-        head: nn.Module = fit_head(
-            s8, s16, all_boxes, len(names), options, options.seed, lambda e, t: report("final", e, t)
-        )
+        head: nn.Module = fit_head(s8, s16, all_boxes, len(names), options, options.seed, _epochs_of(report, "final"))
     else:
         head = HeadEnsemble(fold_heads).eval()
     primary_onnx = merge_outputs_with_backbone(runner.model_bytes, head, OUTPUTS, DETECTION_PREFIX, spatial=OUTPUTS)

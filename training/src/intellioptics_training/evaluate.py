@@ -95,6 +95,7 @@ def score_images(
         )
     primary = make_session(detector.primary.model_bytes(), threads)
     oodd = make_session(detector.oodd.model_bytes(), threads) if detector.oodd else None
+    oodd_output = detector.oodd.pipeline.output if detector.oodd else ""
     probs, dom = [], []
     for index, rgb in enumerate(images):
         x = to_input_tensor(rgb, spec)
@@ -103,7 +104,7 @@ def score_images(
             feed[depth_spec.tensor_name] = depths[index : index + 1]
         probs.append(primary.run([detector.primary.pipeline.output], feed)[0][0])
         if oodd is not None:
-            dom.append(float(np.ravel(oodd.run([detector.oodd.pipeline.output], {spec.tensor_name: x})[0])[0]))
+            dom.append(float(np.ravel(oodd.run([oodd_output], {spec.tensor_name: x})[0])[0]))
     return Scored(np.asarray(probs, dtype=np.float64).reshape(len(images), -1), np.asarray(dom) if oodd else None)
 
 

@@ -95,7 +95,7 @@ def export_finetuned(model: FineTuned, spec: InputSpec) -> bytes:
         torch.onnx.export(
             model,
             (dummy,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # export writes to a file object; the stub names paths only
             input_names=[spec.tensor_name],
             output_names=[PROBABILITIES],
             dynamic_axes={spec.tensor_name: {0: "batch"}, PROBABILITIES: {0: "batch"}},

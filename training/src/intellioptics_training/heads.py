@@ -41,6 +41,9 @@ _CHANNELS = {"feat_s8": 40, "feat_s16": 112, "feat_head": 1280}
 
 
 class Standardize(nn.Module):
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -52,6 +55,8 @@ class Standardize(nn.Module):
 
 class PrimaryHead(nn.Module):
     """feat_s8, feat_s16 → class probabilities (softmax of logits / temperature)."""
+
+    temperature: torch.Tensor
 
     def __init__(self, num_classes: int, stats: dict[str, tuple[np.ndarray, np.ndarray]], hidden: int = 16) -> None:
         super().__init__()
@@ -91,14 +96,17 @@ class EnsembleHead(nn.Module):
     heads' scale, and ensembles help where labels are few. Members share the input maps, so the cost is k + 1 small
     1x1-conv heads on one backbone pass."""
 
+    temperature: torch.Tensor
+
     def __init__(self, members: list[PrimaryHead]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self._heads = members  # the same modules, typed
         self.num_classes = members[0].num_classes
         self.register_buffer("temperature", torch.ones(1))
 
     def logits(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m.logits(feat_s8, feat_s16) for m in self.members]).mean(dim=0)
+        return torch.stack([m.logits(feat_s8, feat_s16) for m in self._heads]).mean(dim=0)
 
     def forward(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(feat_s8, feat_s16) / self.temperature, dim=1)
@@ -106,6 +114,8 @@ class EnsembleHead(nn.Module):
 
 class OoddHead(nn.Module):
     """feat_s16 → in-domain probability, shape [N, 1]."""
+
+    bank_t: torch.Tensor
 
     def __init__(self, stats: tuple[np.ndarray, np.ndarray], bank: np.ndarray, center: float, scale: float) -> None:
         super().__init__()
@@ -142,7 +152,7 @@ def _export_head(
         torch.onnx.export(
             module,
             dummies,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # export writes to a file object; the stub names paths only
             input_names=list(input_names),
             output_names=list(outputs),
             dynamic_axes=dynamic,
@@ -215,7 +225,7 @@ def write_primary_and_oodd(
         replace(metadata, kind="oodd", metrics={}),
     )
     ids = model_ids or (new_id("mdl"), new_id("mdl"))
-    paths = {}
+    paths: dict[str, Path] = {}
     for (data, config, meta), model_id in zip((primary, oodd), ids, strict=True):
         paths[config.kind] = write_version(
             Path(models_dir),

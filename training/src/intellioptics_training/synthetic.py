@@ -288,6 +288,7 @@ def generate(
             else:
                 yield GeneratedImage(_ood_photo(rng, i), "OOD", "photo")
         return
+    labels: tuple[str, ...]
     if kind == "binary":
         labels = ("NO", "YES")
     elif kind == "multiclass":

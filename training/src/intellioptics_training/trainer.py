@@ -17,7 +17,14 @@ from torch import nn
 
 from intellioptics_common.depth import DepthSpec
 from intellioptics_common.ids import new_id
-from intellioptics_common.model_package import BackboneRef, InputSpec, PipelineConfig, PredictorMetadata, write_version
+from intellioptics_common.model_package import (
+    BackboneRef,
+    InputSpec,
+    Kind,
+    PipelineConfig,
+    PredictorMetadata,
+    write_version,
+)
 from intellioptics_training.backbone import DEFAULT_INPUT
 from intellioptics_training.calibration import (
     FLAT_TEMPERATURE,
@@ -326,12 +333,13 @@ def export_package(
     model_ids: tuple[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write primary and oodd versions; returns their directories."""
-    paths = {}
+    paths: dict[str, Path] = {}
     mode = MODE_NAMES.get(trained.mode, trained.mode)
-    for kind, model, output in (
+    outputs: tuple[tuple[Kind, bytes, str], ...] = (
         ("primary", trained.primary_onnx, PROBABILITIES),
         ("oodd", trained.oodd_onnx, IN_DOMAIN),
-    ):
+    )
+    for kind, model, output in outputs:
         pipeline = PipelineConfig(
             kind=kind,
             mode=mode,

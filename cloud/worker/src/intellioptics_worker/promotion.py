@@ -22,7 +22,7 @@ safe) and the calibration in the training library is what makes it answer when i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Measured(Protocol):
@@ -42,6 +42,7 @@ class Measured(Protocol):
     def confident_accuracy(self) -> float | None: ...
     @property
     def threshold(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...  # the version's metrics as the cloud stores them
 
 
 ACTIVATE = "activate"

@@ -259,6 +259,7 @@ class JobRunner:
         """``own``: the new version's out-of-fold metrics on every image, which the
         threshold gate reads whatever the comparison with the active version says."""
         policy = detector.promotion_policy
+        note: str | None
         if active is None:
             return decide(policy, None, None, own=own), {"active_version": None}
         if active.files is None:

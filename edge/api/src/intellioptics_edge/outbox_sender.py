@@ -156,7 +156,8 @@ def _encode_metadata(item: OutboxItem, request: dict[str, Any], edge_id: str | N
             edge_id=edge_id,
         )
         reserved["edge_result"] = report.model_dump(exclude_none=True)
-    caller = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+    metadata = request.get("metadata")
+    caller = metadata if isinstance(metadata, dict) else {}
     merged = {**{k: v for k, v in caller.items() if k not in _RESERVED_KEYS}, **reserved}
     raw = json.dumps(merged, separators=(",", ":")).encode()
     if len(raw) > MAX_METADATA_BYTES:

@@ -190,10 +190,10 @@ class Outbox:
     def resend(self, seqs: list[int] | None = None, reason: str | None = None) -> int:
         """Make dead letters pending again, due now, with a fresh backoff: the ``seqs`` given,
         else every one (of ``reason`` when given). Returns how many."""
-        where, args = PARKED, []
+        where, args = PARKED, list[int | str]()
         if seqs is not None:
             where += f" AND seq IN ({','.join('?' * len(seqs))})"
-            args = list(seqs)
+            args.extend(seqs)
         if reason is not None:
             where += " AND COALESCE(dead_reason, 'refused') = ?"
             args.append(reason)
