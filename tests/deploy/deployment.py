@@ -143,7 +143,7 @@ def service_environment(service: dict[str, Any]) -> dict[str, str | None]:
     environment = service.get("environment") or {}
     if isinstance(environment, list):
         pairs = (item.split("=", 1) if "=" in item else (item, None) for item in environment)
-        return {key: value for key, value in pairs}
+        return dict(pairs)
     return {key: None if value is None else str(value) for key, value in environment.items()}
 
 

@@ -225,7 +225,7 @@ def test_path_traversal_in_ids_and_blob_keys(server: CloudServer, detector: dict
         )
         tried += 1
         assert submitted.status_code in (400, 422), submitted.text
-    escaped = [p for p in server.data_dir.parent.rglob("*escape*")]
+    escaped = list(server.data_dir.parent.rglob("*escape*"))
     assert not escaped, escaped
     assert blob_root.exists()
     assert tried == len(templates) * len(TRAVERSAL_IDS) + 1

@@ -306,7 +306,7 @@ def upload_model(
         "primary_metadata": {"trainer": "test"},
         "metrics": metrics or {"balanced_accuracy": 0.9},
         "training_set_size": 10,
-        "class_counts": {n: 5 for n in names},
+        "class_counts": dict.fromkeys(names, 5),
         "trainer": "test",
         "activate": activate,
     }

@@ -270,18 +270,21 @@ def _trial_main(argv: list[str]) -> int:
             feeds[spec.name] = np.zeros(shape, dtype=np.float32)
         session.run(None, feeds)
     except MemoryError:
-        print(json.dumps({"ok": False, "stage": stage, "out_of_memory": True, "error": "MemoryError"}), flush=True)
+        _report({"ok": False, "stage": stage, "out_of_memory": True, "error": "MemoryError"})
         return 3
     except Exception as exc:  # ONNX Runtime raises its own untyped exceptions
         text = repr(exc)
         # Constant folding at load can already hit the cap: ONNX Runtime says "Failed to allocate".
         out_of_memory = "alloc" in text.lower() or "bad_alloc" in text
-        print(
-            json.dumps({"ok": False, "stage": stage, "out_of_memory": out_of_memory, "error": text[:500]}), flush=True
-        )
+        _report({"ok": False, "stage": stage, "out_of_memory": out_of_memory, "error": text[:500]})
         return 2
-    print(json.dumps({"ok": True}), flush=True)
+    _report({"ok": True})
     return 0
+
+
+def _report(outcome: dict[str, object]) -> None:
+    """The trial child's one line to its parent, on stdout (read by ``_last_json_line``)."""
+    print(json.dumps(outcome), flush=True)  # noqa: T201
 
 
 if __name__ == "__main__":

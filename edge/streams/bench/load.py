@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             {"detector_id": d, "edge_inference_config": "no_cloud", "name": d[-6:], "query": "bright?"} for d in all_ids
         ],
     }
-    models = {d: ("NO", "YES") for d in all_ids}
+    models = dict.fromkeys(all_ids, ("NO", "YES"))
     with tempfile.TemporaryDirectory() as work:
         base = Path(work)
         port = free_port()

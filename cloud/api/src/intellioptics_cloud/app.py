@@ -56,8 +56,8 @@ def build_resources(settings: CloudSettings) -> Resources:
     with sessions() as session:
         generated = accounts.bootstrap(session, settings.bootstrap_token)
     if generated:
-        # Printed once, on the first start only; it is stored hashed.
-        print(f"IntelliOptics bootstrap admin token (shown once): {generated}", flush=True)
+        # Printed once, on the first start only, for the operator (not logged); it is stored hashed.
+        print(f"IntelliOptics bootstrap admin token (shown once): {generated}", flush=True)  # noqa: T201
     blobs = make_blob_store(
         settings.blob_backend,
         root=settings.resolved_blob_dir,

@@ -46,7 +46,8 @@ class FilesystemBlobStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    # content_type: the BlobStore interface (Azure stores it; a directory has nowhere to).
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:  # noqa: ARG002
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader never sees half a blob.

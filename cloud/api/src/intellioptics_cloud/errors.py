@@ -145,7 +145,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, _exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return _body(500, "Internal server error; the request was not applied.", "internal_error", request)
 

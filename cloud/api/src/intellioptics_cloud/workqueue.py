@@ -136,7 +136,8 @@ class ServiceBusWorkQueue:
         pending.append((topic, body))
 
     @contextmanager
-    def receive(self, topic: str, lock_s: float) -> Iterator[QueueMessage | None]:
+    # lock_s: the queue interface; Service Bus sets the lock duration on the queue itself.
+    def receive(self, topic: str, lock_s: float) -> Iterator[QueueMessage | None]:  # noqa: ARG002
         with self._client.get_queue_receiver(queue_name=topic, max_wait_time=1) as receiver:
             messages = receiver.receive_messages(max_message_count=1, max_wait_time=1)
             if not messages:

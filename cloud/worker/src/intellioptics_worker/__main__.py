@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None, trainer_factory: Callable[[WorkerSetting
 
     stop = threading.Event()
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("signal %d: stopping after the current step", signum)
         stop.set()
 

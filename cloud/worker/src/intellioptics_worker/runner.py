@@ -347,7 +347,8 @@ class _Classes:
     def out_of_fold(self, final: TrainedVersion) -> Mapping[str, Scored]:
         return final.out_of_fold
 
-    def measure(self, images: Sequence[LabeledImage], answers: Sequence[Scored], files: ModelFiles) -> Metrics:
+    # files: the _Judge interface (the box judge reads the version's detection spec).
+    def measure(self, images: Sequence[LabeledImage], answers: Sequence[Scored], files: ModelFiles) -> Metrics:  # noqa: ARG002
         labels = [image.label for image in images]
         return measure(labels, answers, self.detector.class_names, self.detector.confidence_threshold)
 

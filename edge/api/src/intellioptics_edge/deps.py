@@ -52,8 +52,9 @@ async def authorize(request: Request, permission: Permission) -> Caller:
 
 
 def allowed(permission: Permission) -> Callable[..., Awaitable[Caller]]:
-    async def dependency(request: Request, x_api_token: Annotated[str | None, Header()] = None) -> Caller:
-        # x_api_token is declared so that the OpenAPI shows the header; authorize reads it.
+    # x_api_token is declared so that the OpenAPI shows the header (FastAPI names the header
+    # after the parameter, so it keeps its name); authorize reads it.
+    async def dependency(request: Request, x_api_token: Annotated[str | None, Header()] = None) -> Caller:  # noqa: ARG001
         return await authorize(request, permission)
 
     return dependency

@@ -199,11 +199,12 @@ class MqttWorker(SinkWorker):
         self._client.loop_start()
         super().start()
 
-    def _connected(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, properties: object) -> None:
+    # paho calls back with these positional arguments; only the reason code matters here.
+    def _connected(self, _client: mqtt.Client, _userdata: object, _flags: object, reason: Any, _props: object) -> None:
         if reason.is_failure:
             self._error(f"broker {self._sink.host}:{self._sink.port} refused the connection: {reason}")
 
-    def _published(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
+    def _published(self, _client: mqtt.Client, _userdata: object, _mid: int, _reason: object, _props: object) -> None:
         self.delivered += 1
 
     def deliver(self, event: StreamEvent) -> None:

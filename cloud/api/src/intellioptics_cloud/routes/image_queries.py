@@ -60,7 +60,7 @@ def submit_image_query(
     confidence_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
     patience_time: Annotated[float | None, Query(ge=0.0, le=3600.0)] = None,
     human_review: HumanReview | None = None,
-    want_async: bool = False,
+    want_async: bool = False,  # noqa: ARG001  # the SDK sends it; the cloud answers at once either way
     metadata: Annotated[str | None, Query(max_length=1400)] = None,
     inspection_id: Annotated[str | None, Query(max_length=100)] = None,
     image_query_id: Annotated[str | None, Query(max_length=100)] = None,

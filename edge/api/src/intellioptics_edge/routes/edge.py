@@ -17,7 +17,7 @@ router = APIRouter(tags=["edge"])
 
 
 @router.get("/edge-config")
-async def get_edge_config(state: StateDep, caller: EdgeUser) -> Response:
+async def get_edge_config(state: StateDep, _caller: EdgeUser) -> Response:
     return Response(json.dumps(state.config.current().to_payload()), media_type="application/json")
 
 
@@ -25,7 +25,7 @@ async def get_edge_config(state: StateDep, caller: EdgeUser) -> Response:
 async def put_edge_config(
     request: Request,
     state: StateDep,
-    caller: EdgeAdmin,
+    _caller: EdgeAdmin,
     allow_empty: Annotated[
         bool, Query(description="Accept a body that leaves no detector configured (refused without it).")
     ] = False,
@@ -44,7 +44,7 @@ async def put_edge_config(
 
 
 @router.get("/edge-detector-readiness")
-async def detector_readiness(state: StateDep, caller: EdgeUser) -> dict[str, dict[str, bool]]:
+async def detector_readiness(state: StateDep, _caller: EdgeUser) -> dict[str, dict[str, bool]]:
     """``{detector_id: {ready}}`` for the configured detectors; asking also starts their loading."""
     ids = [entry.detector_id for entry in state.config.current().detectors]
     ready = await asyncio.gather(*(state.inference.detector_ready(detector_id) for detector_id in ids))
@@ -52,5 +52,5 @@ async def detector_readiness(state: StateDep, caller: EdgeUser) -> dict[str, dic
 
 
 @router.get("/edge-info")
-async def edge_info(state: StateDep, caller: EdgeUser) -> dict[str, str | None]:
+async def edge_info(state: StateDep, _caller: EdgeUser) -> dict[str, str | None]:
     return {"upstream_endpoint": state.settings.cloud_base or None}

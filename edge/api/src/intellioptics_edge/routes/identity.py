@@ -34,7 +34,7 @@ async def token_by_snippet(snippet: str, state: StateDep, caller: Reader) -> Res
 
 
 @router.get("/detectors/{detector_id}")
-async def get_detector(detector_id: str, state: StateDep, caller: Reader) -> Response:
+async def get_detector(detector_id: str, state: StateDep, _caller: Reader) -> Response:
     detector = state.detectors.local(detector_id) if state.cloud is None else None
     if detector is None:
         raise DetectorNotFoundError(f"Detector {detector_id} is not configured on this edge.")

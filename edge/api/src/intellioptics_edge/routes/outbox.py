@@ -55,7 +55,7 @@ def _out(letter: DeadLetter) -> dict[str, Any]:
 @router.get("/dead-letters")
 async def list_dead_letters(
     state: StateDep,
-    caller: OutboxAdmin,
+    _caller: OutboxAdmin,
     reason: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -67,14 +67,14 @@ async def list_dead_letters(
 
 
 @router.post("/dead-letters/resend")
-async def resend_dead_letters(state: StateDep, caller: OutboxAdmin, body: ResendAll | None = None) -> dict[str, int]:
+async def resend_dead_letters(state: StateDep, _caller: OutboxAdmin, body: ResendAll | None = None) -> dict[str, int]:
     """Every dead letter (of ``reason``) pending again, due now."""
     reason = body.reason if body else None
     return {"resent": await asyncio.to_thread(state.outbox.resend, None, reason)}
 
 
 @router.post("/dead-letters/{seq}/resend")
-async def resend_dead_letter(seq: Seq, state: StateDep, caller: OutboxAdmin) -> dict[str, int]:
+async def resend_dead_letter(seq: Seq, state: StateDep, _caller: OutboxAdmin) -> dict[str, int]:
     if not await asyncio.to_thread(state.outbox.resend, [seq]):
         raise DeadLetterNotFoundError(
             f"No dead letter {seq} in this edge's outbox (see GET /edge-outbox/dead-letters)."
@@ -83,7 +83,7 @@ async def resend_dead_letter(seq: Seq, state: StateDep, caller: OutboxAdmin) -> 
 
 
 @router.post("/dead-letters/{seq}/discard")
-async def discard_dead_letter(seq: Seq, body: Discard, state: StateDep, caller: OutboxAdmin) -> dict[str, int]:
+async def discard_dead_letter(seq: Seq, body: Discard, state: StateDep, _caller: OutboxAdmin) -> dict[str, int]:
     if not await asyncio.to_thread(state.outbox.discard, seq, body.reason):
         raise DeadLetterNotFoundError(
             f"No dead letter {seq} in this edge's outbox (see GET /edge-outbox/dead-letters)."

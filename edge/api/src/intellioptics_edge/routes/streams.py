@@ -13,7 +13,7 @@ router = APIRouter(tags=["streams"])
 
 
 @router.get("/streams")
-async def list_streams(state: StateDep, caller: EdgeUser) -> dict[str, Any]:
+async def list_streams(state: StateDep, _caller: EdgeUser) -> dict[str, Any]:
     report = await state.streams.report()
     if report.streams is None and not state.config.current().streams:
         # No stream service answering and no streams configured: nothing to report, and
