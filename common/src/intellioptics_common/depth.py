@@ -11,6 +11,10 @@ depth cameras report it. The rules, enforced everywhere a depth map enters:
   and image may come at different resolutions;
 - pixels with no reading are filled with the median of the readings, so long as at
   least half the pixels have one.
+
+A model gets the map on its grid (:func:`depth_input`, what training, ``predict --depth``
+and the edge's inference service all call); the edge's rule stage gets the checked map at
+its own resolution (:func:`checked_depth`).
 """
 
 from __future__ import annotations
@@ -109,8 +113,9 @@ def check_aspect(depth: np.ndarray, image_size: tuple[int, int]) -> None:
         )
 
 
-def to_grid(depth: np.ndarray, spec: DepthSpec) -> np.ndarray:
-    """Fill missing readings, then resize bilinearly to the model's grid: float32 H x W."""
+def fill_missing(depth: np.ndarray) -> np.ndarray:
+    """Pixels without a reading (0) take the median of the readings; refused when fewer
+    than half the pixels have one."""
     valid = depth > 0
     share = float(valid.mean())
     if share < MIN_VALID_SHARE:
@@ -119,17 +124,32 @@ def to_grid(depth: np.ndarray, spec: DepthSpec) -> np.ndarray:
         )
     if share < 1:
         depth = np.where(valid, depth, np.median(depth[valid])).astype(np.float32)
+    return depth
+
+
+def to_grid(depth: np.ndarray, spec: DepthSpec) -> np.ndarray:
+    """Fill missing readings, then resize bilinearly to the model's grid: float32 H x W."""
+    return _resize(fill_missing(depth), spec)
+
+
+def _resize(depth: np.ndarray, spec: DepthSpec) -> np.ndarray:
     resized = Image.fromarray(depth.astype(np.float32), mode="F").resize(
         (spec.width, spec.height), Image.Resampling.BILINEAR
     )
     return np.asarray(resized, dtype=np.float32)
 
 
-def depth_input(data: bytes | np.ndarray, image_size: tuple[int, int], spec: DepthSpec) -> np.ndarray:
-    """Bytes or an array → the model's ``1 x 1 x H x W`` depth tensor, with every check applied."""
+def checked_depth(data: bytes | np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Bytes or an array → the depth map of this image (``image_size`` = W, H) with every
+    check applied and missing readings filled, at its own resolution (for the rule stage)."""
     depth = read_depth(data) if isinstance(data, bytes) else _checked_array(data)
     check_aspect(depth, image_size)
-    return to_grid(depth, spec)[None, None]
+    return fill_missing(depth)
+
+
+def depth_input(data: bytes | np.ndarray, image_size: tuple[int, int], spec: DepthSpec) -> np.ndarray:
+    """Bytes or an array → the model's ``1 x 1 x H x W`` depth tensor, with every check applied."""
+    return _resize(checked_depth(data, image_size), spec)[None, None]
 
 
 def _checked_array(array: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ Hierarchy::
     │   ├── ImageDecodeError           400  not an image, truncated, malformed
     │   ├── ConfigError                400  bad edge-config / pipeline_config / YAML
     │   ├── DepthMapError              400  depth map unreadable, 8-bit, NaN, empty, wrong shape
+    │   │   └── DepthRequiredError     400  the model takes a depth map and none came with the image
     │   └── UnsafeModelError           400  ONNX file with external data, disallowed ops, over limits
     ├── ImageTooLargeError             413  bytes or pixels over the limits
     ├── UnsupportedMediaTypeError      415
@@ -55,6 +56,10 @@ class ConfigError(InvalidInputError):
 
 class DepthMapError(InvalidInputError):
     code = "invalid_depth"
+
+
+class DepthRequiredError(DepthMapError):
+    code = "depth_required"
 
 
 class UnsafeModelError(InvalidInputError):

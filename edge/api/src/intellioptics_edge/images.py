@@ -29,7 +29,7 @@ def check_content_type(content_type: str | None) -> str:
     if not value.startswith("image/"):
         raise UnsupportedMediaTypeError(
             f"Content-Type must be an image type such as image/jpeg (got {content_type or 'none'}); "
-            "send the raw image bytes as the request body."
+            "send the raw image bytes as the request body (or multipart/form-data with parts image and depth)."
         )
     return value
 

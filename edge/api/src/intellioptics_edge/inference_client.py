@@ -7,6 +7,9 @@ second round trip would cost every answer. That call goes through
 ``http://`` address (httpx costs ~3 ms per image there); the rest, and tests that replace
 the transport, use httpx.
 
+An image with a depth map goes as ``multipart/form-data`` (parts ``image`` and ``depth``),
+built here in one join; an image without one goes as the raw body, as it always did.
+
 No retries: the camera is waiting, and a query the model cannot answer now has a
 better path than a retry (the cloud, or the outbox); timeouts are short for the same
 reason.
@@ -15,13 +18,20 @@ reason.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from intellioptics_common.errors import ImageDecodeError, ImageTooLargeError
+from intellioptics_common.errors import (
+    DepthMapError,
+    DepthRequiredError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InvalidInputError,
+)
 from intellioptics_common.schemas import InferenceResult
 from intellioptics_edge.loopback_http import LoopbackHTTP, LoopbackHTTPError, LoopbackResponse
 
@@ -53,14 +63,45 @@ class _ModelStates(BaseModel):
     detectors: list[ModelState]
 
 
-def _detail(response: httpx.Response | LoopbackResponse) -> str:
+def _error_body(response: httpx.Response | LoopbackResponse) -> tuple[str, str | None]:
+    """(detail, code) of the service's JSON error body."""
     try:
         body = json.loads(response.content)
         if isinstance(body, dict) and isinstance(body.get("detail"), str):
-            return body["detail"]
+            code = body.get("code")
+            return body["detail"], code if isinstance(code, str) else None
     except ValueError:
         pass
-    return f"HTTP {response.status_code}"
+    return f"HTTP {response.status_code}", None
+
+
+def _detail(response: httpx.Response | LoopbackResponse) -> str:
+    return _error_body(response)[0]
+
+
+# The service's 400s by code; any other 400 is about the image.
+_BAD_INPUT: dict[str | None, type[InvalidInputError]] = {
+    DepthMapError.code: DepthMapError,
+    DepthRequiredError.code: DepthRequiredError,
+}
+
+
+def rgbd_form(image: bytes, content_type: str, depth: bytes) -> tuple[bytes, str]:
+    """``multipart/form-data`` body and content type with file parts ``image`` and ``depth``.
+
+    The boundary is 128 random bits: it does not occur inside the image or the depth map.
+    """
+    boundary = secrets.token_hex(16).encode("ascii")
+    head = b"--" + boundary + b'\r\ncontent-disposition: form-data; name="'
+    body = b"".join(
+        (
+            head, b'image"; filename="image"\r\ncontent-type: ', content_type.encode("latin-1"), b"\r\n\r\n",
+            image, b"\r\n",
+            head, b'depth"; filename="depth"\r\ncontent-type: application/octet-stream\r\n\r\n',
+            depth, b"\r\n--", boundary, b"--\r\n",
+        )
+    )  # fmt: skip
+    return body, "multipart/form-data; boundary=" + boundary.decode("ascii")
 
 
 class InferenceClient:
@@ -80,9 +121,14 @@ class InferenceClient:
             self._infer_urls[detector_id] = url
         return url
 
-    async def infer(self, detector_id: str, image: bytes, content_type: str) -> InferenceResult | NotReady:
-        """The model's answer, or why there is none. Bad images raise the common errors."""
+    async def infer(
+        self, detector_id: str, image: bytes, content_type: str, depth: bytes | None = None
+    ) -> InferenceResult | NotReady:
+        """The model's answer, or why there is none. Bad images and depth maps, and no depth
+        map for a model that needs one, raise the common errors."""
         response: httpx.Response | LoopbackResponse
+        if depth is not None:
+            image, content_type = rgbd_form(image, content_type, depth)
         try:
             if self._infer_http is not None:
                 target = self._infer_url(detector_id).raw_path.decode("ascii")
@@ -103,7 +149,8 @@ class InferenceClient:
             except ValidationError:
                 return NotReady("the inference service sent an answer this edge cannot read")
         if response.status_code == 400:
-            raise ImageDecodeError(_detail(response))
+            detail, code = _error_body(response)
+            raise _BAD_INPUT.get(code, ImageDecodeError)(detail)
         if response.status_code == 413:
             raise ImageTooLargeError(_detail(response))
         if response.status_code == 404:

@@ -11,8 +11,9 @@ It follows Groundlight's edge (reference/groundlight.md §2) and goes beyond it:
    A caller with one of the edge's own tokens is forwarded with the device token, as
    its escalations are delivered: the cloud would refuse a token it never issued.
 3. the detector's rule stage (``rules:`` in edge-config, :mod:`intellioptics_edge.rules`)
-   runs first: a sure check answers (or marks the image unusable and escalates it) and
-   the model does not run; otherwise the model answers and the answer says ``hybrid``;
+   runs first, its depth checks on the query's depth map: a sure check answers (or marks
+   the image unusable and escalates it) and the model does not run; otherwise the model
+   answers and the answer says ``hybrid``;
    no ready model → the cloud, or 503 when escalation is disabled or no cloud can take it;
 4. confident (adjusted confidence ≥ threshold) or ``always_return_edge_prediction`` →
    the edge answers (``source=ALGORITHM``, ``from_edge=true``); confident answers are
@@ -31,6 +32,11 @@ outbox under the same id, and the cloud treats the second arrival as the first. 
 that gets 503 because neither the cloud nor an edge model answered may still have been
 stored by the cloud: the 503 names its id, and a retry with that ``image_query_id``
 gets the stored query instead of a second one.
+
+A depth map sent with the image is checked before anything else happens (400 when it is
+unusable), read by the rule stage and sent to the inference service with the image; a
+model trained with depth refuses an image without one (400 ``depth_required``). The
+cloud takes images only: what is forwarded or escalated carries no depth map.
 
 Every edge answer is stored with its image so that ``GET image-queries/{id}`` and
 ``/image`` work here, with ``metadata``, ``inspection_id`` and ``image_query_id`` kept.
@@ -52,6 +58,7 @@ import anyio
 
 from intellioptics_common.anomaly import OVERLAY_KINDS, Severity, overlay_png
 from intellioptics_common.confidence import is_confident, normalize_binary_label
+from intellioptics_common.depth import checked_depth
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.explanation import explain_edge_answer
 from intellioptics_common.ids import new_id
@@ -101,6 +108,7 @@ class SubmitRequest:
     image: bytes
     content_type: str
     token: str
+    depth: bytes | None = None  # 16-bit PNG or float32 .npy, mm (intellioptics_common.depth)
     confidence_threshold: float | None = None
     patience_time: float | None = None
     human_review: HumanReview | None = None
@@ -188,7 +196,10 @@ class ImageQueryService:
                 f"Detector {detector.id} is disabled on this edge (edge-config uses '{preset}', which has "
                 "enabled: false). Change its edge_inference_config to accept image queries."
             )
-        probe_image(request.image, self._limits)
+        header = probe_image(request.image, self._limits)
+        depth_mm = None
+        if request.depth is not None:
+            depth_mm = await anyio.to_thread.run_sync(checked_depth, request.depth, (header.width, header.height))
         if request.image_query_id and await anyio.to_thread.run_sync(self._store.get, request.image_query_id):
             raise DuplicateImageQueryError(f"image_query_id {request.image_query_id} was already used on this edge.")
         if not request.image_query_id:
@@ -231,7 +242,7 @@ class ImageQueryService:
         rules = entry.rules if entry is not None else []
         pipeline = PipelineReport(method="ml")
         if rules:
-            checked: RuleOutcome = await anyio.to_thread.run_sync(self._rules.evaluate, rules, request.image, None)
+            checked: RuleOutcome = await anyio.to_thread.run_sync(self._rules.evaluate, rules, request.image, depth_mm)
             verdict = checked.verdict
             if verdict is not None and (verdict.escalate or is_confident(verdict.confidence, threshold)):
                 return await self._rule_answer(detector, request, checked, threshold, settings, config)
@@ -348,7 +359,7 @@ class ImageQueryService:
     async def _infer(self, detector: DetectorInfo, request: SubmitRequest) -> InferenceResult | NotReady:
         if detector.mode not in SUPPORTED_MODES:
             return NotReady(f"{detector.mode.value} detectors are answered by the cloud only")
-        return await self._inference.infer(detector.id, request.image, request.content_type)
+        return await self._inference.infer(detector.id, request.image, request.content_type, request.depth)
 
     async def _try_cloud(self, request: SubmitRequest) -> CloudResponse | None:
         if self._cloud is None:

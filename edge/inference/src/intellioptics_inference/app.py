@@ -114,7 +114,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, exc.public_message, exc.code, headers=headers)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
@@ -124,12 +124,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(422, f"Invalid request parameters: {where}.", "validation_error", errors)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return _error(exc.status_code, str(exc.detail), code)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, _exc: Exception) -> JSONResponse:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
     return _error(500, "Internal error in the inference service; see its log.", "internal_error")

@@ -119,7 +119,8 @@ def _build(
     primary_bytes = _read_model(primary)
     oodd_bytes = _read_model(oodd) if oodd is not None else b""
     size = len(primary_bytes) + len(oodd_bytes)
-    if oodd is not None and fuser is not None and _shares_backbone(primary, oodd):
+    # A depth primary has a second input: it shares no backbone run (its package names none).
+    if oodd is not None and fuser is not None and primary.pipeline.depth is None and _shares_backbone(primary, oodd):
         fused = _try_fuse(primary, oodd, primary_bytes, oodd_bytes, runtime, fuser, state)
         if fused is not None:
             return fused

@@ -1,7 +1,9 @@
 """A loaded detector: primary (+ OODD) ONNX sessions behind one template method.
 
-``predict`` = ``pre_process`` (decode once, one tensor per distinct input spec) →
-``forward`` (the subclass runs its sessions) → ``post_process`` (OODD-adjusted
+``predict`` = ``pre_process`` (decode once, one tensor per distinct input spec; a
+primary with a ``depth`` section also gets the depth map on its grid, by the common
+:func:`~intellioptics_common.depth.depth_input` that training and ``predict --depth`` use)
+→ ``forward`` (the subclass runs its sessions) → ``post_process`` (OODD-adjusted
 confidence, probabilities by class name). Two forward strategies exist:
 
 - :class:`FusedDetectorModel`: primary and OODD name the same backbone and were fused
@@ -24,9 +26,10 @@ import onnxruntime as ort
 
 from intellioptics_common.anomaly import AnomalyResult, interpret
 from intellioptics_common.confidence import Prediction, predict_from_probabilities
+from intellioptics_common.depth import DepthSpec, depth_input
 from intellioptics_common.detection import BOX_OFFSET, BOX_SIZE, DetectionResult, DetectionSpec
 from intellioptics_common.detection import interpret as interpret_detection
-from intellioptics_common.errors import PackageError
+from intellioptics_common.errors import DepthRequiredError, PackageError
 from intellioptics_common.imaging import ImageLimits, decode_image
 from intellioptics_common.model_package import AnomalySpec, InputSpec, ModelPackage, PipelineConfig
 from intellioptics_common.preprocessing import draft_size, to_input_tensor
@@ -75,6 +78,7 @@ class PreparedImage:
     tensors: tuple[np.ndarray, ...]  # one per distinct InputSpec, in the model's spec order
     decode_s: float
     preprocess_s: float
+    depth: np.ndarray | None = None  # 1 x 1 x H x W mm on the primary's depth grid, for depth models
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class DetectorModel(ABC):
         self.anomaly_spec: AnomalySpec | None = primary.pipeline.anomaly if kind == "anomaly" else None
         self.detection_spec: DetectionSpec | None = primary.pipeline.detection if kind == "detection" else None
         self.extra_outputs = extra_outputs_of(primary.pipeline)
+        self.depth_spec: DepthSpec | None = primary.pipeline.depth
         specs = [primary.pipeline.input] + ([oodd.pipeline.input] if oodd is not None else [])
         self.specs: tuple[InputSpec, ...] = tuple(dict.fromkeys(specs))
         # Decode once at the largest scale any spec needs (JPEG draft never goes below it).
@@ -147,17 +152,28 @@ class DetectorModel(ABC):
     def fused(self) -> bool:
         return False
 
-    def predict(self, image: bytes, limits: ImageLimits) -> Answer:
-        prepared = self.pre_process(image, limits)
+    def predict(self, image: bytes, limits: ImageLimits, depth: bytes | None = None) -> Answer:
+        prepared = self.pre_process(image, limits, depth)
         outputs = self.forward(prepared)
         return self.post_process(prepared, outputs)
 
-    def pre_process(self, image: bytes, limits: ImageLimits) -> PreparedImage:
+    def pre_process(self, image: bytes, limits: ImageLimits, depth: bytes | None = None) -> PreparedImage:
+        """``depth`` is required by a depth model and ignored by the others (the edge's
+        rule stage may have used it)."""
+        if self.depth_spec is not None and depth is None:
+            raise DepthRequiredError(
+                f"The model of detector {self.detector_id} was trained with depth and needs the depth map of "
+                "every image: send multipart/form-data with an `image` part and a `depth` part (a 16-bit PNG "
+                "or a float32 .npy, in mm)."
+            )
         start = time.perf_counter()
         rgb = decode_image(image, limits, draft_size=self.draft_size).rgb
         decoded = time.perf_counter()
         tensors = tuple(to_input_tensor(rgb, spec) for spec in self.specs)
-        return PreparedImage(tensors, decode_s=decoded - start, preprocess_s=time.perf_counter() - decoded)
+        grid = None
+        if self.depth_spec is not None and depth is not None:
+            grid = depth_input(depth, (rgb.shape[1], rgb.shape[0]), self.depth_spec)
+        return PreparedImage(tensors, decode_s=decoded - start, preprocess_s=time.perf_counter() - decoded, depth=grid)
 
     @abstractmethod
     def forward(self, prepared: PreparedImage) -> ModelOutputs: ...
@@ -223,7 +239,9 @@ class DetectorModel(ABC):
         """One run on a blank image: checks output shapes before the model serves, and
         pays ONNX Runtime's first-run allocations here instead of on a request."""
         tensors = tuple(np.zeros((1, 3, s.height, s.width), dtype=np.float32) for s in self.specs)
-        outputs = self.forward(PreparedImage(tensors, 0.0, 0.0))
+        spec = self.depth_spec
+        depth = None if spec is None else np.full((1, 1, spec.height, spec.width), 500.0, dtype=np.float32)
+        outputs = self.forward(PreparedImage(tensors, 0.0, 0.0, depth))
         if self.anomaly_spec is not None:
             anomaly_from(outputs, self.anomaly_spec)
         if self.detection_spec is not None:
@@ -277,7 +295,14 @@ class SeparateDetectorModel(DetectorModel):
     ) -> None:
         super().__init__(primary, oodd, **kwargs)  # type: ignore[arg-type]
         self._primary_session = primary_session
-        self._primary_feed = primary_session.get_inputs()[0].name
+        inputs = [tensor.name for tensor in primary_session.get_inputs()]
+        self._depth_feed = None if self.depth_spec is None else self.depth_spec.tensor_name
+        if self._depth_feed is not None and (self._depth_feed not in inputs or len(inputs) != 2):
+            raise PackageError(
+                f"primary v{primary.version}: pipeline_config has a depth input {self._depth_feed!r}, but the "
+                f"model's inputs are {inputs} (expected the image and {self._depth_feed!r})"
+            )
+        self._primary_feed = next(name for name in inputs if name != self._depth_feed)
         self._primary_outputs = [primary.pipeline.output, *self.extra_outputs]
         self._oodd_session = oodd_session
         self._oodd_feed = oodd_session.get_inputs()[0].name if oodd_session is not None else ""
@@ -285,8 +310,10 @@ class SeparateDetectorModel(DetectorModel):
 
     def forward(self, prepared: PreparedImage) -> ModelOutputs:
         start = time.perf_counter()
-        tensor = self.tensor_for(prepared, self.primary.pipeline.input)
-        raw, *extras = self._primary_session.run(self._primary_outputs, {self._primary_feed: tensor})
+        feed = {self._primary_feed: self.tensor_for(prepared, self.primary.pipeline.input)}
+        if self._depth_feed is not None and prepared.depth is not None:  # pre_process refuses a missing one
+            feed[self._depth_feed] = prepared.depth
+        raw, *extras = self._primary_session.run(self._primary_outputs, feed)
         probabilities, maps = self.primary_values(raw, extras)
         in_domain = None
         if self._oodd_session is not None and self.oodd is not None:
@@ -309,6 +336,8 @@ class FusedDetectorModel(DetectorModel):
         **kwargs: object,
     ) -> None:
         super().__init__(primary, oodd, **kwargs)  # type: ignore[arg-type]
+        if self.depth_spec is not None:
+            raise PackageError("a primary with a depth input shares no backbone pass: it cannot be fused")
         self._session = session
         self._feed = session.get_inputs()[0].name
         self._outputs = [primary_output, oodd_output, *self.extra_outputs]

@@ -1,4 +1,5 @@
-"""The inference use case, free of FastAPI: bytes and a detector id in, a typed result out."""
+"""The inference use case, free of FastAPI: image bytes (and a depth map for depth models)
+and a detector id in, a typed result out."""
 
 from __future__ import annotations
 
@@ -53,12 +54,12 @@ class InferenceService:
         # Decode + model run happen here, never on the event loop.
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="infer")
 
-    async def infer(self, detector_id: str, image: bytes) -> InferenceResult:
+    async def infer(self, detector_id: str, image: bytes, depth: bytes | None = None) -> InferenceResult:
         start = time.perf_counter()
         try:
             model = await self.cache.get(check_detector_id(detector_id))
             loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(self._executor, self._predict, model, image)
+            answer = await loop.run_in_executor(self._executor, self._predict, model, image, depth)
         except IntelliOpticsError as exc:
             self.record_status(detector_id, exc.status_code, known=not isinstance(exc, _UNLABELLED))
             raise
@@ -69,9 +70,9 @@ class InferenceService:
         self.record_status(detector_id, 200)
         return _result(model, answer, total_s)
 
-    def _predict(self, model: DetectorModel, image: bytes) -> Answer:
+    def _predict(self, model: DetectorModel, image: bytes, depth: bytes | None) -> Answer:
         self.cache.check_for_new_version(model)
-        return model.predict(image, self.limits)
+        return model.predict(image, self.limits, depth)
 
     def record_status(self, detector_id: str, status: int, *, known: bool = True) -> None:
         # Ids that name nothing installed share one label: clients must not grow the series.

@@ -1,26 +1,32 @@
 """``/device-api/v1/image-queries`` and ``/v1/image-queries``: the SDK's image-query calls.
 
 Submitting needs a token with ``submit`` (admin, device), reading one with ``read`` (every
-role), of the edge's own account: see :mod:`intellioptics_edge.auth`."""
+role), of the edge's own account: see :mod:`intellioptics_edge.auth`. An image with its
+depth map comes as multipart parts or as the JSON form of ``POST image-queries/rgbd``
+(:mod:`intellioptics_edge.rgbd`); the SDK's raw image body takes the path it always took."""
 
 from __future__ import annotations
 
 import json
 from functools import partial
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.depth import MAX_DEPTH_BYTES
+from intellioptics_common.errors import InvalidInputError, UnsupportedMediaTypeError
 from intellioptics_common.roles import Permission
 from intellioptics_common.schemas import Page
 from intellioptics_edge.cloud import CloudResponse
-from intellioptics_edge.deps import Reader, StateDep, Submitter, authorize
+from intellioptics_edge.deps import Caller, Reader, StateDep, Submitter, authorize
 from intellioptics_edge.errors import ImageQueryNotFoundError
 from intellioptics_edge.images import check_content_type
 from intellioptics_edge.params import parse_submit_params
+from intellioptics_edge.rgbd import PARTS, RgbdBody, form_parts, is_multipart, rgbd_json
 from intellioptics_edge.service import EdgeAnswer, SubmitRequest
 from intellioptics_edge.state import EdgeState
 
@@ -33,16 +39,75 @@ async def submit_image_query(request: Request) -> Response:
     # more per request than everything else this function does outside the model.
     state: EdgeState = request.app.state.edge
     caller = await authorize(request, Permission.SUBMIT)  # before a byte of the body is read
-    content_type = check_content_type(request.headers.get("content-type"))
+    declared = request.headers.get("content-type")
+    if is_multipart(declared):
+        arguments = parse_submit_params(request.query_params)
+        pair = await _read_form(request)
+        return await _submit(state, _pair_request(pair, caller, arguments))
+    content_type = check_content_type(declared)
     arguments = parse_submit_params(request.query_params)
     body = await request.body()
     submit = SubmitRequest(
         image=body, content_type=content_type, token=caller.token, local_caller=caller.local, **arguments
     )
+    return await _submit(state, submit)
+
+
+@router.post("/image-queries/rgbd", status_code=201)
+async def submit_rgbd_image_query(request: Request, state: StateDep, caller: Submitter) -> Response:
+    """The design documents' JSON form, ``{"rgb_base64", "depth_base64"}``, with the query
+    string of ``POST image-queries``; answered as a multipart query with both parts."""
+    declared = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if declared != "application/json":
+        raise UnsupportedMediaTypeError(
+            f'Content-Type must be application/json (got {declared or "none"}); send {{"rgb_base64": "…", '
+            '"depth_base64": "…"}, or the image and depth as multipart parts to POST image-queries.'
+        )
+    arguments = parse_submit_params(request.query_params)
+    pair = rgbd_json(await request.body(), state.limits.max_bytes)
+    return await _submit(state, _pair_request(pair, caller, arguments))
+
+
+def _pair_request(pair: RgbdBody, caller: Caller, arguments: dict[str, Any]) -> SubmitRequest:
+    return SubmitRequest(
+        image=pair.image,
+        content_type=pair.content_type,
+        depth=pair.depth,
+        token=caller.token,
+        local_caller=caller.local,
+        **arguments,
+    )
+
+
+async def _submit(state: EdgeState, submit: SubmitRequest) -> Response:
     outcome = await state.service.submit(submit)
     if isinstance(outcome, EdgeAnswer):
         return Response(outcome.body, status_code=201, media_type="application/json")
     return _cloud(outcome)
+
+
+class _InMemoryParser(MultiPartParser):
+    # Parts stay in memory, as the raw image body does; spooling them to disk would add a
+    # file write per query.
+    spool_max_size = MAX_DEPTH_BYTES
+
+
+async def _read_form(request: Request) -> RgbdBody:
+    parser = _InMemoryParser(request.headers, request.stream(), max_files=len(PARTS), max_fields=len(PARTS))
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidInputError(
+            f"The multipart body could not be read ({exc}); send file parts `image` and `depth`."
+        ) from exc
+    try:
+        items = [
+            (name, await value.read(), value.content_type) if isinstance(value, UploadFile) else (name, None, None)
+            for name, value in form.multi_items()
+        ]
+    finally:
+        await form.close()
+    return form_parts(items)
 
 
 MAX_BATCH_IMAGES = 32
@@ -72,7 +137,7 @@ async def batch_image_queries(request: Request, state: StateDep, caller: Submitt
 async def list_image_queries(
     request: Request,
     state: StateDep,
-    caller: Reader,
+    _caller: Reader,
     page: int = 1,
     page_size: int = 10,
     detector_id: str | None = None,
@@ -105,19 +170,19 @@ async def get_image_query(image_query_id: str, state: StateDep, caller: Reader) 
 
 
 @router.get("/image-queries/{image_query_id}/explanation")
-async def get_explanation(image_query_id: str, state: StateDep, caller: Reader) -> Response:
+async def get_explanation(image_query_id: str, state: StateDep, _caller: Reader) -> Response:
     """Why this edge answered as it did: model, raw scores, threshold, escalation."""
     return Response(await state.service.explanation(image_query_id), media_type="application/json")
 
 
 @router.get("/image-queries/{image_query_id}/image")
-async def get_image(image_query_id: str, state: StateDep, caller: Reader) -> Response:
+async def get_image(image_query_id: str, state: StateDep, _caller: Reader) -> Response:
     image = await state.service.image(image_query_id)
     return Response(image.data, media_type=image.content_type)
 
 
 @router.get("/image-queries/{image_query_id}/overlay")
-async def get_overlay(image_query_id: str, state: StateDep, caller: Reader, kind: str = "heatmap") -> Response:
+async def get_overlay(image_query_id: str, state: StateDep, _caller: Reader, kind: str = "heatmap") -> Response:
     """Anomaly detectors: PNG of the heat map, the mask or the boxes over the image."""
     return Response(await state.service.overlay(image_query_id, kind), media_type="image/png")
 
