@@ -7,9 +7,12 @@ comes from and the other modes carry ``label`` (Groundlight SDK 1.3.1 result typ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from intellioptics_common.schemas import RESULT_TYPE_BY_MODE, DetectorMode
+from pydantic import TypeAdapter
+
+from intellioptics_common.schemas import RESULT_TYPE_BY_MODE, DetectorMode, Result
 
 UNCLEAR = "UNCLEAR"
 GREATER_THAN_MAX = "GREATER_THAN_MAX"
@@ -59,3 +62,11 @@ def result_label(result: dict[str, Any] | None) -> str | None:
         return None if count is None else str(count)
     label = result.get("label")
     return None if label is None else str(label)
+
+
+_RESULT: TypeAdapter[Result] = TypeAdapter(Result)
+
+
+def result_model(payload: Mapping[str, Any]) -> Result:
+    """A built or stored payload as the wire contract's typed result (checked once here)."""
+    return _RESULT.validate_python(payload)

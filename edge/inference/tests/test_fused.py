@@ -19,8 +19,8 @@ import onnx.utils
 import pytest
 
 from intellioptics_common.imaging import DEFAULT_LIMITS
+from intellioptics_common.runtime import RuntimeOptions
 from intellioptics_inference.loader import load_detector
-from intellioptics_inference.model import RuntimeOptions
 
 
 def compose_fuser(primary_bytes: bytes, oodd_bytes: bytes, backbone_output: str = "feat") -> bytes:
@@ -91,7 +91,7 @@ def test_packages_on_different_backbones_are_not_fused(models_dir: Path, kit) ->
 def test_the_common_library_fuser_is_used_when_installed(models_dir: Path, kit) -> None:
     """Once ``intellioptics_common.onnx_fuse`` exists, the service must fuse with it."""
     pytest.importorskip("intellioptics_common.onnx_fuse")
-    from intellioptics_inference.loader import default_fuser
+    from intellioptics_common.runtime import default_fuser
 
     fuser = default_fuser()
     assert fuser is not None

@@ -48,7 +48,6 @@ from intellioptics_common.detection import (
     DetectionSpec,
     candidate_probability,
     decode,
-    interpret,
     iou,
     raw_count_confidence,
     temper,
@@ -57,14 +56,14 @@ from intellioptics_common.errors import IntelliOpticsError, PackageError
 from intellioptics_common.imaging import decode_image
 from intellioptics_common.intervals import wilson_interval, wilson_lower
 from intellioptics_common.model_package import BackboneRef, InputSpec, PipelineConfig, PredictorMetadata
-from intellioptics_common.preprocessing import resize_rgb, to_input_tensor
+from intellioptics_common.preprocessing import resize_rgb
 from intellioptics_training.anomaly import stage_reporter
 from intellioptics_training.backbone import DEFAULT_INPUT
 from intellioptics_training.calibration import FLAT_TEMPERATURE
 from intellioptics_training.data import IMAGE_SUFFIXES
 from intellioptics_training.errors import DatasetError
 from intellioptics_training.evaluate import LoadedDetector, load_detector
-from intellioptics_training.features import BackboneRunner, make_session
+from intellioptics_training.features import BackboneRunner
 from intellioptics_training.heads import (
     IN_DOMAIN,
     OODD_INPUTS,
@@ -723,25 +722,13 @@ class DetectionScorer:
         self.detector = detector
         self.pipeline = pipeline
         self.spec: DetectionSpec = pipeline.detection
-        self._primary = make_session(detector.primary.model_bytes(), threads)
-        self._oodd = make_session(detector.oodd.model_bytes(), threads) if detector.oodd else None
+        self._model = detector.model(threads)
 
     def result(self, rgb: np.ndarray) -> DetectionResult:
-        x = to_input_tensor(rgb, self.pipeline.input)
-        heat, size, offset = self._primary.run(list(OUTPUTS), {self.pipeline.input.tensor_name: x})
-        in_domain = None
-        if self._oodd is not None and self.detector.oodd is not None:
-            out = self._oodd.run([self.detector.oodd.pipeline.output], {self.pipeline.input.tensor_name: x})[0]
-            in_domain = float(np.ravel(out)[0])
-        return interpret(
-            heat[0],
-            size[0],
-            offset[0],
-            class_names=self.pipeline.class_names,
-            spec=self.spec,
-            mode=self.pipeline.mode,
-            in_domain=in_domain,
-        )
+        prepared = self._model.prepare(rgb)
+        detection = self._model.post_process(prepared, self._model.forward(prepared)).detection
+        assert detection is not None  # a detection model always answers boxes
+        return detection
 
 
 def load_detection_scorer(pkg: Path, detector_id: str | None = None, threads: int | None = None) -> DetectionScorer:

@@ -12,14 +12,26 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 from intellioptics_common.confidence import adjust_confidence
 from intellioptics_common.errors import PackageError
 from intellioptics_common.model_package import ModelPackage, list_detectors, read_latest
-from intellioptics_common.preprocessing import to_input_tensor
-from intellioptics_training.features import make_session
+from intellioptics_common.runtime import DetectorModel, build_model, default_fuser
+from intellioptics_training.features import runtime_options
 
 
 @dataclass(frozen=True)
 class LoadedDetector:
     primary: ModelPackage
     oodd: ModelPackage | None
+
+    def model(self, threads: int | None = None) -> DetectorModel:
+        """The package run by the common runtime, fused as the edge fuses it."""
+        oodd_bytes = self.oodd.model_bytes() if self.oodd is not None else None
+        return build_model(
+            self.primary,
+            self.primary.model_bytes(),
+            self.oodd,
+            oodd_bytes,
+            runtime_options(threads),
+            fuser=default_fuser(),
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,6 @@ def score_images(
     depths: np.ndarray | None = None,
 ) -> Scored:
     """``depths`` (N x 1 x H x W on the model's depth grid) is required by depth models, refused by others."""
-    spec = detector.primary.pipeline.input
     depth_spec = detector.primary.pipeline.depth
     if (depth_spec is None) != (depths is None):
         raise PackageError(
@@ -93,19 +104,15 @@ def score_images(
             if depth_spec is not None
             else "this model takes images only; leave out --depth"
         )
-    primary = make_session(detector.primary.model_bytes(), threads)
-    oodd = make_session(detector.oodd.model_bytes(), threads) if detector.oodd else None
-    oodd_output = detector.oodd.pipeline.output if detector.oodd else ""
+    model = detector.model(threads)
     probs, dom = [], []
     for index, rgb in enumerate(images):
-        x = to_input_tensor(rgb, spec)
-        feed = {spec.tensor_name: x}
-        if depth_spec is not None and depths is not None:
-            feed[depth_spec.tensor_name] = depths[index : index + 1]
-        probs.append(primary.run([detector.primary.pipeline.output], feed)[0][0])
-        if oodd is not None:
-            dom.append(float(np.ravel(oodd.run([oodd_output], {spec.tensor_name: x})[0])[0]))
-    return Scored(np.asarray(probs, dtype=np.float64).reshape(len(images), -1), np.asarray(dom) if oodd else None)
+        outputs = model.forward(model.prepare(rgb, None if depths is None else depths[index : index + 1]))
+        probs.append(outputs.probabilities)
+        if outputs.in_domain_score is not None:
+            dom.append(outputs.in_domain_score)
+    in_domain = np.asarray(dom) if detector.oodd is not None else None
+    return Scored(np.asarray(probs, dtype=np.float64).reshape(len(images), -1), in_domain)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:

@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from intellioptics_common.model_package import InputSpec
 from intellioptics_common.preprocessing import to_input_tensor
+from intellioptics_common.runtime import RuntimeOptions
 from intellioptics_training.backbone import FEATURE_OUTPUTS, export_backbone, read_backbone_info
 from intellioptics_training.config import backbone_dir, get_settings
 
@@ -21,19 +22,16 @@ from intellioptics_training.config import backbone_dir, get_settings
 VIEWS = ("identity", "hflip", "vflip", "rot180")
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    options = ort.SessionOptions()
+def runtime_options(threads: int | None = None) -> RuntimeOptions:
+    """The common runtime's options for training-side runs: ``threads`` (default the
+    ``INTELLIOPTICS_THREADS`` setting; 0 = all cores) and CUDA first when present."""
     threads = get_settings().threads if threads is None else threads
-    if threads > 0:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return options
+    return RuntimeOptions(intra_op_threads=max(threads, 0), inter_op_threads=1, allow_spinning=True, providers="auto")
 
 
 def make_session(model: bytes | Path, threads: int | None = None) -> ort.InferenceSession:
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
+    data = model.read_bytes() if isinstance(model, Path) else model
+    return runtime_options(threads).session(data, "model")
 
 
 def apply_view(rgb: np.ndarray, view: str) -> np.ndarray:

@@ -14,12 +14,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intellioptics_common.errors import IntelliOpticsError
+from intellioptics_common.runtime import RuntimeOptions, default_fuser
 from intellioptics_common.schemas import ErrorBody
 from intellioptics_inference.cache import DetectorCache, Loader
 from intellioptics_inference.errors import DetectorLoadingError
-from intellioptics_inference.loader import default_fuser, load_detector
+from intellioptics_inference.loader import load_detector
 from intellioptics_inference.metrics import InferenceMetrics
-from intellioptics_inference.model import RuntimeOptions
 from intellioptics_inference.routes import detectors, health, infer, metrics
 from intellioptics_inference.service import InferenceService
 from intellioptics_inference.settings import InferenceSettings, get_settings
@@ -116,11 +116,12 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
-        for err in exc.errors()
+    locations = [[str(part) for part in err.get("loc", ())] for err in exc.errors()]
+    errors: list[dict[str, object]] = [
+        {"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        for loc, err in zip(locations, exc.errors(), strict=True)
     ]
-    where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
+    where = ", ".join(".".join(loc) for loc in locations)
     return _error(422, f"Invalid request parameters: {where}.", "validation_error", errors)
 
 

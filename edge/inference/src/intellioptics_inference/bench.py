@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -47,14 +48,15 @@ from intellioptics_common.imaging import DEFAULT_LIMITS
 from intellioptics_common.model_package import (
     BackboneRef,
     InputSpec,
+    ModelPackage,
     PipelineConfig,
     PredictorMetadata,
     sha256_bytes,
     write_version,
 )
-from intellioptics_inference.loader import default_fuser, load_detector
+from intellioptics_common.runtime import DetectorModel, RuntimeOptions, default_fuser
+from intellioptics_inference.loader import load_detector
 from intellioptics_inference.loadgen import LoadResult, Poster, get_json, interleave, service_process
-from intellioptics_inference.model import DetectorModel, RuntimeOptions
 
 SECTION = "## Edge inference"
 # A valid edge-config detector id, so that the edge API can serve the same package.
@@ -93,9 +95,9 @@ def head_on_backbone(backbone: onnx.ModelProto, kind: str, feature: str = "feat_
             helper.make_node("GlobalAveragePool", [feature], [f"{kind}_pool"]),
             helper.make_node("Flatten", [f"{kind}_pool"], [f"{kind}_flat"]),
             helper.make_node("Gemm", [f"{kind}_flat", f"{kind}_head_w", f"{kind}_head_b"], [f"{kind}_logits"]),
-            helper.make_node("Softmax" if kind == "primary" else "Sigmoid", [f"{kind}_logits"], [out], **(
-                {"axis": 1} if kind == "primary" else {}
-            )),
+            helper.make_node("Softmax", [f"{kind}_logits"], [out], axis=1)
+            if kind == "primary"
+            else helper.make_node("Sigmoid", [f"{kind}_logits"], [out]),
         ]
     )  # fmt: skip
     del graph.output[:]
@@ -319,13 +321,14 @@ def run(
         # The same sessions the service builds (same fuser, same threads), run directly.
         model = load_detector(models, DETECTOR, runtime, default_fuser()).model
         prepared = model.pre_process(image, DEFAULT_LIMITS)
-        primary = runtime.session(model.primary.model_bytes(), "primary")
+        on_disk = cast(ModelPackage, model.primary)  # the loader builds from packages on disk
+        primary = runtime.session(on_disk.model_bytes(), "primary")
         primary_feed = {primary.get_inputs()[0].name: model.tensor_for(prepared, model.primary.pipeline.input)}
         primary_outputs = [model.primary.pipeline.output]
         described = (
             f"{backbone.name} (EfficientNet-Lite0, 320x320) + classifier head + OODD head"
             if package is None
-            else f"{package.name}: {model.primary.metadata.trainer} model on {model.primary.metadata.backbone_id}"
+            else f"{package.name}: {on_disk.metadata.trainer} model on {on_disk.metadata.backbone_id}"
             f"{' + OODD' if model.oodd is not None else ''}"
         )
         report = BenchReport(

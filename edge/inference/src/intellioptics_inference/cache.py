@@ -27,10 +27,10 @@ from pathlib import Path
 
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.model_package import kind_dir
+from intellioptics_common.runtime import DetectorModel, DiskState
 from intellioptics_inference.errors import DetectorLoadingError, DetectorNotFoundError, ModelUnusableError
 from intellioptics_inference.loader import LoadReport, disk_state
 from intellioptics_inference.metrics import InferenceMetrics
-from intellioptics_inference.model import DetectorModel, DiskState
 
 logger = logging.getLogger(__name__)
 

@@ -39,11 +39,14 @@ class DetectorReady(BaseModel):
     fused: bool
 
 
+DetectorState = Literal["loaded", "loading", "refused", "on_disk"]
+
+
 class InstalledDetector(BaseModel):
     detector_id: str
     primary_versions_on_disk: list[int]
     oodd_versions_on_disk: list[int]
-    state: Literal["loaded", "loading", "refused", "on_disk"]
+    state: DetectorState
     loaded: LoadedDetector | None = None
     refused_reason: str | None = None  # why nothing could be loaded
     refused_versions: list[str] = []  # versions skipped (an older one serves), with reasons

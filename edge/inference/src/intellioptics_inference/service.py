@@ -14,6 +14,7 @@ from intellioptics_common.anomaly import coarse_map
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.model_package import list_detectors, list_versions
+from intellioptics_common.runtime import Answer, DetectorModel
 from intellioptics_common.schemas import (
     ROI,
     AnomalyOutput,
@@ -25,7 +26,6 @@ from intellioptics_common.schemas import (
 from intellioptics_inference.cache import DetectorCache
 from intellioptics_inference.errors import DetectorNotFoundError, InvalidDetectorIdError
 from intellioptics_inference.metrics import InferenceMetrics
-from intellioptics_inference.model import Answer, DetectorModel
 
 # The model package's own rule for detector directories: also keeps ``..`` and ``/`` out.
 _DETECTOR_ID = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")

@@ -8,7 +8,7 @@ from intellioptics_common.schemas import ErrorBody
 from intellioptics_inference.deps import InferenceDep, SettingsDep
 from intellioptics_inference.errors import DetectorLoadingError, ModelsDirUnavailableError
 from intellioptics_inference.routes.views import loaded_view
-from intellioptics_inference.schemas import DetectorList, DetectorReady, InstalledDetector
+from intellioptics_inference.schemas import DetectorList, DetectorReady, DetectorState, InstalledDetector
 from intellioptics_inference.service import check_detector_id
 
 router = APIRouter(prefix="/detectors", tags=["detectors"])
@@ -23,6 +23,7 @@ async def list_installed(service: InferenceDep, settings: SettingsDep) -> Detect
     for detector_id, (primary, oodd) in sorted(service.installed().items()):
         entry = loaded.get(detector_id)
         failure = service.cache.failure(detector_id)
+        state: DetectorState
         if entry is not None:
             state = "loaded"
         elif service.cache.is_loading(detector_id):

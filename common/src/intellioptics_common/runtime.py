@@ -1,4 +1,13 @@
-"""A loaded detector: primary (+ OODD) ONNX sessions behind one template method.
+"""The one model runtime: every part that runs a detector's ONNX graphs runs them here.
+
+The edge's inference service, the cloud's own answers, the worker's scoring (what
+promotion decides on) and the training library's evaluator all build a
+:class:`DetectorModel` with :func:`build_model`, so they read a package's outputs by the
+same rules (the OODD score: exactly one finite value, clipped to [0, 1]) and answer
+with the same numbers. Sessions are made in one place, :meth:`RuntimeOptions.session`
+(CPU; CUDA first when this onnxruntime has it and the options allow it).
+
+A loaded detector is its primary (+ OODD) sessions behind one template method.
 
 ``predict`` = ``pre_process`` (decode once, one tensor per distinct input spec; a
 primary with a ``depth`` section also gets the depth map on its grid, by the common
@@ -17,9 +26,13 @@ instances are shared between threads and a hot swap is one reference assignment.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -31,18 +44,54 @@ from intellioptics_common.detection import BOX_OFFSET, BOX_SIZE, DetectionResult
 from intellioptics_common.detection import interpret as interpret_detection
 from intellioptics_common.errors import DepthRequiredError, PackageError
 from intellioptics_common.imaging import ImageLimits, decode_image
-from intellioptics_common.model_package import AnomalySpec, InputSpec, ModelPackage, PipelineConfig
+from intellioptics_common.model_package import AnomalySpec, InputSpec, Kind, PipelineConfig
 from intellioptics_common.preprocessing import draft_size, to_input_tensor
+
+logger = logging.getLogger(__name__)
+
+# (primary_bytes, oodd_bytes) -> fused ONNX bytes whose outputs keep both packages' output names.
+Fuser = Callable[[bytes, bytes], bytes]
+
+
+class Part(Protocol):
+    """One graph of a model version, as its package describes it (a verified
+    ``ModelPackage`` read from disk is one, a :class:`MemoryPart` from the registry another)."""
+
+    @property
+    def detector_id(self) -> str: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def pipeline(self) -> PipelineConfig: ...
+
+
+@dataclass(frozen=True)
+class MemoryPart:
+    """A graph the caller holds in memory (the cloud's blob store, the worker's download)."""
+
+    detector_id: str
+    kind: Kind
+    version: int
+    model_id: str
+    pipeline: PipelineConfig
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """ONNX Runtime knobs, applied to every session the service creates."""
+    """ONNX Runtime knobs, applied to every session a caller creates. ``intra_op_threads``
+    0 lets ONNX Runtime choose (all cores: one caller scoring a set); the services run
+    1 per request under load. ``providers``: "auto" puts CUDA first when this
+    onnxruntime build has it (training machines), "cpu" never does."""
 
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     execution_mode: str = "sequential"
     allow_spinning: bool = False
+    providers: str = "cpu"
 
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
@@ -58,16 +107,22 @@ class RuntimeOptions:
         options.log_severity_level = 3
         return options
 
+    def execution_providers(self) -> list[str]:
+        if self.providers == "auto" and "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
     def session(self, model_bytes: bytes, what: str) -> ort.InferenceSession:
         try:
-            return ort.InferenceSession(model_bytes, self.session_options(), providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(model_bytes, self.session_options(), providers=self.execution_providers())
         except Exception as exc:  # ONNX Runtime raises its own untyped exceptions
             raise PackageError(f"{what}: ONNX Runtime refused the model ({exc})") from exc
 
 
 @dataclass(frozen=True)
 class DiskState:
-    """Newest version directories on disk; a change means "look again"."""
+    """The versions a model was built from (on the edge: the newest version directories
+    on disk, whose change means "look again")."""
 
     primary: int | None
     oodd: int | None
@@ -116,8 +171,8 @@ class DetectorModel(ABC):
 
     def __init__(
         self,
-        primary: ModelPackage,
-        oodd: ModelPackage | None,
+        primary: Part,
+        oodd: Part | None,
         *,
         disk_state: DiskState,
         size_bytes: int,
@@ -169,11 +224,21 @@ class DetectorModel(ABC):
         start = time.perf_counter()
         rgb = decode_image(image, limits, draft_size=self.draft_size).rgb
         decoded = time.perf_counter()
+        prepared = self.prepare(rgb, depth)
+        return PreparedImage(prepared.tensors, decoded - start, time.perf_counter() - decoded, prepared.depth)
+
+    def prepare(self, rgb: np.ndarray, depth: bytes | np.ndarray | None = None) -> PreparedImage:
+        """An already decoded H x W x 3 image (and its depth map: bytes as sent, a mm array,
+        or a 1 x 1 x H x W array already on the model's depth grid) as model inputs."""
         tensors = tuple(to_input_tensor(rgb, spec) for spec in self.specs)
         grid = None
         if self.depth_spec is not None and depth is not None:
-            grid = depth_input(depth, (rgb.shape[1], rgb.shape[0]), self.depth_spec)
-        return PreparedImage(tensors, decode_s=decoded - start, preprocess_s=time.perf_counter() - decoded, depth=grid)
+            spec = self.depth_spec
+            if isinstance(depth, np.ndarray) and depth.shape == (1, 1, spec.height, spec.width):
+                grid = depth
+            else:
+                grid = depth_input(depth, (rgb.shape[1], rgb.shape[0]), spec)
+        return PreparedImage(tensors, 0.0, 0.0, grid)
 
     @abstractmethod
     def forward(self, prepared: PreparedImage) -> ModelOutputs: ...
@@ -287,8 +352,8 @@ class SeparateDetectorModel(DetectorModel):
 
     def __init__(
         self,
-        primary: ModelPackage,
-        oodd: ModelPackage | None,
+        primary: Part,
+        oodd: Part | None,
         primary_session: ort.InferenceSession,
         oodd_session: ort.InferenceSession | None,
         **kwargs: object,
@@ -328,8 +393,8 @@ class FusedDetectorModel(DetectorModel):
 
     def __init__(
         self,
-        primary: ModelPackage,
-        oodd: ModelPackage,
+        primary: Part,
+        oodd: Part,
         session: ort.InferenceSession,
         primary_output: str,
         oodd_output: str,
@@ -353,3 +418,96 @@ class FusedDetectorModel(DetectorModel):
         return ModelOutputs(
             probabilities, in_domain_from(score, "oodd"), model_s=time.perf_counter() - start, extras=maps
         )
+
+
+def default_fuser() -> Fuser | None:
+    """The shared-backbone fuser of this library, when this install has ``onnx`` (the edge
+    and the training machine do; a part without it runs two sessions)."""
+    try:
+        module = importlib.import_module("intellioptics_common.onnx_fuse")
+    except ImportError:
+        return None
+    return getattr(module, "fuse_primary_oodd", None)
+
+
+def build_model(
+    primary: Part,
+    primary_bytes: bytes,
+    oodd: Part | None,
+    oodd_bytes: bytes | None,
+    runtime: RuntimeOptions,
+    *,
+    fuser: Fuser | None = None,
+    disk_state: DiskState | None = None,
+) -> DetectorModel:
+    """Sessions for a version's graphs, fused into one backbone pass when both name the
+    same backbone and a fuser is given; output names checked, warmed up, ready to serve."""
+    state = disk_state or DiskState(primary.version, None if oodd is None else oodd.version)
+    size = len(primary_bytes) + len(oodd_bytes or b"")
+    # A depth primary has a second input: it shares no backbone run (its package names none).
+    depthless = primary.pipeline.depth is None
+    if fuser is not None and oodd is not None and oodd_bytes and depthless and _shares_backbone(primary, oodd):
+        fused = _try_fuse(primary, oodd, primary_bytes, oodd_bytes, runtime, fuser, state)
+        if fused is not None:
+            return fused
+    primary_session = runtime.session(primary_bytes, f"primary v{primary.version}")
+    oodd_session = None
+    if oodd is not None:
+        if not oodd_bytes:
+            raise PackageError(f"oodd v{oodd.version}: no model bytes")
+        oodd_session = runtime.session(oodd_bytes, f"oodd v{oodd.version}")
+    _check_outputs(primary_session, primary)
+    if oodd_session is not None and oodd is not None:
+        _check_outputs(oodd_session, oodd)
+    model = SeparateDetectorModel(primary, oodd, primary_session, oodd_session, disk_state=state, size_bytes=size)
+    model.warm_up()
+    return model
+
+
+def _shares_backbone(primary: Part, oodd: Part) -> bool:
+    a, b = primary.pipeline.backbone, oodd.pipeline.backbone
+    return (
+        a is not None
+        and b is not None
+        and (a.id, a.sha256, a.output) == (b.id, b.sha256, b.output)
+        and primary.pipeline.input == oodd.pipeline.input
+    )
+
+
+def _try_fuse(
+    primary: Part,
+    oodd: Part,
+    primary_bytes: bytes,
+    oodd_bytes: bytes,
+    runtime: RuntimeOptions,
+    fuser: Fuser,
+    state: DiskState,
+) -> FusedDetectorModel | None:
+    """Fusion is an optimisation: when it fails, log why and run two sessions."""
+    try:
+        fused_bytes = fuser(primary_bytes, oodd_bytes)
+        session = runtime.session(fused_bytes, "fused primary+oodd")
+        names = {output.name for output in session.get_outputs()}
+        wanted = (primary.pipeline.output, oodd.pipeline.output, *extra_outputs_of(primary.pipeline))
+        if not set(wanted) <= names:
+            raise PackageError(f"the fused graph has outputs {sorted(names)}, not {list(wanted)}")
+        model = FusedDetectorModel(primary, oodd, session, *wanted[:2], disk_state=state, size_bytes=len(fused_bytes))
+        model.warm_up()
+        return model
+    except Exception as exc:  # any failure of the optimisation falls back to the plain path
+        logger.warning(
+            "could not fuse %s primary v%s with oodd v%s (running two sessions): %s",
+            primary.detector_id,
+            primary.version,
+            oodd.version,
+            exc,
+        )
+        return None
+
+
+def _check_outputs(session: ort.InferenceSession, part: Part) -> None:
+    names = [output.name for output in session.get_outputs()]
+    wanted = [part.pipeline.output, *extra_outputs_of(part.pipeline)]
+    for output in wanted:
+        if output not in names:
+            raise PackageError(f"{part.kind} v{part.version} has no output {output!r} (it has {names})")
