@@ -34,10 +34,11 @@ DETECTOR = "det_DiskFull0Brightness0000000000"[:31]
 def small_tmpfs(path: Path, size: str = "2m") -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     if not is_root():
-        pytest.skip("mounting a tmpfs needs root; run the suite as root to exercise disk-full")
+        # A skip would pass CI without testing disk-full: refuse to run instead.
+        pytest.fail("mounting a tmpfs needs root; run the suite as root (CI does) to exercise disk-full")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {mounted.stderr.decode().strip()}")
+        pytest.fail(f"mount -t tmpfs is not permitted here: {mounted.stderr.decode().strip()}")
     try:
         yield path
     finally:

@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, text
 
 from intellioptics_cloud.app import create_app
 from intellioptics_cloud.db import make_engine, run_migrations
+from intellioptics_cloud.models import CLOCK, Clock
 from intellioptics_cloud.settings import CloudSettings
 from tests.support.procs import PostgresCluster, postgres_cluster
 
@@ -187,6 +188,14 @@ class Api:
 def client(settings: CloudSettings) -> Iterator[SyncClient]:
     with contextlib.ExitStack() as stack:
         yield SyncClient(create_app(settings), stack)
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """The cloud's clock, to move on past a lease or a claim instead of sleeping."""
+    CLOCK.reset()
+    yield CLOCK
+    CLOCK.reset()
 
 
 @pytest.fixture

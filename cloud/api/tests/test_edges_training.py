@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 
@@ -93,7 +92,7 @@ def test_cancel_and_failed_jobs(admin) -> None:
     assert failed["status"] == "failed" and failed["error"] == "out of memory"
 
 
-def test_a_dead_workers_job_is_retried_then_failed(admin, client) -> None:
+def test_a_dead_workers_job_is_retried_then_failed(admin, client, clock) -> None:
     detector = admin.create_detector()
     worker = admin.new_token("worker")
     settings = client.app.state.resources.settings
@@ -101,10 +100,10 @@ def test_a_dead_workers_job_is_retried_then_failed(admin, client) -> None:
     settings.__dict__["training_max_attempts"] = 2
     job = admin.post(f"/v1/detectors/{detector['id']}/training-jobs", json={}).json()
     assert worker.post("/v1/training-jobs/claim").json()["attempts"] == 1
-    time.sleep(0.4)  # the worker died: its lease runs out
+    clock.advance(0.4)  # the worker died: its lease runs out
     again = worker.post("/v1/training-jobs/claim").json()
     assert again["id"] == job["id"] and again["attempts"] == 2
-    time.sleep(0.4)
+    clock.advance(0.4)
     assert worker.post("/v1/training-jobs/claim").status_code == 204
     final = admin.get(f"/v1/training-jobs/{job['id']}").json()
     assert final["status"] == "failed" and "no attempts are left" in final["error"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 
 def _pending(admin, jpeg, n: int, **detector_fields):  # type: ignore[no-untyped-def]
@@ -50,7 +49,7 @@ def test_two_reviewers_never_get_the_same_item(admin, jpeg) -> None:
     assert reviewers[0].post("/v1/review/claim").status_code == 204
 
 
-def test_claim_label_and_expired_locks(admin, jpeg, client) -> None:
+def test_claim_label_and_expired_locks(admin, jpeg, client, clock) -> None:
     _pending(admin, jpeg, 2)
     alice = admin.new_token("reviewer", name="alice")
     bob = admin.new_token("reviewer", name="bob")
@@ -67,7 +66,7 @@ def test_claim_label_and_expired_locks(admin, jpeg, client) -> None:
     # Let alice's claim expire: it is then free for anyone, and her late label is refused.
     client.app.state.resources.settings.__dict__["review_lock_s"] = 0.2
     alice_item = alice.post("/v1/review/claim").json()  # refresh with the short lock
-    time.sleep(0.4)
+    clock.advance(0.4)
     late = alice.post(f"/v1/review/items/{alice_item['id']}/label", json={"label": "NO"})
     assert late.status_code == 409 and "expired" in late.json()["detail"]
     client.app.state.resources.settings.__dict__["review_lock_s"] = 120

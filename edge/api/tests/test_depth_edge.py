@@ -42,7 +42,7 @@ SUBMIT = "/device-api/v1/image-queries"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeStack]:
     if not default_backbone().is_file():
-        pytest.skip(f"{default_backbone()} is missing: run `make backbone`")
+        pytest.fail(f"{default_backbone()} is missing: run `make backbone` (make test builds it)")
     base = tmp_path_factory.mktemp("depth-edge")
     train_depth_package(base / "models", DET_DEPTH)
     bead_rule = {"check": "depth_height", "roi": [0.0, 0.2, 1.0, 0.8], "target_mm": 2.0, "tolerance_mm": 0.3}

@@ -23,7 +23,7 @@ DET = "det_depth"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[DepthCase]]:
     if not default_backbone().is_file():
-        pytest.skip(f"{default_backbone()} is missing: run `make backbone`")
+        pytest.fail(f"{default_backbone()} is missing: run `make backbone` (make test builds it)")
     models = tmp_path_factory.mktemp("depth-models")
     train_depth_package(models, DET)
     return models, cases(2, seed=9)

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 def backbone() -> Path:
     path = default_backbone()
     if not path.is_file():
-        pytest.skip(f"{path} is missing: run `make backbone`")
+        pytest.fail(f"{path} is missing: run `make backbone` (make test builds it)")
     return path
 
 

@@ -97,18 +97,27 @@ def test_hot_swap_under_concurrent_load_fails_no_request(server, kit) -> None:
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for thread in threads:
         thread.start()
-    try:
-        time.sleep(0.4)
-        for version in range(2, 6):
-            kit.write_package(models, "det_swap", "primary", version=version, yes_bias=3.0 if version % 2 else -3.0)
-            time.sleep(0.5)
-        deadline = time.monotonic() + 15  # a loaded machine may take longer to swap in the last one
+    def answered_by(version: int) -> bool:
+        """Wait (on what the clients see, not a fixed time) for an answer of ``version``."""
+        deadline = time.monotonic() + 15  # a loaded machine may take a while to swap
         while time.monotonic() < deadline:
             with lock:
-                if any(version == 5 for version, _ in seen):
+                if any(seen_version == version for seen_version, _ in seen):
+                    return True
+            time.sleep(0.02)
+        return False
+
+    try:
+        assert answered_by(1)
+        for version in range(2, 6):
+            kit.write_package(models, "det_swap", "primary", version=version, yes_bias=3.0 if version % 2 else -3.0)
+            assert answered_by(version), f"v{version} never answered: {seen}"
+        deadline = time.monotonic() + 15  # enough answers in all to trust the counts below
+        while time.monotonic() < deadline:
+            with lock:
+                if sum(seen.values()) > 50:
                     break
-            time.sleep(0.1)
-        time.sleep(0.2)
+            time.sleep(0.02)
     finally:
         stop.set()
         for thread in threads:

@@ -26,7 +26,7 @@ def _cli(*args: str, timeout: float = 240) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     if not default_backbone().is_file():
-        pytest.skip(f"{default_backbone()} is missing: run `make backbone`")
+        pytest.fail(f"{default_backbone()} is missing: run `make backbone` (make test builds it)")
     root = tmp_path_factory.mktemp("trained")
     _cli("dataset", "generate", "--kind", "binary", "--n-per-class", "12", "--seed", "3", str(root / "data"))
     # One epoch is enough here: the test is about serving what training wrote, not accuracy.

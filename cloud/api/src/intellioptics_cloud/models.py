@@ -7,7 +7,7 @@ timezone-aware through :class:`UTCDateTime`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
@@ -29,8 +29,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+class Clock:
+    """The cloud's one clock for leases, claims and expiries. Tests move it on instead of
+    sleeping until a lease runs out; production never does."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        self._offset += timedelta(seconds=seconds)
+
+    def reset(self) -> None:
+        self._offset = timedelta(0)
+
+
+CLOCK = Clock()
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return CLOCK.now()
 
 
 class Base(DeclarativeBase):
