@@ -10,12 +10,14 @@
 //          detector OFF), each checked through the API; visit every page.
 //   bench  a scripted reviewer labels config.count items as fast as the UI allows.
 //   failsave, viewer, phone: see review_scenarios.mjs; boxes: see box_scenario.mjs;
-//          "a+b" runs several in one browser.
+//          overlay: see overlay_scenario.mjs; depth: see depth_scenario.mjs; "a+b" runs several in one browser.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { boxes } from "./box_scenario.mjs";
+import { depth } from "./depth_scenario.mjs";
+import { overlay } from "./overlay_scenario.mjs";
 import { failsave, phone, viewer } from "./review_scenarios.mjs";
 
 const [scenario, configPath] = process.argv.slice(2);
@@ -340,6 +342,7 @@ async function e2e() {
 
   await go(`/edges`);
   await page.waitForSelector("[data-testid=edges-table], .notice.empty");
+  result.edgeRows = await page.$$eval("[data-testid=edges-table] tbody tr", (rows) => rows.map((row) => row.textContent));
   await shot("13-edges");
   if (config.edgeId) {
     await go(`/edges/${config.edgeId}`);
@@ -461,6 +464,8 @@ async function bench() {
   result.elapsedMs = elapsed;
   result.clientWaitsMs = clientWaits;
   result.uiWaitsMs = await waitMeasures();
+  // Whether each next item was already in memory at the key press (else it waited for a claim).
+  result.uiInMemory = await page.evaluate(() => performance.getEntriesByName("io-review-wait").map((entry) => Boolean(entry.detail?.inMemory)));
   result.timeline = await page.evaluate(() => [
     ...performance.getEntriesByName("io-review-wait").map((e) => ({ what: "wait", start: e.startTime, end: e.startTime + e.duration })),
     ...performance
@@ -472,7 +477,7 @@ async function bench() {
 }
 
 const harness = { page, context, config, result, api, apiUntil, shot, go, signIn, nextItem, currentItem, expectConsole };
-const SCENARIOS = { e2e, bench, failsave: () => failsave(harness), viewer: () => viewer(harness), phone: () => phone(harness), boxes: () => boxes(harness) };
+const SCENARIOS = { e2e, bench, failsave: () => failsave(harness), viewer: () => viewer(harness), phone: () => phone(harness), boxes: () => boxes(harness), overlay: () => overlay(harness), depth: () => depth(harness) };
 
 let failed = null;
 try {

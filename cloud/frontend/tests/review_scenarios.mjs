@@ -74,6 +74,8 @@ export async function failsave(h) {
 
   // 3. The label write fails with 503 every time (injected in the browser's network layer: the
   //    real cloud has no switch to fail on demand); the item comes back, answered again it saves.
+  //    At phone size: the message must be on screen there too, not below the fold.
+  await page.setViewportSize({ width: 390, height: 844 });
   item = await h.currentItem();
   const fail = (route) => route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ detail: "Service unavailable (injected by the test)" }) });
   await page.route("**/v1/review/items/*/label", fail);
@@ -82,6 +84,13 @@ export async function failsave(h) {
   await page.waitForSelector("[data-testid=item-failure]");
   const failed503 = await assertNotSaved(h, item.iq, "server error");
   if (failed503.iq !== item.iq) throw new Error(`server error: ${failed503.iq} on screen, expected ${item.iq} back`);
+  result.failurePhone = await page.$eval("[data-testid=item-failure]", (el) => {
+    const r = el.getBoundingClientRect();
+    const buttons = [...document.querySelectorAll(".answers .answer")].map((b) => b.getBoundingClientRect().bottom);
+    return { top: r.top, bottom: r.bottom, width: r.width, innerHeight: window.innerHeight, scrollWidth: document.documentElement.scrollWidth, answersBottom: Math.max(...buttons) };
+  });
+  await h.shot("phone-review-save-failed");
+  await page.setViewportSize({ width: 1280, height: 900 });
   await h.shot("21-review-save-failed");
   await page.unroute("**/v1/review/items/*/label", fail);
   await page.unroute("**/v1/labels", fail);

@@ -317,3 +317,40 @@ def upload_model(cloud: Cloud, detector_id: str, manifest: dict, seed: int = 0) 
         )
         response.raise_for_status()
         return dict(response.json())
+
+
+def upload_anomaly_model(cloud: Cloud, detector_id: str, work_dir: Path) -> dict:
+    """Train a real anomaly model (the training library's PatchCore on eight good synthetic
+    metal surfaces, a few seconds on a CPU) and upload it to the detector, active."""
+    # Imported here: torch is slow to import, and only this helper of the stack needs it.
+    import yaml
+
+    from intellioptics_training.anomaly import AnomalyOptions, export_anomaly_package, train_anomaly
+    from intellioptics_training.backbone import DEFAULT_INPUT
+    from intellioptics_training.data import Sample, prepare_good
+    from intellioptics_training.features import BackboneRunner
+    from intellioptics_training.synthetic import generate_anomaly
+
+    good = [image.rgb for image in generate_anomaly("metal", 8, 0, seed=51, strength=4.0)]
+    trained = train_anomaly(
+        prepare_good([Sample(rgb, "NO") for rgb in good], DEFAULT_INPUT),
+        AnomalyOptions(max_bank_patches=512, folds=4),
+        runner=BackboneRunner(threads=2),
+    )
+    paths = export_anomaly_package(work_dir / "anomaly-models", detector_id, trained)
+    manifest = {
+        "primary_pipeline_config": yaml.safe_load((paths["primary"] / "pipeline_config.yaml").read_text()),
+        "oodd_pipeline_config": yaml.safe_load((paths["oodd"] / "pipeline_config.yaml").read_text()),
+        "metrics": {},
+        "training_set_size": len(good),
+        "class_counts": {"NO": len(good)},
+        "trainer": "anomaly-patchcore",
+        "activate": True,
+    }
+    files = {part: ("model.buf", (paths[part] / "model.buf").read_bytes()) for part in ("primary", "oodd")}
+    with cloud.client() as client:
+        response = client.post(
+            f"/v1/detectors/{detector_id}/models", files=files, data={"manifest": json.dumps(manifest)}
+        )
+        response.raise_for_status()
+        return dict(response.json())

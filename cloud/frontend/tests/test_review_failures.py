@@ -6,7 +6,8 @@ One Chromium run against the real cloud API process (``browser.mjs failsave+view
   again, says the label is not saved, and sends it once a new token is given;
 - every label write answers 503 (injected in Chromium's network layer with ``page.route``:
   the real cloud has no switch to fail on demand): the item comes back on screen marked
-  unsaved, and saves when answered again after the fault is lifted;
+  unsaved (at 390x844: the message on screen), and saves when answered again after the
+  fault is lifted;
 - Chromium goes offline (``context.setOffline``): the same;
 - the image is scaled up to fill the frame, wheel zoom and drag pan stay from item to item,
   M toggles smoothing and R resets; the prediction panel says no model answered and which
@@ -84,6 +85,11 @@ def test_no_label_lost_and_the_defect_visible(built: None, tmp_path: Path) -> No
             waiting = {i["image_query_id"] for i in api.get("/v1/review/queue", params={"limit": 50}).json()["items"]}
             assert not waiting & labeled, "stored labels leave the queue"
 
+    # At 390x844 the unsaved item's message is on screen, the answer buttons too (to answer it
+    # again), and the page does not pan sideways.
+    phone = result["failurePhone"]
+    assert phone["top"] >= 0 and phone["bottom"] <= phone["innerHeight"] and phone["scrollWidth"] <= 390, phone
+    assert phone["answersBottom"] <= phone["innerHeight"], phone
     fitted = result["fitted"]
     # 640x480 images in a larger frame: scaled up until they touch the frame's edges.
     assert fitted["imgW"] > fitted["naturalW"]

@@ -162,7 +162,9 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
         assert result["progressSeen"] == [20, 40, 60, 80]
         # The job page names the detector and says what became of the version it produced.
         assert "e2e-weld" in result["jobCrumbs"] and detector_id not in result["jobCrumbs"]
-        assert "v3 is not active (candidate)" in result["jobDecision"] and "no decision recorded" in result["jobDecision"]
+        assert (
+            "v3 is not active (candidate)" in result["jobDecision"] and "no decision recorded" in result["jobDecision"]
+        )
         # Compare renders every field, nested ones included, never "[object Object]".
         compare = result["compareText"]
         assert "[object Object]" not in compare
@@ -177,6 +179,8 @@ def test_reviewer_and_admin_journeys(built: None, tmp_path: Path) -> None:
         assert [c["title"] for c in result["edgeCharts"]] == ["e2e-weld: per hour"]
         assert result["edgeCharts"][0]["legend"] == ["queries", "edge answers", "escalations", "audits"]
         assert "1 detector: e2e-weld" in result["edgeSummary"]
+        # The list fills in the rates from the heartbeat (12.5 queries per second, 18 % escalated).
+        assert any("query rate 12.5" in row and "18" in row and "escalated" in row for row in result["edgeRows"])
         # Tokens: copied as shown, off the screen once revoked, and the tab's own token marked and kept.
         tokens = result["tokens"]
         assert tokens["copiedMatches"] and not tokens["stillShown"] and not tokens["revokedListed"]

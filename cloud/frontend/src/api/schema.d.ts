@@ -480,6 +480,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/image-queries/rgbd": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit Rgbd Image Query
+         * @description The design documents' JSON form of an image with its depth map (both base64).
+         */
+        post: operations["submit_rgbd_image_query_v1_image_queries_rgbd_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/image-queries/{image_query_id}": {
         parameters: {
             query?: never;
@@ -489,6 +509,26 @@ export interface paths {
         };
         /** Get Image Query */
         get: operations["get_image_query_v1_image_queries__image_query_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/image-queries/{image_query_id}/depth": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Depth
+         * @description The depth map sent with the image (404 ``no_depth`` when it came without one).
+         */
+        get: operations["get_depth_v1_image_queries__image_query_id__depth_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1023,6 +1063,8 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Depth Url */
+            depth_url?: string | null;
             /** Image Query Id */
             image_query_id: string;
             /** Image Url */
@@ -2957,6 +2999,15 @@ export interface operations {
         requestBody?: {
             content: {
                 "image/*": string;
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description The depth map of the same frame: a 16-bit PNG or a float32 .npy, in mm (0 = no reading)
+                     */
+                    depth?: string;
+                    /** Format: binary */
+                    image: string;
+                };
             };
         };
         responses: {
@@ -3000,6 +3051,51 @@ export interface operations {
             };
         };
     };
+    submit_rgbd_image_query_v1_image_queries_rgbd_post: {
+        parameters: {
+            query: {
+                detector_id: string;
+                confidence_threshold?: number | null;
+                patience_time?: number | null;
+                human_review?: components["schemas"]["HumanReview"] | null;
+                want_async?: boolean;
+                metadata?: string | null;
+                inspection_id?: string | null;
+                image_query_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    depth_base64: string;
+                    rgb_base64: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageQuery"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     get_image_query_v1_image_queries__image_query_id__get: {
         parameters: {
             query?: never;
@@ -3019,6 +3115,48 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ImageQuery"];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_depth_v1_image_queries__image_query_id__depth_get: {
+        parameters: {
+            query?: {
+                /** @description png: 16-bit PNG in mm; original: the bytes as sent; colour: false colour for people */
+                view?: string;
+            };
+            header?: never;
+            path: {
+                image_query_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-npy": unknown;
+                    "image/png": unknown;
+                };
+            };
+            /** @description no depth map */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {

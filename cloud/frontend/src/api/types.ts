@@ -204,6 +204,8 @@ export interface ModelVersion {
   training_set_size: number | null;
   class_counts: Record<string, number> | null;
   decision: { action: string; reason: string; at: string } | null;
+  /** The package's pipeline config; `model_kind` says classifier (left out), anomaly or detection. */
+  primary_pipeline_config?: Record<string, unknown> | null;
 }
 
 export interface ModelCompare {

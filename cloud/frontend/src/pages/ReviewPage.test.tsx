@@ -5,6 +5,7 @@
 import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { useState } from "react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { resetCloudRoutes } from "../api/capabilities";
 import { Client } from "../api/client";
 import type { Me, ReviewItem } from "../api/types";
 import { SessionContext } from "../auth";
@@ -40,6 +41,9 @@ class FakeCloud {
   calls: string[] = [];
   /** Tokens the cloud refuses (a revoked one). */
   refused = new Set<string>();
+  /** The active model's kind, for the overlay route ("anomaly": heat maps exist); null: no model. */
+  modelKind: string | null = null;
+  overlays: string[] = [];
 
   constructor(items: ReviewItem[]) {
     this.open = [...items];
@@ -63,9 +67,22 @@ class FakeCloud {
       return this.json({ label: body.label }, 201);
     }
     if (method === "POST") this.calls.push(`${path.replace("/v1/review/", "")}${init?.body ? ` ${init.body}` : ""}`);
+    if (path === "/openapi.json") return this.json({ paths: { "/v1/image-queries/{image_query_id}/overlay": {} } });
+    if (path === "/v1/detectors/det_1/stats") return this.json({ active_model_version: this.modelKind ? 1 : null });
+    if (path === "/v1/detectors/det_1/models") {
+      return this.json([{ version: 1, status: "active", primary_pipeline_config: this.modelKind === "classifier" ? {} : { model_kind: this.modelKind } }]);
+    }
+    const overlay = path.match(/^\/v1\/image-queries\/(\w+)\/overlay$/);
+    if (overlay) {
+      this.overlays.push(overlay[1]);
+      return new Response("png", { headers: { "content-type": "image/png" } });
+    }
+    const query = path.match(/^\/v1\/image-queries\/(\w+)$/);
+    if (query) return this.json({ id: query[1], confidence_threshold: 0.9, result: null, rois: null });
     if (path === "/v1/review/stats") return this.json({ total_pending: this.open.length, oldest_age_s: 1, per_detector: [] });
     if (path === "/v1/review/queue") return this.json({ count: this.open.length, oldest_age_s: 1, items: this.open.slice(0, Number(url.searchParams.get("limit"))) });
-    if (path.endsWith("/image")) return new Response(new Blob(["jpeg"], { type: "image/jpeg" }));
+    // A string body: jsdom's Blob cannot be read back through Node's Response.
+    if (path.endsWith("/image")) return new Response("jpeg", { headers: { "content-type": "image/jpeg" } });
     if (path === "/v1/review/claim") {
       if (!this.held) this.held = this.open.shift() ?? null;
       return this.held ? this.json(this.held) : new Response(null, { status: 204 });
@@ -93,6 +110,7 @@ let cloud: FakeCloud;
 let urls = 0;
 
 beforeEach(() => {
+  resetCloudRoutes();
   urls = 0;
   URL.createObjectURL = vi.fn(() => `blob:test/${(urls += 1)}`);
   URL.revokeObjectURL = vi.fn();
@@ -233,6 +251,25 @@ describe("ReviewPage", () => {
     await shown(2);
     await waitFor(() => expect(cloud.labeled.get("rvw_1")).toBe("NO"));
     expect(screen.getByTestId("answer-origin").textContent).toBe("Edge model");
+  });
+
+  it("lays the heat map over the image only while an anomaly model is active", async () => {
+    renderPage([item(1), item(2)]);
+    cloud.modelKind = "anomaly";
+    await shown(1);
+    await waitFor(() => expect(document.querySelector(".viewer-overlay")).not.toBeNull());
+    expect(cloud.overlays).toEqual(["iq_1"]);
+    press("o");
+    expect(document.querySelector(".viewer-overlay")).toBeNull();
+    cleanup();
+    // A classifier is active: the overlay route would refuse it, so nothing is asked.
+    renderPage([item(3)]);
+    cloud.modelKind = "classifier";
+    await shown(3);
+    await waitFor(() => expect(screen.getByTestId("model-version").textContent).toContain("v1 active now"));
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(cloud.overlays).toEqual([]);
+    expect(document.querySelector(".viewer-overlay")).toBeNull();
   });
 
   it("says n of N for the session", async () => {

@@ -15,6 +15,7 @@ import { PredictionPanel } from "../review/PredictionPanel";
 import { SignInAgain } from "../review/SignInAgain";
 import { cloudReviewBackend } from "../review/backend";
 import { useItemDetails } from "../review/details";
+import { DepthHint, useDepthView } from "../review/DepthView";
 import { commandForKey, labelOptions, modelAnswer, type ReviewCommand, type ViewAction } from "../review/keys";
 import { ReviewSession } from "../review/session";
 import { useBoxEditor } from "../review/useBoxEditor";
@@ -37,6 +38,8 @@ export function ReviewPage() {
   const [view, setView] = useState<ViewState>(INITIAL_VIEW);
   const onView = useCallback((update: (old: ViewState) => ViewState) => setView(update), []);
   const pressedAt = useRef<number | null>(null);
+  /** Whether the next item was in memory when the key was pressed (else it waited for a claim). */
+  const nextInMemory = useRef(false);
   // Per-detector counts move with every label (this reviewer's and others'): poll them often.
   const stats = useLoad<ReviewStats>(() => client.reviewStats(), [client], 3_000);
 
@@ -64,14 +67,17 @@ export function ReviewPage() {
   if (current) lastShown.current = current;
   if (snap.phase === "empty" || snap.phase === "error") lastShown.current = null;
   const shown = current ?? (snap.phase === "loading" ? lastShown.current : null);
-  const details = useItemDetails(client, current?.item ?? null);
+  const details = useItemDetails(client, current?.item ?? null, shown?.item.detector_id);
   const overlaySrc = useOverlay(details, view.overlay);
+  const [depthOn, setDepthOn] = useState(false);
+  const depth = useDepthView(client, current?.item.image_query_id, depthOn);
   const [boxes, editBoxes] = useBoxEditor(current);
   const editing = current !== null && isBoxMode(current.item);
 
   const run = (command: ReviewCommand) => {
     if (command.kind === "view") {
-      setView((old) => applyView(old, command.action));
+      if (command.action === "depth") setDepthOn((on) => !on);
+      else setView((old) => applyView(old, command.action));
       return;
     }
     if (command.kind === "box") {
@@ -86,6 +92,7 @@ export function ReviewPage() {
     } else if (command.kind === "label") session.label(command.label);
     else if (command.kind === "skip") session.skip();
     else void session.undo();
+    nextInMemory.current = session.getSnapshot().current !== null;
   };
 
   useEffect(() => {
@@ -120,7 +127,7 @@ export function ReviewPage() {
     pressedAt.current = null;
     const frame = requestAnimationFrame(() => {
       const end = performance.now();
-      performance.measure(WAIT_MEASURE, { start, end, detail: shownId });
+      performance.measure(WAIT_MEASURE, { start, end, detail: { item: shownId, inMemory: nextInMemory.current } });
       setLastWait(end - start);
     });
     return () => cancelAnimationFrame(frame);
@@ -165,7 +172,9 @@ export function ReviewPage() {
       </div>
 
       {snap.signInNeeded && <SignInAgain unsaved={snap.unsaved} onSignIn={signInAgain} />}
-      {snap.error && !snap.signInNeeded && (
+      {/* An unsaved item on screen says so itself (over the image on a phone, where a banner here
+          would push the answer buttons out of reach). */}
+      {snap.error && !snap.signInNeeded && !current?.failure && (
         <div className="notice error" role="alert" data-testid="review-error">
           {snap.error}
         </div>
@@ -189,8 +198,8 @@ export function ReviewPage() {
           <div className="review-image">
             {shown.imageUrl ? (
               <ImageViewer
-                src={shown.imageUrl}
-                alt={`Image of ${shown.item.image_query_id}`}
+                src={depth.src ?? shown.imageUrl}
+                alt={`${depth.src ? "Depth map" : "Image"} of ${shown.item.image_query_id}`}
                 view={view}
                 onView={onView}
                 overlaySrc={overlaySrc}
@@ -203,18 +212,19 @@ export function ReviewPage() {
             )}
             <div className="viewer-hint small">
               {view.zoom > 1 ? `${view.zoom.toFixed(1)}× · ` : ""}wheel / pinch zoom · {editing ? "Shift+drag" : "drag"} to pan · <kbd>R</kbd> reset ·{" "}
-              <kbd>M</kbd> {view.smooth ? "smooth" : "pixels"} · <kbd>O</kbd> overlay {view.overlay ? "on" : "off"}
+              <kbd>M</kbd> {view.smooth ? "smooth" : "pixels"} · <kbd>O</kbd> overlay {view.overlay ? "on" : "off"} ·{" "}
+              <DepthHint state={depth.state} />
             </div>
           </div>
+          {shown.failure && (
+            <div className="notice error item-failure" role="alert" data-testid="item-failure">
+              <strong>
+                Your answer {shown.failure.label} was NOT saved
+              </strong>
+              <span>{shown.failure.message}. Answer it again.</span>
+            </div>
+          )}
           <aside className="review-side">
-            {shown.failure && (
-              <div className="notice error item-failure" role="alert" data-testid="item-failure">
-                <strong>
-                  Your answer {shown.failure.label} was NOT saved
-                </strong>
-                <span>{shown.failure.message}. Answer it again.</span>
-              </div>
-            )}
             <p className="detector-name">{shown.item.detector_name}</p>
             <h2 className="question">{shown.item.query}</h2>
             {editing && (
@@ -259,13 +269,14 @@ export function ReviewPage() {
   );
 }
 
-/** The heat map over the image, where this cloud serves overlays and the query has a map (boxes or a score). */
+/**
+ * The heat map over the image, where this cloud serves overlays and the detector's active
+ * model is an anomaly model (the route runs it again on the image and refuses any other kind).
+ */
 function useOverlay(details: ReturnType<typeof useItemDetails>, on: boolean): string | null {
   const { client } = useSession();
   const [url, setUrl] = useState<string | null>(null);
-  const iq = details.iq;
-  const hasMap = Boolean(iq && ((iq.rois?.length ?? 0) > 0 || (iq.result && "anomaly_score" in iq.result)));
-  const iqId = on && details.overlayRoute && hasMap ? iq?.id : undefined;
+  const iqId = on && details.overlayRoute && details.activeKind === "anomaly" ? details.iq?.id : undefined;
   useEffect(() => {
     setUrl(null);
     if (!iqId) return;

@@ -32,6 +32,8 @@ export interface HeldItem {
   imageError: string | null;
   /** Sign-in generation the claim was made under; a later one no longer holds the claim. */
   epoch?: number;
+  /** Claim order: items wait in the order the cloud handed them out, whichever image loads first. */
+  order?: number;
   /** Set when a label for this item was not saved and it came back on screen. */
   failure?: { label: string; message: string; direct: boolean; rois?: RoiRequest[] };
 }
@@ -59,7 +61,12 @@ export interface ReviewSnapshot {
 }
 
 export interface ReviewSessionOptions {
+  /** Items kept claimed behind the one on screen at first (2). */
   prefetch?: number;
+  /** The most items kept claimed ahead for a reviewer faster than the refill (4). */
+  maxAhead?: number;
+  /** Milliseconds, for the reviewer's pace and the refill time (performance.now). */
+  now?: () => number;
   undoDepth?: number;
   /** How long to wait before asking again when the queue is empty. */
   pollMs?: number;

@@ -4,7 +4,8 @@
  * Binary detectors: Y / N / U answer YES / NO / UNCLEAR. Multi-class detectors: digit
  * keys 1..9 pick the class in that position (0 picks the tenth). S skips, Z undoes the
  * last label, A accepts the model's answer. R resets the zoom, +/- zoom, O toggles the
- * overlay (heat map / boxes), M toggles smooth vs pixel-exact scaling. Held-down keys (auto-repeat), keys with Ctrl/Alt/Meta and keys typed in a
+ * overlay (heat map / boxes), M toggles smooth vs pixel-exact scaling, D the depth map in false
+ * colour in place of the image (review/DepthView.tsx). Held-down keys (auto-repeat), keys with Ctrl/Alt/Meta and keys typed in a
  * form field are ignored, so a reviewer cannot label a run of images by accident.
  *
  * COUNT and BOUNDING_BOX detectors (boxes drawn with the mouse, see review/boxes.ts): Enter
@@ -16,7 +17,7 @@
  */
 import { isBoxMode } from "./boxes";
 
-export type ViewAction = "zoomIn" | "zoomOut" | "reset" | "overlay" | "smooth";
+export type ViewAction = "zoomIn" | "zoomOut" | "reset" | "overlay" | "smooth" | "depth";
 
 export type ReviewCommand =
   | { kind: "label"; label: string }
@@ -38,7 +39,7 @@ export type BoxAction =
 export const NUDGE = 0.005;
 const ARROWS: Record<string, [number, number]> = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
-const VIEW_KEYS: Record<string, ViewAction> = { "+": "zoomIn", "=": "zoomIn", "-": "zoomOut", R: "reset", O: "overlay", M: "smooth" };
+const VIEW_KEYS: Record<string, ViewAction> = { "+": "zoomIn", "=": "zoomIn", "-": "zoomOut", R: "reset", O: "overlay", M: "smooth", D: "depth" };
 
 export interface KeyInput {
   key: string;

@@ -162,7 +162,8 @@ let session: ReviewSession | null = null;
 
 function open(queue: MemoryQueue, options = {}): ReviewSession {
   // Retries wait no time here: what is tested is that they happen, not how long they take.
-  session = new ReviewSession(queue, { pollMs: 60_000, retryDelaysMs: [1, 1], sleep: async () => undefined, ...options });
+  // A clock that stands still: the look-ahead deepens only where a test moves it (or starves it).
+  session = new ReviewSession(queue, { pollMs: 60_000, retryDelaysMs: [1, 1], sleep: async () => undefined, now: () => 0, ...options });
   return session;
 }
 
@@ -537,6 +538,149 @@ describe("ReviewSession", () => {
     s.skip();
     await s.undo();
     expect(shown).toEqual(["ri_1", "ri_2", "ri_3", "ri_1"]);
+  });
+
+  describe("look-ahead", () => {
+    /** Each claim takes 300 ms on the test's clock, like a cloud 300 ms away. */
+    function farAway(queue: MemoryQueue, clock: { t: number }) {
+      const claim = queue.claim.bind(queue);
+      queue.claim = (detectorId: string | undefined, ahead: boolean) => {
+        clock.t += 300;
+        return claim(detectorId, ahead);
+      };
+    }
+
+    it("claims deeper, several claims at once, for a reviewer faster than the refill, and gives all back on leaving", async () => {
+      const queue = new MemoryQueue(20);
+      const clock = { t: 0 };
+      farAway(queue, clock);
+      const s = open(queue, { prefetch: 2, maxAhead: 4, now: () => clock.t });
+      s.start();
+      await settle();
+      expect(s.getSnapshot().ahead).toBe(2);
+      queue.holdClaims = true;
+      // Three answers 50 ms apart, each faster than a 300 ms refill.
+      for (let n = 0; n < 3; n += 1) {
+        clock.t += 50;
+        expect(s.label("YES")).toBe(true);
+      }
+      await settle();
+      // Nothing left on screen: three claims are on their way at once, not one after another.
+      expect(s.getSnapshot().current).toBeNull();
+      expect(queue.heldClaims).toHaveLength(3);
+      queue.holdClaims = false;
+      queue.heldClaims.splice(0).forEach((resume) => resume());
+      await settle();
+      const snap = s.getSnapshot();
+      expect(snap.current).not.toBeNull();
+      // Deepened from 2 to 4 (the bound), not further.
+      expect(snap.ahead).toBe(4);
+      expect(queue.claimedBy.size).toBe(5);
+      expect(queue.labels.size).toBe(3);
+      s.dispose();
+      session = null;
+      await settle();
+      expect(queue.claimedBy.size).toBe(0);
+      expect(queue.openImages.size).toBe(0);
+    });
+
+    it("keeps two ahead for a reviewer who looks at each image longer than a refill takes", async () => {
+      const queue = new MemoryQueue(20);
+      const clock = { t: 0 };
+      farAway(queue, clock);
+      const s = open(queue, { prefetch: 2, maxAhead: 4, now: () => clock.t });
+      s.start();
+      await settle();
+      for (let n = 0; n < 6; n += 1) {
+        clock.t += 1000;
+        s.label("NO");
+        await settle();
+      }
+      expect(s.getSnapshot().ahead).toBe(2);
+      expect(queue.claimedBy.size).toBe(3);
+    });
+
+    it("claims the next item while the one before still downloads its image", async () => {
+      const queue = new MemoryQueue(5);
+      const gates: (() => void)[] = [];
+      const load = queue.loadImage.bind(queue);
+      queue.loadImage = async (item: ReviewItem) => {
+        await new Promise<void>((resolve) => gates.push(resolve));
+        return load(item);
+      };
+      const s = open(queue, { prefetch: 2 });
+      s.start();
+      await settle();
+      // No image has arrived, yet all three items are claimed and downloading.
+      expect(s.getSnapshot().current).toBeNull();
+      expect([...queue.claimedBy.keys()]).toEqual(["ri_1", "ri_2", "ri_3"]);
+      expect(gates.length).toBeGreaterThanOrEqual(3);
+      gates.splice(0).forEach((open_) => open_());
+      await settle();
+      gates.splice(0).forEach((open_) => open_());
+      await settle();
+      expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+      expect(s.getSnapshot().ahead).toBe(2);
+    });
+
+    it("gives back at once the items whose image is still loading when the page is left", async () => {
+      const queue = new MemoryQueue(5);
+      const load = queue.loadImage.bind(queue);
+      queue.loadImage = async (item: ReviewItem) => {
+        if (item.id !== "ri_1") await new Promise<void>(() => undefined); // never arrives
+        return load(item);
+      };
+      const s = open(queue, { prefetch: 2 });
+      s.start();
+      await settle();
+      expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+      expect(queue.claimedBy.size).toBe(3);
+      s.dispose();
+      session = null;
+      await settle();
+      expect(queue.claimedBy.size).toBe(0);
+      expect(queue.calls.filter((c) => c.startsWith("skip")).sort()).toEqual(["skip:ri_1", "skip:ri_2", "skip:ri_3"]);
+    });
+
+    it("keeps the cloud's order in line when a later item's image arrives first", async () => {
+      const queue = new MemoryQueue(5);
+      const gates = new Map<string, () => void>();
+      const load = queue.loadImage.bind(queue);
+      queue.loadImage = async (item: ReviewItem) => {
+        if (item.id !== "ri_1") await new Promise<void>((resolve) => gates.set(item.id, resolve));
+        return load(item);
+      };
+      const s = open(queue, { prefetch: 2 });
+      s.start();
+      await settle();
+      expect(s.getSnapshot().current?.item.id).toBe("ri_1");
+      gates.get("ri_3")?.();
+      await settle();
+      gates.get("ri_2")?.();
+      await settle();
+      s.label("YES");
+      expect(s.getSnapshot().current?.item.id).toBe("ri_2");
+      s.label("NO");
+      expect(s.getSnapshot().current?.item.id).toBe("ri_3");
+    });
+
+    it("does not wait for a label in flight before claiming, once the cloud honours `ahead`", async () => {
+      const queue = new MemoryQueue(6);
+      queue.holdLabels = true;
+      const s = open(queue, { prefetch: 1 });
+      s.start();
+      await settle();
+      s.label("YES");
+      s.label("NO");
+      await settle();
+      // Both labels still on their way, and the next item is on screen already.
+      expect(queue.heldLabels).toHaveLength(2);
+      expect(s.getSnapshot().current?.item.id).toBe("ri_3");
+      expect(queue.calls.filter((c) => c.startsWith("claim")).slice(-2)).toEqual(["claim:*:ahead", "claim:*:ahead"]);
+      queue.heldLabels.splice(0).forEach((d) => d.resolve());
+      await settle();
+      expect(Object.fromEntries(queue.labels)).toEqual({ ri_1: "YES", ri_2: "NO" });
+    });
   });
 
   describe("with a cloud that lends one item at a time", () => {

@@ -2,12 +2,15 @@
  * The review session: claim, preload, label, skip and undo, without React or the DOM.
  *
  * Speed is the point. A label or skip is sent in the background and the next item takes
- * the screen as soon as it is ours. Claims keep two reviewers from seeing the same item,
- * and the cloud may lend a reviewer one item at a time (its claim answers with the item
- * already held): so the session claims ahead while the cloud hands out new items, and
- * otherwise claims the next item as soon as the last label is stored. Either way the
- * images of the next items in the queue are downloaded and decoded beforehand, so the
- * wait between items is two short API calls at most, never an image download.
+ * the screen as soon as it is ours. Claims keep two reviewers from seeing the same item.
+ * The session keeps items claimed ahead (`POST /v1/review/claim?ahead=true`), two by
+ * default and up to four for a reviewer who answers faster than a refill takes
+ * (review/lookahead.ts); once the cloud is known to honour `ahead`, several claims go out
+ * at once and each item's image downloads while the next claim is on its way, so refilling
+ * keeps pace with a fast reviewer on a far-away cloud. A cloud that lends one item at a
+ * time (its claim answers with the item already held) gets one claim after each stored
+ * label instead. Either way the images of the next items in the queue are downloaded and
+ * decoded beforehand, so the wait between items is never an image download.
  *
  * Undo waits for the label it undoes to be stored, asks the cloud to undo it (which
  * claims the item again for this reviewer) and puts the item back on screen; the item
@@ -18,6 +21,8 @@
  */
 import type { ReviewItem, RoiRequest } from "../api/types";
 import type { HeldItem, ReviewBackend, ReviewPhase, ReviewSessionOptions, ReviewSnapshot } from "./contract";
+import { LookAhead } from "./lookahead";
+import { Preloads } from "./preloads";
 import { failureKind, realSleep, type SaveOutcome, type Sleep, saveWithRetry } from "./saving";
 
 export type { HeldItem, ReviewBackend, ReviewPhase, ReviewSessionOptions, ReviewSnapshot } from "./contract";
@@ -35,6 +40,11 @@ interface Answered {
 
 /** Claims between two looks at the queue when the preloaded images suffice. */
 const PEEK_EVERY = 4;
+/**
+ * Claims on their way at once (with a cloud that honours `ahead`). A browser opens six
+ * connections to a host; labels and images need the rest.
+ */
+const PARALLEL_CLAIMS = 3;
 
 function message(error: unknown): string {
   if (error instanceof Error) return error.message;
@@ -42,7 +52,8 @@ function message(error: unknown): string {
 }
 
 export class ReviewSession {
-  private readonly prefetch: number;
+  private readonly lookAhead: LookAhead;
+  private readonly now: () => number;
   private readonly undoDepth: number;
   private readonly pollMs: number;
   private readonly onShow?: (item: ReviewItem) => void;
@@ -63,10 +74,18 @@ export class ReviewSession {
   private exhausted = false;
   /** Set once the cloud answers a claim with an item already held: it lends one at a time. */
   private oneAtATime = false;
+  /** Set once an `ahead` claim brought a new item while others were held: claims may overlap. */
+  private aheadHonoured = false;
+  /** Claims answered so far: each item's place in line. */
+  private claimed = 0;
+  /** Items claimed whose image is still loading (held, but not yet in `buffer`). */
+  private arriving = new Set<string>();
+  /** Wakes a claim run waiting for something to change (an answer, an arrival, a restart). */
+  private wake: (() => void) | null = null;
   /** Label and skip requests in flight; a claim waits for them (the cloud may hand back the held item). */
   private writes = new Set<Promise<unknown>>();
-  /** Images of upcoming (unclaimed) items, by image query id. */
-  private preloaded = new Map<string, Promise<string | null>>();
+  /** Images of upcoming (unclaimed) items. */
+  private readonly preloaded: Preloads;
   private peeking = false;
   private claimsSincePeek = 0;
   private refillRun: Promise<void> = Promise.resolve();
@@ -90,12 +109,15 @@ export class ReviewSession {
     private readonly backend: ReviewBackend,
     options: ReviewSessionOptions = {},
   ) {
-    this.prefetch = options.prefetch ?? 2;
+    const prefetch = options.prefetch ?? 2;
+    this.now = options.now ?? (() => performance.now());
+    this.lookAhead = new LookAhead(prefetch, Math.max(prefetch, options.maxAhead ?? 4), this.now);
     this.undoDepth = options.undoDepth ?? 20;
     this.pollMs = options.pollMs ?? 5000;
     this.onShow = options.onShow;
     this.retryDelaysMs = options.retryDelaysMs ?? [500, 1500];
     this.sleep = options.sleep ?? realSleep;
+    this.preloaded = new Preloads(backend);
     this.snapshot = this.buildSnapshot();
   }
 
@@ -109,7 +131,7 @@ export class ReviewSession {
   /** Start (or restart with another detector filter): held items are given back first. */
   start(detectorId?: string): void {
     this.releaseHeld();
-    this.dropPreloaded(new Set());
+    this.preloaded.keepOnly([]);
     this.remaining = null;
     this.claimsSincePeek = 0;
     this.disposed = false;
@@ -120,6 +142,7 @@ export class ReviewSession {
     this.fatal = null;
     this.error = null;
     this.started = true;
+    this.wakeFill();
     this.emit();
     void this.refill();
   }
@@ -129,10 +152,11 @@ export class ReviewSession {
     this.releaseHeld();
     for (const entry of this.answered) this.releaseUrl(entry.held.imageUrl);
     this.answered = [];
-    this.dropPreloaded(new Set());
+    this.preloaded.keepOnly([]);
     this.generation += 1;
     this.disposed = true;
     this.clearPoll();
+    this.wakeFill();
   }
 
   /** Store `label` (with its boxes, if any) for the item on screen and show the next one at once. */
@@ -149,6 +173,7 @@ export class ReviewSession {
     this.labeled += 1;
     this.error = null;
     this.lastAction = `${label} saving for ${held.item.image_query_id}…`;
+    this.answeredOne();
     this.advance();
     if (this.signInNeeded) this.awaitingSignIn.push(entry);
     else void this.save(entry, held.failure?.direct ?? false);
@@ -264,6 +289,7 @@ export class ReviewSession {
     this.skipped += 1;
     this.error = null;
     this.lastAction = `Skipped ${held.item.image_query_id}`;
+    this.answeredOne();
     this.advance();
     void this.refill();
     return true;
@@ -316,23 +342,34 @@ export class ReviewSession {
     return request;
   }
 
+  /** Tell the look-ahead an answer was given, and whether anything was ready to show next. */
+  private answeredOne(): void {
+    // Lent one item at a time, nothing can be claimed ahead however fast the reviewer is.
+    if (!this.oneAtATime) this.lookAhead.answered(this.buffer.length === 0 && !this.exhausted);
+  }
+
   private advance(): void {
     this.current = this.buffer.shift() ?? null;
     if (this.current) this.onShow?.(this.current.item);
     this.emit();
   }
 
+  /** Items claimed for this reviewer: on screen, in line, or with their image still loading. */
   private heldCount(): number {
-    return this.buffer.length + (this.current ? 1 : 0);
+    return this.buffer.length + (this.current ? 1 : 0) + this.arriving.size;
   }
 
   private isHeld(itemId: string): boolean {
-    return this.current?.item.id === itemId || this.buffer.some((held) => held.item.id === itemId);
+    return this.current?.item.id === itemId || this.arriving.has(itemId) || this.buffer.some((held) => held.item.id === itemId);
   }
 
-  /** Claim and preload until `prefetch` items wait behind the one on screen (or one, if lent one at a time). */
+  /** Claim and preload until the look-ahead's depth of items waits behind the one on screen. */
   private refill(): Promise<void> {
-    if (this.claiming || this.disposed || this.signInNeeded) return this.refillRun;
+    if (this.disposed || this.signInNeeded) return this.refillRun;
+    if (this.claiming) {
+      this.wakeFill();
+      return this.refillRun;
+    }
     const generation = this.generation;
     this.claiming = true;
     // Runs one after another: an older run (from before a filter change) gives back what it
@@ -341,43 +378,69 @@ export class ReviewSession {
     return this.refillRun;
   }
 
+  private wanted(): number {
+    return 1 + (this.oneAtATime ? 0 : this.lookAhead.depth);
+  }
+
+  private woken(): Promise<void> {
+    return new Promise((resolve) => (this.wake = resolve));
+  }
+
+  private wakeFill(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
   private async fill(generation: number): Promise<void> {
+    const claims = new Set<Promise<unknown>>();
+    const loads = new Set<Promise<unknown>>();
+    let stopped = false;
+    const live = () => generation === this.generation && !this.disposed;
     try {
-      while (!this.exhausted && this.heldCount() < 1 + (this.oneAtATime ? 0 : this.prefetch)) {
-        // A plain claim may answer with an item whose label or skip is still in flight, so it
-        // waits for them; an `ahead` claim to a cloud that honours it never does, and need not.
-        if (this.writes.size > 0 && (this.oneAtATime || this.heldCount() === 0)) {
-          await Promise.allSettled([...this.writes]);
-          if (generation !== this.generation) return;
+      while (live()) {
+        const room = this.wanted() - this.heldCount() - claims.size;
+        const parallel = this.aheadHonoured && !this.oneAtATime ? PARALLEL_CLAIMS : 1;
+        if (!stopped && !this.exhausted && !this.signInNeeded && room > 0 && claims.size < parallel) {
+          // A plain claim may answer with an item whose label or skip is still in flight, so it
+          // waits for them; an `ahead` claim to a cloud that honours it never does, and need not.
+          const ahead = this.aheadHonoured || this.heldCount() + claims.size > 0;
+          if (this.writes.size > 0 && (this.oneAtATime || !ahead)) {
+            await Promise.race([Promise.allSettled([...this.writes]), this.woken()]);
+            continue;
+          }
+          const claim = this.claimOne(generation, ahead, loads).then((more) => {
+            if (!more) stopped = true;
+          });
+          claims.add(claim);
+          void claim.finally(() => claims.delete(claim));
           continue;
         }
-        const item = await this.backend.claim(this.detectorId, this.heldCount() > 0);
-        if (generation !== this.generation) {
-          if (item) this.giveBack(item.id);
-          return;
-        }
-        if (item === null) {
-          this.exhausted = true;
-          break;
-        }
-        if (this.isHeld(item.id)) {
-          this.oneAtATime = true;
-          break;
-        }
-        const { imageUrl, imageError } = await this.image(item);
-        if (generation !== this.generation) {
-          this.releaseUrl(imageUrl);
-          this.giveBack(item.id);
-          return;
-        }
-        this.givenBack.delete(item.id);
-        this.claimsSincePeek += 1;
-        if (this.remaining !== null) this.remaining = Math.max(0, this.remaining - 1);
-        this.buffer.push({ item, imageUrl, imageError, epoch: this.epoch });
-        this.fatal = null;
-        if (!this.current) this.advance();
-        else this.emit();
+        if (claims.size + loads.size === 0) break;
+        await Promise.race([...claims, ...loads, this.woken()]);
       }
+      // After a filter change, this run ends only once what it claimed late is given back.
+      await Promise.allSettled([...claims, ...loads]);
+    } finally {
+      if (generation === this.generation) this.claiming = false;
+    }
+    if (!live()) return;
+    if (this.exhausted) this.schedulePoll();
+    this.emit();
+    this.maybePeek();
+  }
+
+  /**
+   * Claim one item; its image loads (tracked in `loads`) while the next claim goes out.
+   * Resolves false when claiming should stop: the queue is empty, the claim failed, or the
+   * cloud answered with an item already held (it lends one at a time).
+   */
+  private async claimOne(generation: number, ahead: boolean, loads: Set<Promise<unknown>>): Promise<boolean> {
+    const startedAt = this.now();
+    const epoch = this.epoch;
+    let item: ReviewItem | null;
+    try {
+      item = await this.backend.claim(this.detectorId, ahead);
     } catch (error) {
       if (generation === this.generation) {
         if (failureKind(error) === "auth") this.signInNeeded = true;
@@ -385,22 +448,68 @@ export class ReviewSession {
           this.fatal = `Could not claim the next item: ${message(error)}`;
           this.schedulePoll();
         }
+        this.emit();
       }
-    } finally {
-      if (generation === this.generation) this.claiming = false;
+      return false;
     }
-    if (generation !== this.generation) return;
-    if (this.exhausted) this.schedulePoll();
-    this.emit();
-    // Look ahead again only when the preloaded images run low (or now and then, to keep the
-    // counter true): fewer requests competing with the reviewer's next label.
-    if (this.exhausted || this.preloaded.size < this.prefetch || this.claimsSincePeek >= PEEK_EVERY) void this.peek();
+    if (generation !== this.generation) {
+      if (item) this.giveBack(item.id);
+      return false;
+    }
+    if (item === null) {
+      this.exhausted = true;
+      return false;
+    }
+    if (this.isHeld(item.id)) {
+      this.oneAtATime = true;
+      return false;
+    }
+    if (ahead && this.heldCount() > 0) this.aheadHonoured = true;
+    this.arriving.add(item.id);
+    this.claimsSincePeek += 1;
+    this.claimed += 1;
+    const load = this.arrive({ item, imageUrl: null, imageError: null, epoch, order: this.claimed }, generation, startedAt);
+    loads.add(load);
+    void load.finally(() => loads.delete(load));
+    return true;
+  }
+
+  /** Put a claimed item in line once its image is in memory (or failed to load). */
+  private async arrive(held: HeldItem, generation: number, startedAt: number): Promise<void> {
+    const { item } = held;
+    const { imageUrl, imageError } = await this.image(item);
+    this.arriving.delete(item.id);
+    if (generation !== this.generation) {
+      this.releaseUrl(imageUrl);
+      this.giveBack(item.id);
+      return;
+    }
+    this.lookAhead.refilled(this.now() - startedAt);
+    this.givenBack.delete(item.id);
+    if (this.remaining !== null) this.remaining = Math.max(0, this.remaining - 1);
+    // In claim order (the cloud's: oldest first), behind any item that came back on screen.
+    const order = held.order ?? 0;
+    const behind = this.buffer.findIndex((other) => (other.order ?? 0) > order);
+    this.buffer.splice(behind < 0 ? this.buffer.length : behind, 0, { ...held, imageUrl, imageError });
+    this.fatal = null;
+    if (!this.current) this.advance();
+    else this.emit();
+    // A long run of claims (a fast reviewer) looks ahead now and then, not only at its end.
+    if (this.claimsSincePeek >= PEEK_EVERY) void this.peek();
+  }
+
+  /**
+   * Look ahead again only when the preloaded images run low (or now and then, to keep the
+   * counter true): fewer requests competing with the reviewer's next label.
+   */
+  private maybePeek(): void {
+    if (this.peeking) return;
+    if (this.exhausted || this.preloaded.size < this.lookAhead.depth || this.claimsSincePeek >= PEEK_EVERY) void this.peek();
   }
 
   /** The item's image: from the preloaded ones when it was peeked at, else downloaded now. */
   private async image(item: ReviewItem): Promise<{ imageUrl: string | null; imageError: string | null }> {
-    const early = this.preloaded.get(item.image_query_id);
-    this.preloaded.delete(item.image_query_id);
+    const early = this.preloaded.take(item.image_query_id);
     try {
       const imageUrl = (early ? await early : null) ?? (await this.backend.loadImage(item));
       return { imageUrl, imageError: null };
@@ -420,21 +529,11 @@ export class ReviewSession {
     const generation = this.generation;
     try {
       this.claimsSincePeek = 0;
-      const depth = this.prefetch + 2;
+      const depth = this.lookAhead.depth + 2;
       const { count, items } = await this.backend.peek(this.detectorId, depth + 1);
       if (generation !== this.generation) return;
       this.remaining = count;
-      const upcoming = items.filter((item) => !this.isHeld(item.id)).slice(0, depth);
-      const keep = new Set(upcoming.map((item) => item.image_query_id));
-      this.dropPreloaded(keep);
-      for (const item of upcoming) {
-        if (!this.preloaded.has(item.image_query_id)) {
-          this.preloaded.set(
-            item.image_query_id,
-            this.backend.loadImage(item).catch(() => null),
-          );
-        }
-      }
+      this.preloaded.keepOnly(items.filter((item) => !this.isHeld(item.id)).slice(0, depth));
     } catch {
       // The counter is a convenience: keep the last one and try again after the next answer.
     } finally {
@@ -444,15 +543,6 @@ export class ReviewSession {
         this.peekAgain = false;
         void this.peek();
       }
-    }
-  }
-
-  /** Free preloaded images that are no longer among the next items. */
-  private dropPreloaded(keep: Set<string>): void {
-    for (const [id, url] of this.preloaded) {
-      if (keep.has(id)) continue;
-      this.preloaded.delete(id);
-      void url.then((value) => this.releaseUrl(value));
     }
   }
 
@@ -487,6 +577,10 @@ export class ReviewSession {
       this.releaseUrl(entry.imageUrl);
       this.giveBack(entry.item.id);
     }
+    // Claimed, image still loading: given back now (the page may be closing), not when it loads.
+    const arriving = [...this.arriving];
+    this.arriving.clear();
+    for (const itemId of arriving) this.giveBack(itemId);
   }
 
   /** Skip an item this session claimed but will not show; each item once. */
