@@ -28,7 +28,7 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     engine.dispose()
     assert diff == []
-    assert version == "0002"
+    assert version == "0003"
 
 
 def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_replicas_migrating_together(backend: str, tmp_path: Path, request: pyte
     assert [p.returncode for p in processes] == [0, 0, 0], outputs
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
     engine.dispose()
 
 
@@ -99,6 +99,50 @@ def test_detectors_without_a_retrain_setting_keep_the_default(
         rows = connection.execute(text("SELECT id, retrain_every_n_labels FROM detectors ORDER BY id")).all()
     engine.dispose()
     assert [tuple(row) for row in rows] == [("det_three", 3), ("det_unset", 10)]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration])]
+)
+def test_queries_stored_before_depth_have_none_and_the_column_goes_on_downgrade(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0003 adds ``image_queries.depth_blob_key``: null (no depth) for the queries already stored."""
+    if backend == "postgres":
+        url = request.getfixturevalue("pg").create_database(f"m_{uuid.uuid4().hex[:10]}")
+    else:
+        url = f"sqlite:///{tmp_path / 'depth.db'}"
+    command.upgrade(alembic_config(url), "0002")
+    engine = create_engine(url)
+    now = datetime(2026, 1, 1)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO accounts (id, name, created_at) VALUES (1, 'a', :now)"), {"now": now})
+        connection.execute(
+            text(
+                "INSERT INTO detectors (id, account_id, name, query, group_name, confidence_threshold,"
+                " patience_time, mode, status, escalation_type, retrain_every_n_labels, promotion_policy,"
+                " created_at) VALUES ('det_a', 1, 'a', 'q?', 'Default', 0.9, 30, 'BINARY', 'ON', 'STANDARD',"
+                " 10, 'auto', :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO image_queries (id, account_id, detector_id, created_at, query, result_type,"
+                " confidence_threshold, patience_time, done_processing, human_review, image_blob_key,"
+                " image_sha256, image_content_type, from_edge) VALUES ('iq_old', 1, 'det_a', :now, 'q?',"
+                " 'binary_classification', 0.9, 30, false, 'DEFAULT', 'images/x', 'ab', 'image/png', false)"
+            ),
+            {"now": now},
+        )
+    command.upgrade(alembic_config(url), "head")
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT id, depth_blob_key FROM image_queries")).all()
+    assert [tuple(row) for row in stored] == [("iq_old", None)]
+    command.downgrade(alembic_config(url), "0002")
+    columns = {column["name"] for column in inspect(engine).get_columns("image_queries")}
+    engine.dispose()
+    assert "depth_blob_key" not in columns and "image_blob_key" in columns
 
 
 def test_first_start_generates_and_prints_a_token_once(tmp_path: Path, capsys, make_api) -> None:

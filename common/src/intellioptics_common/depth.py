@@ -163,3 +163,64 @@ def encode_depth_png(depth_mm: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(np.rint(depth_mm), 0, 65535).astype(np.uint16)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def depth_media_type(data: bytes) -> str:
+    """The media type of depth bytes as sent: ``application/x-npy`` or ``image/png``."""
+    return "application/x-npy" if _is_npy(data) else "image/png"
+
+
+# Turbo (Google's rainbow map, perceptually ordered) at nine stops; blue is far, red is near.
+_TURBO = np.array(
+    [
+        (48, 18, 59),
+        (70, 107, 227),
+        (40, 187, 236),
+        (49, 242, 153),
+        (162, 252, 60),
+        (237, 208, 58),
+        (251, 128, 34),
+        (208, 47, 5),
+        (122, 4, 3),
+    ],
+    dtype=np.float64,
+)
+
+
+def relief(depth_mm: np.ndarray) -> np.ndarray:
+    """Height above the plane fitted to the readings, in mm (0 where there is no reading).
+
+    A dent of a millimetre on a part tilted by a centimetre is invisible in raw distance;
+    against the part's own plane it is the most visible thing in the frame."""
+    valid = depth_mm > 0
+    height, width = depth_mm.shape
+    step = max(1, int(np.ceil(max(height, width) / 128)))  # the plane needs few points
+    ys, xs = np.nonzero(valid[::step, ::step])
+    values = depth_mm[::step, ::step][ys, xs].astype(np.float64)
+    design = np.column_stack([xs * step, ys * step, np.ones_like(values)])
+    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+    grid_y, grid_x = np.mgrid[0:height, 0:width]
+    plane = coefficients[0] * grid_x + coefficients[1] * grid_y + coefficients[2]
+    return np.where(valid, plane - depth_mm, 0.0)  # positive: nearer the camera than the plane
+
+
+# Relief within this many mm of the plane is not stretched further: sensor noise stays calm.
+MIN_RELIEF_SPAN_MM = 0.5
+
+
+def colour_png(depth_mm: np.ndarray) -> bytes:
+    """A false-colour PNG of a depth map for people: :func:`relief` on the turbo map, green
+    on the part's plane, towards blue where recessed (a dent) and red where raised, scaled
+    to the 98th percentile of the relief (at least ±0.5 mm); black where the camera had no
+    reading. Same size as the map."""
+    valid = depth_mm > 0
+    height = relief(depth_mm)
+    readings = np.abs(height[valid])
+    span = max(float(np.percentile(readings, 98)) if readings.size else 0.0, MIN_RELIEF_SPAN_MM)
+    # 0.1-0.9 of the map: its two ends are near black, which reads as "no reading".
+    position = (0.5 + 0.4 * np.clip(height / span, -1.0, 1.0)) * (len(_TURBO) - 1)
+    rgb = np.stack([np.interp(position, np.arange(len(_TURBO)), _TURBO[:, channel]) for channel in range(3)], axis=-1)
+    rgb[~valid] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(rgb).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -252,15 +252,13 @@ def _trial_main(argv: list[str]) -> int:
     path, height, width, cap = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     import numpy as np
-    import onnxruntime as ort
+
+    from intellioptics_common.runtime import RuntimeOptions
 
     stage = "load"
     try:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 4
-        session = ort.InferenceSession(Path(path).read_bytes(), options, providers=["CPUExecutionProvider"])
+        # One thread: the trial measures the model's own memory, not a thread pool's.
+        session = RuntimeOptions(intra_op_threads=1, inter_op_threads=1).session(Path(path).read_bytes(), "trial")
         stage = "run"
         feeds = {}
         for spec in session.get_inputs():

@@ -207,12 +207,12 @@ class DetectorModel(ABC):
     def fused(self) -> bool:
         return False
 
-    def predict(self, image: bytes, limits: ImageLimits, depth: bytes | None = None) -> Answer:
+    def predict(self, image: bytes, limits: ImageLimits, depth: bytes | np.ndarray | None = None) -> Answer:
         prepared = self.pre_process(image, limits, depth)
         outputs = self.forward(prepared)
         return self.post_process(prepared, outputs)
 
-    def pre_process(self, image: bytes, limits: ImageLimits, depth: bytes | None = None) -> PreparedImage:
+    def pre_process(self, image: bytes, limits: ImageLimits, depth: bytes | np.ndarray | None = None) -> PreparedImage:
         """``depth`` is required by a depth model and ignored by the others (the edge's
         rule stage may have used it)."""
         if self.depth_spec is not None and depth is None:

@@ -20,7 +20,7 @@ from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy
 from intellioptics_edge.outbox_store import Outbox
 from intellioptics_edge.reporting import HourlyCounters
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, OutboxKind
+from intellioptics_edge.store import EdgeDatabase, OutboxEntry, OutboxKind, QueryStore
 
 from .conftest import jpeg
 
@@ -466,3 +466,37 @@ def test_caller_metadata_that_would_pass_the_cloud_limit_is_left_out(outbox: Out
     metadata = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     assert "notes" not in metadata and metadata["caller_metadata_omitted"] is True
     assert metadata["edge_result"]["label"] == "YES"  # the edge's report always arrives
+
+
+def _escalate_with_depth(store: QueryStore, name: str, depth: bytes) -> None:
+    entry = OutboxEntry(OutboxKind.ESCALATION, ANSWER, {"escalation_reason": "low_confidence"})
+    assert store.save(
+        image_query_id=name, detector_id=DETECTOR, done_processing=False, body="{}", image=jpeg(90),
+        content_type="image/jpeg", outbox=[entry], depth=depth,
+    )  # fmt: skip
+
+
+def test_a_depth_map_travels_with_its_image_and_a_lost_one_does_not_hold_the_image(tmp_path: Path) -> None:
+    database = EdgeDatabase(tmp_path / "edge.sqlite3")
+    outbox, store = Outbox(database), QueryStore(database, max_queries=100, max_age_s=3600)
+    npy_bytes = b"\x93NUMPY" + b"\x00" * 40
+    _escalate_with_depth(store, "iq_depth", npy_bytes)
+    _escalate_with_depth(store, "iq_lost", b"\x89PNG depth")
+    (database.images_dir / "iq_lost-depth").unlink()  # a disk fault took the depth file
+    cloud, clock = FakeCloud(), Clock()
+    deliveries = asyncio.run(make_sender(outbox, cloud, clock).run_once())
+    assert sorted(d.outcome for d in deliveries) == ["delivered", "delivered"]
+    sent = {request.url.params["image_query_id"]: request for request in cloud.requests}
+    multipart = sent["iq_depth"]
+    assert multipart.headers["content-type"].startswith("multipart/form-data")
+    assert b'name="depth"' in multipart.content and npy_bytes in multipart.content
+    assert b"application/x-npy" in multipart.content and b'name="image"' in multipart.content
+    assert sent["iq_lost"].headers["content-type"] == "image/jpeg"  # the image alone, not a dead letter
+
+    batch = BatchCloud()
+    _escalate_with_depth(store, "iq_batch_a", npy_bytes)
+    _escalate_with_depth(store, "iq_batch_b", b"\x89PNG depth")
+    assert [d.outcome for d in asyncio.run(_batch_sender(outbox, batch, clock).run_once())] == ["delivered"] * 2
+    items = {item["image_query_id"]: item for item in json.loads(batch.requests[0].content)["items"]}
+    assert base64.b64decode(items["iq_batch_a"]["depth"]) == npy_bytes
+    assert base64.b64decode(items["iq_batch_b"]["depth"]) == b"\x89PNG depth"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from intellioptics_common.errors import ImageDecodeError, InvalidInputError
-from intellioptics_edge.rgbd import form_parts, image_content_type, is_multipart, rgbd_json
+from intellioptics_common.rgbd import form_parts, image_content_type, is_multipart, rgbd_json
 
 from .conftest import DET_BINARY, TOKEN, MakeEdge, base_config, jpeg
 

@@ -63,3 +63,32 @@ def test_a_duplicate_id_is_refused_without_touching_the_first_image(tmp_path: Pa
         image_query_id="iq_same", detector_id="d", done_processing=True, body="{}", image=b"other", content_type="x"
     )
     assert store.image("iq_same").data == b"iq_same"
+
+
+def test_a_depth_map_is_kept_for_the_outbox_only_and_goes_with_its_image(tmp_path: Path) -> None:
+    database = EdgeDatabase(tmp_path / "edge.sqlite3")
+    store = QueryStore(database, max_queries=1, max_age_s=3600)
+    entry = OutboxEntry(OutboxKind.ESCALATION, {"label": "YES"}, {"metadata": None})
+    for name, outbox in [("iq_escalated", [entry]), ("iq_answered", None)]:
+        assert store.save(
+            image_query_id=name,
+            detector_id="det_x",
+            done_processing=outbox is None,
+            body="{}",
+            image=b"pixels",
+            content_type="image/png",
+            outbox=outbox,
+            depth=b"depth of " + name.encode(),
+        )
+    assert not (database.images_dir / "iq_answered-depth").exists()  # nobody would read it
+    database.close()
+
+    database = EdgeDatabase(tmp_path / "edge.sqlite3")  # a restart: the pending depth is no orphan
+    outbox = Outbox(database)
+    (item,) = outbox.pending(now=1e12)
+    assert outbox.depth(item) == b"depth of iq_escalated"
+    assert outbox.summary().pending_bytes == len(b"pixels") + len(b"depth of iq_escalated")
+    outbox.mark_delivered(item.seq)
+    outbox.forget_finished(older_than=1e12)
+    QueryStore(database, max_queries=0, max_age_s=3600).prune()
+    assert sorted(path.name for path in database.images_dir.iterdir()) == []

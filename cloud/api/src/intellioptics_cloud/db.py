@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Update, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -89,3 +90,8 @@ def run_migrations(engine: Engine) -> None:
     with _sqlite_file_lock(engine), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def rows_changed(session: Session, statement: Update) -> int:
+    """Run an UPDATE and say how many rows it changed: what a compare-and-set guard reads."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount

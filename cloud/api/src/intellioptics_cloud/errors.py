@@ -8,6 +8,7 @@ Hierarchy (on top of :mod:`intellioptics_common.errors`)::
     ├── AuthenticationError      401  (common) missing or unknown token
     ├── PermissionDeniedError    403  (common) role does not allow the call
     ├── NotFoundError            404  (common) also for another account's objects
+    │   └── NoDepthError         404  the image query came without a depth map
     ├── ConflictError            409  (common)
     │   ├── DuplicateNameError   409  detector/group name already used
     │   ├── ClaimError           409  review claim missing or expired
@@ -52,6 +53,7 @@ __all__ = [
     "ImageQueryIdTakenError",
     "IntelliOpticsError",
     "InvalidInputError",
+    "NoDepthError",
     "NotFoundError",
     "PermissionDeniedError",
     "ServiceUnavailableError",
@@ -92,6 +94,10 @@ class DetectorOffError(ConflictError):
 
 class ImageQueryIdTakenError(ConflictError):
     code = "image_query_id_taken"
+
+
+class NoDepthError(NotFoundError):
+    code = "no_depth"
 
 
 def _body(status: int, detail: str, code: str, request: Request, errors: list | None = None) -> JSONResponse:

@@ -13,6 +13,9 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# Literal column types: SQLAlchemy reads these annotations when it maps the classes.
+from intellioptics_cloud.schemas import JobStatus, JobTrigger, PromotionPolicy, ReviewStatus, RoleName, VersionStatus
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime
@@ -81,7 +84,7 @@ class ApiTokenRow(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
-    role: Mapped[str] = mapped_column(String(20))
+    role: Mapped[RoleName] = mapped_column(String(20))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     snippet: Mapped[str] = mapped_column(String(20), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -114,7 +117,7 @@ class DetectorRow(Base):
     escalation_type: Mapped[str] = mapped_column(String(30), default="STANDARD")
     pipeline_config: Mapped[str | None] = mapped_column(String(100))
     retrain_every_n_labels: Mapped[int | None]
-    promotion_policy: Mapped[str] = mapped_column(String(10), default="auto")
+    promotion_policy: Mapped[PromotionPolicy] = mapped_column(String(10), default="auto")
     active_model_version: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -139,6 +142,8 @@ class ImageQueryRow(Base):
     image_blob_key: Mapped[str] = mapped_column(String(300))
     image_sha256: Mapped[str] = mapped_column(String(64))
     image_content_type: Mapped[str] = mapped_column(String(40))
+    # The depth map as it was sent (16-bit PNG or float32 .npy, mm), beside the image; None: no depth.
+    depth_blob_key: Mapped[str | None] = mapped_column(String(300))
     from_edge: Mapped[bool] = mapped_column(Boolean, default=False)
     escalation_reason: Mapped[str | None] = mapped_column(String(40))
     edge_result: Mapped[dict[str, Any] | None]
@@ -167,7 +172,7 @@ class ReviewItemRow(Base):
     detector_id: Mapped[str] = mapped_column(ForeignKey("detectors.id", ondelete="CASCADE"), index=True)
     image_query_id: Mapped[str] = mapped_column(ForeignKey("image_queries.id", ondelete="CASCADE"), unique=True)
     reason: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(10), default="pending")
+    status: Mapped[ReviewStatus] = mapped_column(String(10), default="pending")
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_by_name: Mapped[str | None] = mapped_column(String(100))
     claim_expires_at: Mapped[datetime | None]
@@ -187,7 +192,7 @@ class ModelVersionRow(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     detector_id: Mapped[str] = mapped_column(ForeignKey("detectors.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(10), default="candidate")
+    status: Mapped[VersionStatus] = mapped_column(String(10), default="candidate")
     trainer: Mapped[str] = mapped_column(String(40))
     metrics: Mapped[dict[str, Any]]
     training_set_size: Mapped[int] = mapped_column(Integer, default=0)
@@ -237,8 +242,8 @@ class TrainingJobRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     detector_id: Mapped[str] = mapped_column(ForeignKey("detectors.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(12), default="queued")
-    trigger: Mapped[str] = mapped_column(String(10), default="manual")
+    status: Mapped[JobStatus] = mapped_column(String(12), default="queued")
+    trigger: Mapped[JobTrigger] = mapped_column(String(10), default="manual")
     trainer: Mapped[str] = mapped_column(String(20), default="auto")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     eta_s: Mapped[float | None] = mapped_column(Float)

@@ -152,14 +152,17 @@ class EdgeLearning(WireModel):
     buckets: list[EdgeLearningBucket]
 
 
+PromotionPolicy = Literal["auto", "manual"]
+
+
 class DetectorSettings(StrictRequest):
     retrain_every_n_labels: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    promotion_policy: Literal["auto", "manual"] | None = None
+    promotion_policy: PromotionPolicy | None = None
 
 
 class DetectorSettingsOut(WireModel):
     retrain_every_n_labels: int | None
-    promotion_policy: Literal["auto", "manual"]
+    promotion_policy: PromotionPolicy
 
 
 class DatasetExample(WireModel):
@@ -169,6 +172,8 @@ class DatasetExample(WireModel):
     created_at: datetime
     image_url: str
     rois: list[dict[str, Any]] | None = None  # a COUNT / BOUNDING_BOX label's boxes (image fractions)
+    # The depth map sent with the image, as sent (GET it for the bytes); None: the image has none.
+    depth_url: str | None = None
 
 
 # --- model registry -----------------------------------------------------------------
@@ -180,11 +185,14 @@ class Decision(WireModel):
     at: datetime
 
 
+VersionStatus = Literal["candidate", "active", "retired"]
+
+
 class ModelVersion(WireModel):
     id: str
     detector_id: str
     version: int
-    status: Literal["candidate", "active", "retired"]
+    status: VersionStatus
     trainer: str
     created_at: datetime
     metrics: dict[str, Any]
@@ -276,6 +284,7 @@ class EdgeMetricsReport(StrictRequest):
 # --- training jobs ------------------------------------------------------------------
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobTrigger = Literal["manual", "labels", "schedule"]
 
 
 class EpochMetrics(WireModel):
@@ -296,7 +305,7 @@ class TrainingJob(WireModel):
     id: str
     detector_id: str
     status: JobStatus
-    trigger: Literal["manual", "labels", "schedule"]
+    trigger: JobTrigger
     trainer: str
     progress: float
     eta_s: float | None

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from intellioptics_cloud.db import rows_changed
 from intellioptics_cloud.models import QueueMessageRow, utcnow
 
 
@@ -64,14 +65,15 @@ class DatabaseWorkQueue:
                 if row is None:
                     session.rollback()
                     return None
-                taken = session.execute(
+                taken = rows_changed(
+                    session,
                     update(QueueMessageRow)
                     .where(QueueMessageRow.id == row.id, QueueMessageRow.available_at == row.available_at)
                     .values(available_at=now + timedelta(seconds=lock_s), attempts=QueueMessageRow.attempts + 1)
-                    .execution_options(synchronize_session=False)
+                    .execution_options(synchronize_session=False),
                 )
                 session.commit()
-                if taken.rowcount == 1:
+                if taken == 1:
                     return QueueMessage(str(row.id), topic, dict(row.body), row.attempts + 1)
             return None
 

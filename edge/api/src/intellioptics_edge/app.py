@@ -94,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(request, 503, "The edge's local database is unavailable; retry shortly.", "storage_unavailable")
 
     @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected_error(request: Request, _exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(request, 500, "Internal error in the edge API; see its log.", "internal_error")
 

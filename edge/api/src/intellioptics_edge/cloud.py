@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from intellioptics_common.depth import depth_media_type
 from intellioptics_common.ratelimit import CALLER_HEADER, VOUCHER_HEADER, TooManyFailedAttemptsError
 from intellioptics_common.schemas import Detector, Me
 
@@ -76,22 +77,25 @@ class CloudClient:
             raise CloudUnreachable("unreadable detector answer") from exc
 
     async def submit_image_query(
-        self, params: dict[str, str], image: bytes, content_type: str, token: str
+        self, params: dict[str, str], image: bytes, content_type: str, token: str, *, depth: bytes | None = None
     ) -> CloudResponse:
-        response = await self._request(
-            "POST",
-            "/device-api/v1/image-queries",
-            token,
-            params=params,
-            content=image,
-            headers={"content-type": content_type},
-        )
+        """The query as the camera sent it: the raw image, or multipart ``image`` + ``depth``."""
+        if depth is None:
+            body: dict[str, Any] = {"content": image, "headers": {"content-type": content_type}}
+        else:
+            body = {"files": depth_parts(image, content_type, depth)}
+        response = await self._request("POST", "/device-api/v1/image-queries", token, params=params, **body)
         return _as_cloud_response(response)
 
     async def get_image_query(self, image_query_id: str, token: str, timeout_s: float | None = None) -> CloudResponse:
         extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
         path = f"/device-api/v1/image-queries/{image_query_id}"
         return _as_cloud_response(await self._request("GET", path, token, **extra))
+
+
+def depth_parts(image: bytes, content_type: str, depth: bytes) -> dict[str, tuple[str, bytes, str]]:
+    """The multipart parts ``image`` and ``depth`` of an image query with its depth map."""
+    return {"image": ("image", image, content_type), "depth": ("depth", depth, depth_media_type(depth))}
 
 
 def _as_cloud_response(response: httpx.Response) -> CloudResponse:

@@ -31,6 +31,13 @@ Why it is shaped this way:
   next pass, so it never overtakes. A cloud without the batch route (404/405) is sent
   one item per request from then on. One request per item, one at a time, capped the
   outbox at ~12 items/s (docs/reliability.md has the figures now).
+- **Depth travels as it came.** An item of a query sent with a depth map carries the
+  map's bytes as the camera sent them (16-bit PNG or float32 ``.npy``, already checked
+  by the edge): a multipart ``depth`` part beside ``image``, or ``depth`` (base64) in a
+  batch item. Not re-encoded as a 16-bit PNG: whole millimetres would round away the
+  0.5-1.5 mm dents the depth models are trained to find, and the edge's hot path would
+  pay an encode per escalation. Should the depth file be gone (a disk fault) the image is
+  sent alone and the loss logged: a person can still label it.
 - **A full disk stalls, visibly.** When marking an item fails for lack of space the pass
   stops and the sender waits with the backoff (not every second); the database's
   ``disk_full`` state is what ``/status`` shows, cleared by the next write that works.
@@ -57,6 +64,7 @@ import anyio
 import httpx
 
 from intellioptics_common.schemas import MAX_METADATA_BYTES, EdgeResultReport
+from intellioptics_edge.cloud import depth_parts
 from intellioptics_edge.outbox_store import Outbox, OutboxSummary
 from intellioptics_edge.store import OutboxItem, is_disk_full
 
@@ -259,57 +267,56 @@ class OutboxSender:
             logger.error("outbox: cannot record what the cloud answered, the edge disk is full")
             return [Delivery(item.seq, item.image_query_id, "stalled", self.last_error) for item in chunk]
 
+    def _files(self, item: OutboxItem) -> tuple[bytes | None, bytes | None]:
+        """The item's image and depth map (None: it has none, or its file is gone)."""
+        image, depth = self._outbox.image(item), self._outbox.depth(item)
+        if image is not None and item.depth_ref is not None and depth is None:
+            logger.error("outbox %s: the depth file is missing; the image goes alone", item.image_query_id)
+        return image, depth
+
     async def _attempt_batch(self, chunk: list[OutboxItem]) -> list[Delivery]:
-        images = await anyio.to_thread.run_sync(lambda: [self._outbox.image(item) for item in chunk])
+        files = await anyio.to_thread.run_sync(lambda: [self._files(item) for item in chunk])
         deliveries = []
-        sendable: list[tuple[OutboxItem, bytes]] = []
-        for item, image in zip(chunk, images, strict=True):
+        sendable: list[tuple[OutboxItem, bytes, bytes | None]] = []
+        for item, (image, depth) in zip(chunk, files, strict=True):
             if image is None:
                 deliveries.append(
                     await self._dead(item, "the image file is missing; nothing can be sent", "image_missing")
                 )
             else:
-                sendable.append((item, image))
-        if sum(len(image) for _, image in sendable) > MAX_REQUEST_BYTES and len(sendable) > 1:
+                sendable.append((item, image, depth))
+        size = sum(len(image) + len(depth or b"") for _, image, depth in sendable)
+        if size > MAX_REQUEST_BYTES and len(sendable) > 1:
             half = len(sendable) // 2
             for part in (sendable[:half], sendable[half:]):
-                deliveries += await self._attempt_batch([item for item, _ in part])
+                deliveries += await self._attempt_batch([item for item, _, _ in part])
             return deliveries
         if not sendable:
             return deliveries
         edge_id = self._edge_id()
-        body = {
-            "items": [
-                {
-                    **escalation_params(item, edge_id),
-                    "content_type": item.content_type,
-                    "image": base64.b64encode(image).decode(),
-                }
-                for item, image in sendable
-            ]
-        }
+        body = {"items": [_batch_item(item, image, depth, edge_id) for item, image, depth in sendable]}
         try:
             response = await self._client.post(
                 "/v1/image-queries/batch", json=body, headers={"x-api-token": self._token}
             )
         except httpx.HTTPError as exc:
             return deliveries + [
-                await self._retry(item, f"unreachable: {type(exc).__name__}: {exc}") for item, _ in sendable
+                await self._retry(item, f"unreachable: {type(exc).__name__}: {exc}") for item, _, _ in sendable
             ]
         if response.status_code in (404, 405):
             logger.warning("the cloud has no batch route (HTTP %d): one item per request", response.status_code)
             self._items_per_request = 1
-            return deliveries + [await self._attempt(item) for item, _ in sendable]
+            return deliveries + [await self._attempt(item) for item, _, _ in sendable]
         if response.status_code != 200:
             code, message = _error_detail(response)
-            for item, _ in sendable:
+            for item, _, _ in sendable:
                 deliveries.append(
                     await self._refused(item, response.status_code, code, message, response.headers.get("retry-after"))
                 )
             return deliveries
         answers = {r.get("image_query_id"): r for r in response.json().get("results", []) if isinstance(r, dict)}
         delivered = []
-        for item, _ in sendable:
+        for item, _, _ in sendable:
             answer = answers.get(item.image_query_id)
             if answer is None:
                 deliveries.append(await self._retry(item, "the cloud's batch answer left this item out"))
@@ -326,16 +333,25 @@ class OutboxSender:
         return deliveries + [Delivery(item.seq, item.image_query_id, "delivered") for item in delivered]
 
     async def _attempt(self, item: OutboxItem) -> Delivery:
-        image = await anyio.to_thread.run_sync(self._outbox.image, item)
+        image, depth = await anyio.to_thread.run_sync(self._files, item)
         if image is None:
             return await self._dead(item, "the image file is missing; nothing can be sent", "image_missing")
+        params = escalation_params(item, self._edge_id())
         try:
-            response = await self._client.post(
-                "/v1/image-queries",
-                params=escalation_params(item, self._edge_id()),
-                content=image,
-                headers={"content-type": item.content_type, "x-api-token": self._token},
-            )
+            if depth is None:
+                response = await self._client.post(
+                    "/v1/image-queries",
+                    params=params,
+                    content=image,
+                    headers={"content-type": item.content_type, "x-api-token": self._token},
+                )
+            else:  # the multipart body the cloud takes as the edge does (intellioptics_common.rgbd)
+                response = await self._client.post(
+                    "/v1/image-queries",
+                    params=params,
+                    files=depth_parts(image, item.content_type, depth),
+                    headers={"x-api-token": self._token},
+                )
         except httpx.HTTPError as exc:
             return await self._retry(item, f"unreachable: {type(exc).__name__}: {exc}")
         if response.status_code in (200, 201):
@@ -369,6 +385,17 @@ class OutboxSender:
             "outbox %s %s parked as a dead letter (%s): %s", item.kind.value, item.image_query_id, reason, detail
         )
         return Delivery(item.seq, item.image_query_id, "dead", detail)
+
+
+def _batch_item(item: OutboxItem, image: bytes, depth: bytes | None, edge_id: str | None) -> dict[str, str]:
+    entry = {
+        **escalation_params(item, edge_id),
+        "content_type": item.content_type,
+        "image": base64.b64encode(image).decode(),
+    }
+    if depth is not None:
+        entry["depth"] = base64.b64encode(depth).decode()
+    return entry
 
 
 def _error_detail(response: httpx.Response) -> tuple[str | None, str]:

@@ -66,7 +66,8 @@ class OutboxSummary:
 
 
 _ITEM_COLUMNS = (
-    "seq, kind, image_query_id, detector_id, image_ref, content_type, edge_answer, metadata, created_at, attempts"
+    "seq, kind, image_query_id, detector_id, image_ref, content_type, edge_answer, metadata, created_at, attempts,"
+    " depth_ref"
 )
 _DEAD_COLUMNS = "image_query_id, kind, last_error, seq, detector_id, COALESCE(dead_reason, 'refused'), created_at, dead_at, attempts"
 
@@ -83,6 +84,7 @@ def _item(r: tuple) -> OutboxItem:
         metadata=None if r[7] is None else json.loads(r[7]),
         created_at=r[8],
         attempts=r[9],
+        depth_ref=r[10],
     )
 
 
@@ -91,6 +93,8 @@ class Outbox:
 
     ``image_ref`` names an image file of the store (read it with :meth:`image`); the file
     stays until the row is delivered (or discarded) and the answered query has aged out.
+    ``depth_ref``, when set, names the query's depth map beside it (:meth:`depth`), kept
+    the same way and delivered with the image.
     """
 
     def __init__(self, database: EdgeDatabase) -> None:
@@ -150,6 +154,10 @@ class Outbox:
 
     def image(self, item: OutboxItem) -> bytes | None:
         return self._db.read_image(item.image_ref)
+
+    def depth(self, item: OutboxItem) -> bytes | None:
+        """The item's depth map as sent (None: it has none, or its file is gone)."""
+        return None if item.depth_ref is None else self._db.read_image(item.depth_ref)
 
     def mark_delivered(self, *seqs: int) -> None:
         """Delivered, in one transaction however many (a batch of the sender)."""

@@ -35,8 +35,8 @@ gets the stored query instead of a second one.
 
 A depth map sent with the image is checked before anything else happens (400 when it is
 unusable), read by the rule stage and sent to the inference service with the image; a
-model trained with depth refuses an image without one (400 ``depth_required``). The
-cloud takes images only: what is forwarded or escalated carries no depth map.
+model trained with depth refuses an image without one (400 ``depth_required``). What is
+forwarded to the cloud or queued for it carries the depth map too, as it was sent.
 
 Every edge answer is stored with its image so that ``GET image-queries/{id}`` and
 ``/image`` work here, with ``metadata``, ``inspection_id`` and ``image_query_id`` kept.
@@ -63,7 +63,7 @@ from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.explanation import explain_edge_answer
 from intellioptics_common.ids import new_id
 from intellioptics_common.imaging import ImageLimits
-from intellioptics_common.results import result_payload
+from intellioptics_common.results import result_model, result_payload
 from intellioptics_common.schemas import (
     RESULT_TYPE_BY_MODE,
     SUPPORTED_MODES,
@@ -200,7 +200,10 @@ class ImageQueryService:
         depth_mm = None
         if request.depth is not None:
             depth_mm = await anyio.to_thread.run_sync(checked_depth, request.depth, (header.width, header.height))
-        if request.image_query_id and await anyio.to_thread.run_sync(self._store.get, request.image_query_id):
+        stored = (
+            await anyio.to_thread.run_sync(self._store.get, request.image_query_id) if request.image_query_id else None
+        )
+        if stored is not None:
             raise DuplicateImageQueryError(f"image_query_id {request.image_query_id} was already used on this edge.")
         if not request.image_query_id:
             # The id comes first, so whatever path the query takes (forwarded, retried by
@@ -369,7 +372,7 @@ class ImageQueryService:
         token = self._device_token if request.local_caller and self._device_token else request.token
         try:
             return await self._cloud.submit_image_query(
-                request.forward_params, request.image, request.content_type, token
+                request.forward_params, request.image, request.content_type, token, depth=request.depth
             )
         except CloudUnreachable as exc:
             logger.warning("cloud unreachable for detector %s: %s", request.detector_id, exc)
@@ -426,6 +429,7 @@ class ImageQueryService:
                 inspection_id=request.inspection_id,
                 outbox=outbox,
                 explanation=explanation.model_dump_json(),
+                depth=request.depth,
             )
         )
         if not saved:
@@ -565,8 +569,15 @@ def build_edge_image_query(
     confidence = min(max(result.confidence, 0.0), 1.0)
     label = normalize_binary_label(result.label).value if detector.mode is DetectorMode.BINARY else result.label
     found = result.detection
-    extra = {} if found is None else {"count": found.count, "greater_than_max": found.greater_than_max}
-    answer = result_payload(detector.mode.value, label, confidence, Source.ALGORITHM.value, True, **extra)
+    answer = result_payload(
+        detector.mode.value,
+        label,
+        confidence,
+        Source.ALGORITHM.value,
+        True,
+        count=None if found is None else found.count,
+        greater_than_max=found is not None and found.greater_than_max,
+    )
     anomaly = result.anomaly
     rois = anomaly.rois if anomaly is not None else found.rois if found is not None else None
     return EdgeImageQuery(
@@ -575,7 +586,7 @@ def build_edge_image_query(
         query=detector.query,
         detector_id=detector.id,
         result_type=RESULT_TYPE_BY_MODE[detector.mode],
-        result=answer,
+        result=result_model(answer),
         patience_time=patience_time,
         confidence_threshold=threshold,
         metadata=metadata,

@@ -8,7 +8,9 @@ a power cut may lose the last moments), while every outbox enqueue fsyncs its im
 commits with ``synchronous=FULL``: an escalation, once acknowledged, is never lost.
 Retention is bounded by count and age; the image of a pending outbox row is kept until
 the row is delivered, and that of a dead letter until it is re-sent and delivered or
-discarded (so a person can still re-send it).
+discarded (so a person can still re-send it). A query's depth map, when it came with
+one, is a second file beside its image (:func:`depth_name`), written only when the query
+goes to the outbox (the cloud is the only reader) and kept and removed with its image.
 
 A full disk is a state, not only an error: :attr:`EdgeDatabase.disk_full` is set by the
 first write that fails for lack of space and cleared by the next one that succeeds
@@ -97,6 +99,7 @@ _ADDED_COLUMNS = (
     ("outbox", "discarded_at", "REAL"),
     ("outbox", "discard_reason", "TEXT"),
     ("image_queries", "explanation", "TEXT"),  # JSON of intellioptics_common.explanation.Explanation
+    ("outbox", "depth_ref", "TEXT"),  # name of the depth file (depth_name); NULL: the query has none
 )
 # An item still to deliver; a dead letter (parked until a person re-sends or discards it).
 PENDING = "delivered_at IS NULL AND dead_at IS NULL"
@@ -106,6 +109,11 @@ _PRUNE_EVERY = 200
 # Below this, the data disk is reported full (an image and its rows need far less).
 MIN_FREE_BYTES = 1024 * 1024
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
+
+
+def depth_name(image_query_id: str) -> str:
+    """The file name of a query's depth map, beside its image."""
+    return f"{image_query_id}-depth"
 
 
 class OutboxKind(str, Enum):
@@ -149,6 +157,7 @@ class OutboxItem:
     metadata: dict[str, Any] | None
     created_at: float
     attempts: int
+    depth_ref: str | None = None  # name of the depth map's file (the bytes as sent), None: no depth
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,7 @@ class EdgeDatabase:
         Runs before the edge serves, so no write is in flight."""
         named = {row[0] for row in self.connection.execute("SELECT id FROM image_queries")}
         named |= {row[0] for row in self.connection.execute("SELECT image_ref FROM outbox")}
+        named |= {row[0] for row in self.connection.execute("SELECT depth_ref FROM outbox WHERE depth_ref IS NOT NULL")}
         for path in self.images_dir.iterdir():
             if path.name not in named:
                 path.unlink(missing_ok=True)
@@ -286,12 +296,13 @@ class EdgeDatabase:
                 connection.execute("PRAGMA synchronous=NORMAL")
 
     @contextlib.contextmanager
-    def image_removed_on_error(self, name: str):
-        """Around the write of the row that names image ``name``: no row, no file."""
+    def image_removed_on_error(self, *names: str):
+        """Around the write of the row that names the files ``names``: no row, no file."""
         try:
             yield
         except BaseException:
-            self.delete_image(name)
+            for name in names:
+                self.delete_image(name)
             raise
 
     def close(self) -> None:
@@ -310,10 +321,12 @@ def insert_outbox(
     metadata: dict[str, Any] | None,
     now: float,
     image_bytes: int = 0,
+    depth_ref: str | None = None,
 ) -> int:
+    """``image_bytes``: what the item holds on disk, image and depth map together (the outbox's bound)."""
     cursor = connection.execute(
         "INSERT INTO outbox (kind, image_query_id, detector_id, image_ref, content_type, edge_answer, metadata,"
-        " created_at, next_attempt_at, image_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, next_attempt_at, image_bytes, depth_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             OutboxKind(kind).value,
             image_query_id,
@@ -325,6 +338,7 @@ def insert_outbox(
             now,
             now,
             image_bytes,
+            depth_ref,
         ),
     )
     return int(cursor.lastrowid or 0)
@@ -351,46 +365,56 @@ class QueryStore:
         inspection_id: str | None = None,
         outbox: list[OutboxEntry] | None = None,
         explanation: str | None = None,
+        depth: bytes | None = None,
     ) -> bool:
         """Store a query and its image (and why it got its answer), with its outbox rows in
-        the same transaction.
+        the same transaction. ``depth`` (the depth map as sent) is kept for the outbox rows:
+        a query with none to deliver does not keep it.
 
         Returns False when the id is already taken (``image_query_id`` given twice).
         """
         durable = bool(outbox)
+        kept_depth = depth if outbox else None  # only the outbox (the cloud) reads it
+        depth_ref = None if kept_depth is None else depth_name(image_query_id)
+        size = len(image) + len(kept_depth or b"")
         now = time.time()
         with self._db.lock:
             taken = self._db.connection.execute("SELECT 1 FROM image_queries WHERE id = ?", (image_query_id,))
             if taken.fetchone() is not None:
                 return False
             self._db.write_image(image_query_id, image, durable=durable)
-            with self._db.image_removed_on_error(image_query_id), self._db.transaction(durable=durable) as connection:
-                connection.execute(
-                    "INSERT INTO image_queries (id, detector_id, created_at, done_processing, inspection_id,"
-                    " content_type, body, explanation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        image_query_id,
-                        detector_id,
-                        now,
-                        int(done_processing),
-                        inspection_id,
-                        content_type,
-                        body,
-                        explanation,
-                    ),
-                )
-                for entry in outbox or ():
-                    insert_outbox(
-                        connection,
-                        kind=entry.kind,
-                        image_query_id=image_query_id,
-                        detector_id=detector_id,
-                        content_type=content_type,
-                        edge_answer=entry.edge_answer,
-                        metadata=entry.metadata,
-                        now=now,
-                        image_bytes=len(image),
+            files = (image_query_id, depth_ref) if depth_ref else (image_query_id,)
+            with self._db.image_removed_on_error(*files):
+                if kept_depth is not None and depth_ref is not None:
+                    self._db.write_image(depth_ref, kept_depth, durable=True)
+                with self._db.transaction(durable=durable) as connection:
+                    connection.execute(
+                        "INSERT INTO image_queries (id, detector_id, created_at, done_processing, inspection_id,"
+                        " content_type, body, explanation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            image_query_id,
+                            detector_id,
+                            now,
+                            int(done_processing),
+                            inspection_id,
+                            content_type,
+                            body,
+                            explanation,
+                        ),
                     )
+                    for entry in outbox or ():
+                        insert_outbox(
+                            connection,
+                            kind=entry.kind,
+                            image_query_id=image_query_id,
+                            detector_id=detector_id,
+                            content_type=content_type,
+                            edge_answer=entry.edge_answer,
+                            metadata=entry.metadata,
+                            now=now,
+                            image_bytes=size,
+                            depth_ref=depth_ref,
+                        )
             self._writes += 1
             if self._writes % _PRUNE_EVERY == 0:
                 self._prune_locked(now)
@@ -468,3 +492,4 @@ class QueryStore:
             connection.executemany("DELETE FROM image_queries WHERE id = ?", [(name,) for name in doomed])
         for name in doomed:
             self._db.delete_image(name)
+            self._db.delete_image(depth_name(name))

@@ -18,7 +18,7 @@ from intellioptics_cloud.schemas import (
     EdgeLearningBucket,
 )
 from intellioptics_cloud.services import detectors, stats
-from intellioptics_cloud.services.wire import detector_out, image_url
+from intellioptics_cloud.services.wire import depth_url, detector_out, image_url
 from intellioptics_common.schemas import (
     Detector,
     DetectorCreate,
@@ -128,14 +128,15 @@ def edge_learning(
 def dataset(detector_id: str, principal: Worker, session: SessionDep) -> list[DatasetExample]:
     return [
         DatasetExample(
-            image_query_id=row.image_query_id,
-            label=row.label,
-            source=row.source,
-            created_at=row.created_at,
-            image_url=image_url(row.image_query_id),
-            rois=row.rois,
+            image_query_id=entry.label.image_query_id,
+            label=entry.label.label,
+            source=entry.label.source,
+            created_at=entry.label.created_at,
+            image_url=image_url(entry.label.image_query_id),
+            rois=entry.label.rois,
+            depth_url=depth_url(entry.label.image_query_id) if entry.has_depth else None,
         )
-        for row in stats.dataset(session, principal, detector_id)
+        for entry in stats.dataset(session, principal, detector_id)
     ]
 
 

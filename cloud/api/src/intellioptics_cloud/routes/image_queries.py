@@ -1,23 +1,43 @@
 """Image queries as the groundlight SDK sends them: raw image bytes in the body,
-everything else in the query string."""
+everything else in the query string. An image with its depth map comes as the edge
+takes it (:mod:`intellioptics_common.rgbd`): multipart parts ``image`` and ``depth`` on
+the same route, or the JSON form on ``POST image-queries/rgbd``."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
+from intellioptics_cloud.auth import Principal
 from intellioptics_cloud.deps import Reader, ResourcesDep, SessionDep, Submitter
+from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.routes.paging import page_links
 from intellioptics_cloud.services import image_queries
 from intellioptics_cloud.services.wire import decode_metadata, image_query_out
-from intellioptics_common.errors import ImageTooLargeError, IntelliOpticsError, InvalidInputError
+from intellioptics_common.depth import MAX_DEPTH_BYTES
+from intellioptics_common.errors import (
+    ImageTooLargeError,
+    IntelliOpticsError,
+    InvalidInputError,
+    UnsupportedMediaTypeError,
+)
+from intellioptics_common.rgbd import PARTS, RgbdBody, form_parts, is_multipart, rgbd_json
 from intellioptics_common.schemas import HumanReview, ImageQuery, Page, StrictRequest
 
 router = APIRouter(tags=["image-queries"])
+
+# Room for the multipart boundaries and part headers around the image and the depth map.
+_FORM_SLACK = 64 * 1024
+_DEPTH_DOC = "The depth map of the same frame: a 16-bit PNG or a float32 .npy, in mm (0 = no reading)"
 
 
 async def _read_limited(request: Request, limit: int, what: str) -> bytes:
@@ -33,29 +53,75 @@ async def _read_limited(request: Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def raw_image(request: Request, _caller: Submitter) -> bytes:
-    """Read the body, refusing it as soon as it passes the size limit.
+async def raw_image(request: Request, _caller: Submitter) -> RgbdBody:
+    """Read the body (the raw image, or multipart ``image`` + ``depth``), refusing it as
+    soon as it passes the size limit.
 
     It depends on the caller so that a missing or wrong token (and a client the
     failed-token limiter blocks) is answered before a byte of the body is read: an
     unauthenticated client must not make the server take in up to the limit.
     """
-    return await _read_limited(request, request.app.state.resources.settings.max_image_bytes, "image")
+    limit = request.app.state.resources.settings.max_image_bytes
+    declared = request.headers.get("content-type")
+    if not is_multipart(declared):
+        return RgbdBody(await _read_limited(request, limit, "image"), declared or "", None)
+    body = await _read_limited(request, limit + MAX_DEPTH_BYTES + _FORM_SLACK, "multipart body")
+    return await _form_parts(request, body)
 
 
-@router.post(
-    "/image-queries",
-    response_model=ImageQuery,
-    status_code=status.HTTP_201_CREATED,
-    openapi_extra={"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}},
-)
-def submit_image_query(
-    request: Request,
-    response: Response,
-    image: Annotated[bytes, Depends(raw_image)],
-    principal: Submitter,
-    session: SessionDep,
-    resources: ResourcesDep,
+class _InMemoryParser(MultiPartParser):
+    # The body is already in memory (read within the limit): its parts stay there too.
+    spool_max_size = MAX_DEPTH_BYTES
+
+
+async def _form_parts(request: Request, body: bytes) -> RgbdBody:
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = _InMemoryParser(request.headers, chunks(), max_files=len(PARTS), max_fields=len(PARTS))
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidInputError(
+            f"The multipart body could not be read ({exc}); send file parts `image` and `depth`."
+        ) from exc
+    try:
+        items = [
+            (name, await value.read(), value.content_type) if isinstance(value, UploadFile) else (name, None, None)
+            for name, value in form.multi_items()
+        ]
+    finally:
+        await form.close()
+    return form_parts(items)
+
+
+async def rgbd_body(request: Request, _caller: Submitter) -> RgbdBody:
+    """``POST image-queries/rgbd``: the JSON form, read within the limit once the caller is known."""
+    declared = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if declared != "application/json":
+        raise UnsupportedMediaTypeError(
+            f'Content-Type must be application/json (got {declared or "none"}); send {{"rgb_base64": "…", '
+            '"depth_base64": "…"}, or the image and depth as multipart parts to POST image-queries.'
+        )
+    limit = request.app.state.resources.settings.max_image_bytes
+    body = await _read_limited(request, (limit + MAX_DEPTH_BYTES) * 4 // 3 + _FORM_SLACK, "RGB + depth body")
+    return rgbd_json(body, limit)
+
+
+@dataclass(frozen=True)
+class SubmitParams:
+    """The query string of ``POST image-queries`` (the SDK's parameters)."""
+
+    detector_id: str
+    confidence_threshold: float | None
+    patience_time: float | None
+    human_review: HumanReview | None
+    metadata: str | None
+    inspection_id: str | None
+    image_query_id: str | None
+
+
+def submit_params(
     detector_id: Annotated[str, Query(min_length=1, max_length=64)],
     confidence_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
     patience_time: Annotated[float | None, Query(ge=0.0, le=3600.0)] = None,
@@ -64,27 +130,104 @@ def submit_image_query(
     metadata: Annotated[str | None, Query(max_length=1400)] = None,
     inspection_id: Annotated[str | None, Query(max_length=100)] = None,
     image_query_id: Annotated[str | None, Query(max_length=100)] = None,
-) -> ImageQuery:
+) -> SubmitParams:
     # want_async changes nothing here: the answer (model or placeholder) is immediate.
+    return SubmitParams(
+        detector_id, confidence_threshold, patience_time, human_review, metadata, inspection_id, image_query_id
+    )
+
+
+def _submit(
+    response: Response,
+    body: RgbdBody,
+    params: SubmitParams,
+    principal: Principal,
+    session: Session,
+    resources: Resources,
+) -> ImageQuery:
     submitted = image_queries.submit(
         resources,
         session,
         principal,
         image_queries.SubmitRequest(
-            detector_id=detector_id,
-            image=image,
-            content_type=request.headers.get("content-type"),
-            confidence_threshold=confidence_threshold,
-            patience_time=patience_time,
-            human_review=human_review.value if human_review else None,
-            metadata=decode_metadata(metadata),
-            inspection_id=inspection_id,
-            image_query_id=image_query_id,
+            detector_id=params.detector_id,
+            image=body.image,
+            content_type=body.content_type or None,
+            confidence_threshold=params.confidence_threshold,
+            patience_time=params.patience_time,
+            human_review=params.human_review.value if params.human_review else None,
+            metadata=decode_metadata(params.metadata),
+            inspection_id=params.inspection_id,
+            image_query_id=params.image_query_id,
+            depth=body.depth,
         ),
     )
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return image_query_out(submitted.row)
+
+
+@router.post(
+    "/image-queries",
+    response_model=ImageQuery,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {"type": "string", "format": "binary"},
+                            "depth": {"type": "string", "format": "binary", "description": _DEPTH_DOC},
+                        },
+                    }
+                },
+            }
+        }
+    },
+)
+def submit_image_query(
+    response: Response,
+    body: Annotated[RgbdBody, Depends(raw_image)],
+    params: Annotated[SubmitParams, Depends(submit_params)],
+    principal: Submitter,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> ImageQuery:
+    return _submit(response, body, params, principal, session, resources)
+
+
+@router.post(
+    "/image-queries/rgbd",
+    response_model=ImageQuery,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["rgb_base64", "depth_base64"],
+                        "properties": {"rgb_base64": {"type": "string"}, "depth_base64": {"type": "string"}},
+                    }
+                }
+            }
+        }
+    },
+)
+def submit_rgbd_image_query(
+    response: Response,
+    body: Annotated[RgbdBody, Depends(rgbd_body)],
+    params: Annotated[SubmitParams, Depends(submit_params)],
+    principal: Submitter,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> ImageQuery:
+    """The design documents' JSON form of an image with its depth map (both base64)."""
+    return _submit(response, body, params, principal, session, resources)
 
 
 @router.get("/image-queries", response_model=Page[ImageQuery])
@@ -104,6 +247,25 @@ def list_image_queries(
 @router.get("/image-queries/{image_query_id}", response_model=ImageQuery)
 def get_image_query(image_query_id: str, principal: Reader, session: SessionDep) -> ImageQuery:
     return image_query_out(image_queries.get_image_query(session, principal, image_query_id))
+
+
+@router.get(
+    "/image-queries/{image_query_id}/depth",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "application/x-npy": {}}}, 404: {"description": "no depth map"}},
+)
+def get_depth(
+    image_query_id: str,
+    principal: Reader,
+    session: SessionDep,
+    resources: ResourcesDep,
+    view: Annotated[
+        str, Query(description="png: 16-bit PNG in mm; original: the bytes as sent; colour: false colour for people")
+    ] = "png",
+) -> Response:
+    """The depth map sent with the image (404 ``no_depth`` when it came without one)."""
+    data, media_type = image_queries.get_depth(resources, session, principal, image_query_id, view)
+    return Response(content=data, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
 
 
 @router.get(
@@ -129,6 +291,7 @@ class BatchItem(StrictRequest):
     image_query_id: str = Field(min_length=1, max_length=100)
     content_type: str = Field(min_length=1, max_length=100)
     image: str = Field(description="The image bytes, standard base64")
+    depth: str | None = Field(default=None, description="The depth map as sent (16-bit PNG or .npy, mm), base64")
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     patience_time: float | None = Field(default=None, ge=0.0, le=3600.0)
     human_review: HumanReview | None = None
@@ -169,6 +332,10 @@ def _submit_request(item: BatchItem) -> image_queries.SubmitRequest:
         image = base64.b64decode(item.image, validate=True)
     except binascii.Error:
         raise InvalidInputError("image must be standard base64 of the image bytes.") from None
+    try:
+        depth = None if item.depth is None else base64.b64decode(item.depth, validate=True)
+    except binascii.Error:
+        raise InvalidInputError("depth must be standard base64 of the depth map's bytes.") from None
     return image_queries.SubmitRequest(
         detector_id=item.detector_id,
         image=image,
@@ -179,6 +346,7 @@ def _submit_request(item: BatchItem) -> image_queries.SubmitRequest:
         metadata=decode_metadata(item.metadata),
         inspection_id=item.inspection_id,
         image_query_id=item.image_query_id,
+        depth=depth,
     )
 
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from intellioptics_cloud.deps import Admin, EdgeDevice, ModelReader, ModelWriter, Reader, ResourcesDep, SessionDep
 from intellioptics_cloud.models import ModelVersionRow
 from intellioptics_cloud.routes.paging import public_base_url
-from intellioptics_cloud.schemas import ModelCompare, ModelManifest, ModelVersion
+from intellioptics_cloud.schemas import Decision, ModelCompare, ModelManifest, ModelVersion
 from intellioptics_cloud.services import registry
 from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.jsonlimits import loads_limited
@@ -38,7 +38,7 @@ def version_out(row: ModelVersionRow) -> ModelVersion:
         training_set_size=row.training_set_size,
         class_counts=row.class_counts,
         dataset_image_query_ids=row.dataset_image_query_ids,
-        decision=row.decision,
+        decision=None if row.decision is None else Decision.model_validate(row.decision),
         primary_sha256=row.primary_sha256,
         oodd_sha256=row.oodd_sha256,
         primary_pipeline_config=row.primary_pipeline_config,

@@ -168,7 +168,10 @@ def update_settings(session: Session, principal: Principal, detector_id: str, ch
 def delete_detector(session: Session, principal: Principal, detector_id: str, blobs: BlobStore) -> None:
     """Delete the detector with its queries, labels and models; blobs go after the commit."""
     row = get_detector(session, principal, detector_id)
-    keys = list(session.scalars(select(ImageQueryRow.image_blob_key).where(ImageQueryRow.detector_id == row.id)))
+    stored = session.execute(
+        select(ImageQueryRow.image_blob_key, ImageQueryRow.depth_blob_key).where(ImageQueryRow.detector_id == row.id)
+    )
+    keys = [key for pair in stored for key in pair if key is not None]
     for model in session.scalars(select(ModelVersionRow).where(ModelVersionRow.detector_id == row.id)):
         keys.append(model.primary_blob_key)
         if model.oodd_blob_key:

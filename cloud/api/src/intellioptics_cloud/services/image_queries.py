@@ -3,6 +3,12 @@
 Escalations from edges arrive here too, with ``image_query_id`` set: a retry with the
 same id returns the stored query and never makes a second one. An edge's outbox sends
 them in batches (:func:`submit_batch`): the same checks per query, one commit per batch.
+
+A query may come with its depth map (:mod:`intellioptics_common.depth`): checked as the
+edge checks it, stored as it was sent beside the image (``<image key>-depth``, so
+sub-millimetre ``.npy`` readings stay what they were), fed to a depth model, and read
+back by :func:`get_depth`. A depth model refuses a query without depth (400
+``depth_required``), except an edge's escalation, which is stored for a person to label.
 """
 
 from __future__ import annotations
@@ -12,20 +18,24 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from intellioptics_cloud.auth import Principal
-from intellioptics_cloud.errors import DetectorOffError, ImageQueryIdTakenError
+from intellioptics_cloud.errors import DetectorOffError, ImageQueryIdTakenError, NoDepthError
 from intellioptics_cloud.inference import ModelRef
 from intellioptics_cloud.models import DetectorRow, ImageQueryRow, ModelVersionRow, ReviewItemRow, utcnow
 from intellioptics_cloud.resources import Resources
 from intellioptics_cloud.services.detectors import get_detector
 from intellioptics_common.anomaly import OVERLAY_KINDS, render_overlay
-from intellioptics_common.confidence import Prediction, is_confident
+from intellioptics_common.confidence import is_confident
+from intellioptics_common.depth import checked_depth, colour_png, depth_media_type, encode_depth_png, read_depth
 from intellioptics_common.errors import (
+    DepthMapError,
+    DepthRequiredError,
     ImageDecodeError,
     ImageTooLargeError,
     IntelliOpticsError,
@@ -55,6 +65,7 @@ class SubmitRequest:
     metadata: dict[str, Any] | None = None
     inspection_id: str | None = None
     image_query_id: str | None = None
+    depth: bytes | None = None  # the depth map as sent: 16-bit PNG or float32 .npy, mm
 
 
 @dataclass(frozen=True)
@@ -109,11 +120,16 @@ def active_model_refs(
     if model is None:
         return None
     primary = ModelRef(
-        model.primary_blob_key, model.primary_sha256, PipelineConfig.from_dict(model.primary_pipeline_config)
+        model.primary_blob_key,
+        model.primary_sha256,
+        PipelineConfig.from_dict(model.primary_pipeline_config),
+        detector.id,
+        model.version,
     )
     oodd = None
     if model.oodd_blob_key and model.oodd_sha256 and model.oodd_pipeline_config:
-        oodd = ModelRef(model.oodd_blob_key, model.oodd_sha256, PipelineConfig.from_dict(model.oodd_pipeline_config))
+        oodd_config = PipelineConfig.from_dict(model.oodd_pipeline_config)
+        oodd = ModelRef(model.oodd_blob_key, model.oodd_sha256, oodd_config, detector.id, model.version)
     return model, primary, oodd
 
 
@@ -129,30 +145,48 @@ def _edge_result(mode: str, escalation: EdgeEscalationMetadata) -> dict[str, Any
     return result_payload(mode, report.label, report.confidence, "EDGE", True)
 
 
-def _answer(resources: Resources, session: Session, detector: DetectorRow, image: bytes, threshold: float) -> Answer:
+def _answer(
+    resources: Resources,
+    session: Session,
+    detector: DetectorRow,
+    image: bytes,
+    threshold: float,
+    depth_mm: np.ndarray | None,
+    from_edge: bool,
+) -> Answer:
     refs = active_model_refs(session, detector)
     if refs is None:
         return Answer(None, False, None, "no_model")
     model, primary, oodd = refs
-    rois = None
+    if primary.pipeline.depth is not None and depth_mm is None:
+        if from_edge:  # an escalation is never lost: a person answers it
+            return Answer(None, False, None, "no_depth")
+        raise DepthRequiredError(
+            f"The model of detector {detector.id} was trained with depth and needs the depth map of every image: "
+            "send multipart/form-data with an `image` part and a `depth` part (a 16-bit PNG or a float32 .npy, "
+            "in mm)."
+        )
     try:
-        if primary.pipeline.model_kind == "detection":
-            found = resources.runner.detection(primary, oodd, image)
-            prediction = Prediction(found.label, 0, found.confidence, found.raw_confidence, None)
-            rois = found.rois()
-            extra = {"count": found.count, "greater_than_max": found.greater_than_max}
-        else:
-            prediction = resources.runner.predict(primary, oodd, image)
-            extra = {}
-    except (ImageDecodeError, ImageTooLargeError):
+        answered = resources.runner.answer(primary, oodd, image, depth_mm)
+    except (ImageDecodeError, ImageTooLargeError, DepthMapError):
         raise
     except Exception:  # a broken model must not lose the query: a person answers instead
         logger.exception("active model %s v%s failed on %s", detector.id, model.version, detector.name)
         return Answer(None, False, None, "model_error")
+    prediction, found = answered.prediction, answered.detection
+    rois = None if found is None else found.rois()
     label = prediction.label
     if detector.mode == DetectorMode.BINARY.value:
         label = label.upper()
-    result = result_payload(detector.mode, label, round(float(prediction.confidence), 6), "ALGORITHM", False, **extra)
+    result = result_payload(
+        detector.mode,
+        label,
+        round(float(prediction.confidence), 6),
+        "ALGORITHM",
+        False,
+        count=None if found is None else found.count,
+        greater_than_max=found is not None and found.greater_than_max,
+    )
     confident = is_confident(prediction.confidence, threshold)
     reason = None
     if not confident:
@@ -179,6 +213,12 @@ class _Staged:
     row: ImageQueryRow
     review: ReviewItemRow | None
     blob_key: str
+    depth_key: str | None = None
+
+    def delete_blobs(self, resources: Resources) -> None:
+        resources.blobs.delete(self.blob_key)
+        if self.depth_key is not None:
+            resources.blobs.delete(self.depth_key)
 
 
 def _stage(
@@ -206,8 +246,10 @@ def _stage(
         raise UnsupportedMediaTypeError("Send the raw image bytes with a Content-Type of image/jpeg, image/png, ...")
     # Refuses non-images (400) and oversize ones (413); only validates, so a small draft
     # keeps a 40-megapixel image from costing full-size copies here.
-    decode_image(request.image, resources.limits, draft_size=(64, 64))
+    decoded = decode_image(request.image, resources.limits, draft_size=(64, 64))
     fmt = sniff_format(request.image) or "JPEG"
+    # The edge's rules: readable, finite, with readings, the image's aspect ratio (400 otherwise).
+    depth_mm = None if request.depth is None else checked_depth(request.depth, decoded.original_size)
 
     metadata = request.metadata
     try:
@@ -218,7 +260,8 @@ def _stage(
 
     threshold = detector.confidence_threshold if request.confidence_threshold is None else request.confidence_threshold
     result_type = RESULT_TYPE_BY_MODE[DetectorMode(detector.mode)].value
-    answer = _answer(resources, session, detector, request.image, threshold)
+    from_edge = escalation.edge_result is not None or bool(escalation.is_from_edge)
+    answer = _answer(resources, session, detector, request.image, threshold, depth_mm, from_edge)
 
     human_review = request.human_review or "DEFAULT"
     # use_enum_values: the parsed reason is its plain string value.
@@ -235,6 +278,7 @@ def _stage(
 
     iq_id = request.image_query_id or new_id("iq")
     blob_key = f"images/{principal.account_id}/{detector.id}/{iq_id}-{secrets.token_hex(4)}"
+    depth_key = None if request.depth is None else f"{blob_key}-depth"
     row = ImageQueryRow(
         id=iq_id,
         account_id=principal.account_id,
@@ -253,7 +297,8 @@ def _stage(
         image_blob_key=blob_key,
         image_sha256=sha256_bytes(request.image),
         image_content_type=_CONTENT_TYPES[fmt],
-        from_edge=escalation.edge_result is not None or bool(escalation.is_from_edge),
+        depth_blob_key=depth_key,
+        from_edge=from_edge,
         escalation_reason=edge_reason,
         edge_result=escalation.edge_result.model_dump() if escalation.edge_result else None,
         model_version=answer.model_version,
@@ -271,7 +316,13 @@ def _stage(
             created_at=row.created_at,
         )
     resources.blobs.put(blob_key, request.image, _CONTENT_TYPES[fmt])
-    return _Staged(row, review, blob_key)
+    if request.depth is not None and depth_key is not None:
+        try:
+            resources.blobs.put(depth_key, request.depth, depth_media_type(request.depth))
+        except BaseException:
+            resources.blobs.delete(blob_key)
+            raise
+    return _Staged(row, review, blob_key, depth_key)
 
 
 def _add(session: Session, staged: _Staged) -> None:
@@ -291,7 +342,7 @@ def submit(resources: Resources, session: Session, principal: Principal, request
     except IntegrityError:
         # Two retries of one escalation raced: the other one won; answer with its query.
         session.rollback()
-        resources.blobs.delete(staged.blob_key)
+        staged.delete_blobs(resources)
         if request.image_query_id is not None:
             existing = _existing(session, principal, request.image_query_id)
             if existing is not None:
@@ -299,7 +350,7 @@ def submit(resources: Resources, session: Session, principal: Principal, request
         raise
     except BaseException:
         session.rollback()
-        resources.blobs.delete(staged.blob_key)
+        staged.delete_blobs(resources)
         raise
     return Submitted(staged.row, created=True)
 
@@ -347,12 +398,12 @@ def submit_batch(
     except IntegrityError:
         session.rollback()
         for staged in staged_all:
-            resources.blobs.delete(staged.blob_key)
+            staged.delete_blobs(resources)
         return [_one(resources, session, principal, request) for request in requests]
     except BaseException:
         session.rollback()
         for staged in staged_all:
-            resources.blobs.delete(staged.blob_key)
+            staged.delete_blobs(resources)
         raise
     return results
 
@@ -388,3 +439,29 @@ def get_overlay(resources: Resources, session: Session, principal: Principal, im
 def get_image(resources: Resources, session: Session, principal: Principal, image_query_id: str) -> tuple[bytes, str]:
     row = get_image_query(session, principal, image_query_id)
     return resources.blobs.get(row.image_blob_key), row.image_content_type
+
+
+DEPTH_VIEWS = ("png", "original", "colour")
+
+
+def get_depth(
+    resources: Resources, session: Session, principal: Principal, image_query_id: str, view: str
+) -> tuple[bytes, str]:
+    """The query's depth map: ``png`` a 16-bit PNG in whole mm, ``original`` the bytes as
+    sent (a ``.npy`` keeps its fractions of a mm: what the worker trains on), ``colour``
+    a false-colour PNG for people (:func:`~intellioptics_common.depth.colour_png`)."""
+    view = "colour" if view == "color" else view
+    if view not in DEPTH_VIEWS:
+        raise InvalidInputError(f"view must be one of {', '.join(DEPTH_VIEWS)}, not {view!r}.")
+    row = get_image_query(session, principal, image_query_id)
+    if row.depth_blob_key is None:
+        raise NoDepthError(
+            f"Image query {image_query_id} has no depth map: it was sent without one. Send the depth with the "
+            "image (multipart parts `image` and `depth`) to have it stored."
+        )
+    data = resources.blobs.get(row.depth_blob_key)
+    media_type = depth_media_type(data)
+    if view == "original" or (view == "png" and media_type == "image/png"):
+        return data, media_type
+    depth_mm = read_depth(data)
+    return (colour_png(depth_mm) if view == "colour" else encode_depth_png(depth_mm)), "image/png"

@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from intellioptics_cloud.auth import Principal
+from intellioptics_cloud.db import rows_changed
 from intellioptics_cloud.errors import ClaimError
 from intellioptics_cloud.models import DetectorRow, ImageQueryRow, LabelRow, ReviewItemRow, utcnow
 from intellioptics_cloud.services.image_queries import get_image_query
@@ -111,7 +112,8 @@ def claim(
         taken = 0
         if locked is not None:
             # The compare-and-set is the guard on SQLite (which has no row locks).
-            taken = session.execute(
+            taken = rows_changed(
+                session,
                 update(ReviewItemRow)
                 .where(ReviewItemRow.id == item_id, _open(now))
                 .values(
@@ -120,8 +122,8 @@ def claim(
                     claimed_by_name=principal.username,
                     claim_expires_at=expires,
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
         session.commit()
         if taken == 1:
             item = session.get(ReviewItemRow, item_id)

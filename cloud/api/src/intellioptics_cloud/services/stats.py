@@ -91,9 +91,26 @@ def _day(moment: datetime) -> str:
     return moment.date().isoformat()
 
 
-def dataset(session: Session, principal: Principal, detector_id: str) -> list[LabelRow]:
+@dataclass(frozen=True)
+class DatasetEntry:
+    label: LabelRow
+    has_depth: bool  # the image came with a depth map (a depth model trains on both)
+
+
+def dataset(session: Session, principal: Principal, detector_id: str) -> list[DatasetEntry]:
     detector = get_detector(session, principal, detector_id)
-    return [row for row in current_labels(session, detector.id) if row.label != "UNCLEAR"]
+    with_depth = set(
+        session.scalars(
+            select(ImageQueryRow.id).where(
+                ImageQueryRow.detector_id == detector.id, ImageQueryRow.depth_blob_key.is_not(None)
+            )
+        )
+    )
+    return [
+        DatasetEntry(row, row.image_query_id in with_depth)
+        for row in current_labels(session, detector.id)
+        if row.label != "UNCLEAR"
+    ]
 
 
 def edge_learning(session: Session, principal: Principal, detector_id: str, days: int) -> EdgeLearning:

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from intellioptics_cloud.auth import Principal
+from intellioptics_cloud.db import rows_changed
 from intellioptics_cloud.models import DetectorRow, TrainingJobRow, utcnow
 from intellioptics_cloud.workqueue import WorkQueue
 from intellioptics_common.errors import ConflictError, InvalidInputError, NotFoundError
@@ -104,15 +105,16 @@ def _requeue_expired(session: Session, queue: WorkQueue, account_id: int, max_at
                 "error": "The worker stopped reporting and no attempts are left.",
                 "finished_at": now,
             }
-        changed = session.execute(
+        changed = rows_changed(
+            session,
             update(TrainingJobRow)
             .where(
                 TrainingJobRow.id == job.id, TrainingJobRow.status == "running", TrainingJobRow.lease_expires_at < now
             )
             .values(**values)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
-        if changed.rowcount == 1 and retry:
+        if changed == 1 and retry:
             queue.send(topic(account_id), {"job_id": job.id}, session)
     session.commit()
 
@@ -127,7 +129,8 @@ def claim(
                 return None
             job_id = str(message.body.get("job_id", ""))
             now = utcnow()
-            taken = session.execute(
+            taken = rows_changed(
+                session,
                 update(TrainingJobRow)
                 .where(TrainingJobRow.id == job_id, TrainingJobRow.status == "queued")
                 .values(
@@ -138,10 +141,10 @@ def claim(
                     started_at=now,
                     message="claimed by a worker",
                 )
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False),
             )
             session.commit()
-            if taken.rowcount == 1:
+            if taken == 1:
                 job = session.get(TrainingJobRow, job_id)
                 session.refresh(job)
                 return job

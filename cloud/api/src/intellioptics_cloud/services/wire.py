@@ -11,7 +11,16 @@ from typing import Any
 from intellioptics_cloud.models import DetectorRow, ImageQueryRow
 from intellioptics_common.confidence import BINARY_CLASS_NAMES
 from intellioptics_common.errors import InvalidInputError
-from intellioptics_common.schemas import MAX_METADATA_BYTES, Detector, ImageQuery
+from intellioptics_common.results import result_model
+from intellioptics_common.schemas import (
+    MAX_METADATA_BYTES,
+    Detector,
+    DetectorMode,
+    DetectorStatus,
+    EscalationType,
+    ImageQuery,
+    ResultType,
+)
 
 
 def decode_metadata(value: str | None) -> dict[str, Any] | None:
@@ -50,10 +59,10 @@ def detector_out(row: DetectorRow) -> Detector:
         confidence_threshold=row.confidence_threshold,
         patience_time=row.patience_time,
         metadata=row.metadata_json,
-        mode=row.mode,
+        mode=DetectorMode(row.mode),
         mode_configuration=row.mode_configuration,
-        status=row.status,
-        escalation_type=row.escalation_type,
+        status=DetectorStatus(row.status),
+        escalation_type=EscalationType(row.escalation_type),
     )
 
 
@@ -63,8 +72,8 @@ def image_query_out(row: ImageQueryRow) -> ImageQuery:
         created_at=row.created_at,
         query=row.query,
         detector_id=row.detector_id,
-        result_type=row.result_type,
-        result=row.result,
+        result_type=ResultType(row.result_type),
+        result=None if row.result is None else result_model(row.result),
         patience_time=row.patience_time,
         confidence_threshold=row.confidence_threshold,
         metadata=row.metadata_json,
@@ -75,3 +84,8 @@ def image_query_out(row: ImageQueryRow) -> ImageQuery:
 
 def image_url(image_query_id: str) -> str:
     return f"/v1/image-queries/{image_query_id}/image"
+
+
+def depth_url(image_query_id: str) -> str:
+    """The depth map as it was sent (fractions of a mm kept): what training reads."""
+    return f"/v1/image-queries/{image_query_id}/depth?view=original"

@@ -3,7 +3,7 @@
 Submitting needs a token with ``submit`` (admin, device), reading one with ``read`` (every
 role), of the edge's own account: see :mod:`intellioptics_edge.auth`. An image with its
 depth map comes as multipart parts or as the JSON form of ``POST image-queries/rgbd``
-(:mod:`intellioptics_edge.rgbd`); the SDK's raw image body takes the path it always took."""
+(:mod:`intellioptics_common.rgbd`); the SDK's raw image body takes the path it always took."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from intellioptics_common.depth import MAX_DEPTH_BYTES
 from intellioptics_common.errors import InvalidInputError, UnsupportedMediaTypeError
+from intellioptics_common.rgbd import PARTS, RgbdBody, form_parts, is_multipart, rgbd_json
 from intellioptics_common.roles import Permission
 from intellioptics_common.schemas import Page
 from intellioptics_edge.cloud import CloudResponse
@@ -26,7 +27,6 @@ from intellioptics_edge.deps import Caller, Reader, StateDep, Submitter, authori
 from intellioptics_edge.errors import ImageQueryNotFoundError
 from intellioptics_edge.images import check_content_type
 from intellioptics_edge.params import parse_submit_params
-from intellioptics_edge.rgbd import PARTS, RgbdBody, form_parts, is_multipart, rgbd_json
 from intellioptics_edge.service import EdgeAnswer, SubmitRequest
 from intellioptics_edge.state import EdgeState
 

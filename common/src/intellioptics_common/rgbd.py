@@ -1,8 +1,10 @@
 """An image query's image and depth map as they arrive: multipart parts or the JSON form.
 
 Two bodies carry an RGB image with its depth map (docs/api.md, "RGB + depth image
-queries"); both become ``(image bytes, image content type, depth bytes)``, and the
-service checks the pixels (:func:`intellioptics_common.depth.checked_depth`):
+queries"), at the edge and at the cloud alike; both become ``(image bytes, image
+content type, depth bytes)``, and the service checks the pixels
+(:func:`intellioptics_common.depth.checked_depth`). Each service reads the multipart
+body with its web framework and hands the parts to :func:`form_parts`:
 
 - ``POST …/image-queries`` with ``multipart/form-data``: file parts ``image`` and
   ``depth`` (``depth`` may be left out: the query is then an image-only query);
