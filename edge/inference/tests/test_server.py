@@ -97,6 +97,7 @@ def test_hot_swap_under_concurrent_load_fails_no_request(server, kit) -> None:
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for thread in threads:
         thread.start()
+
     def answered_by(version: int) -> bool:
         """Wait (on what the clients see, not a fixed time) for an answer of ``version``."""
         deadline = time.monotonic() + 15  # a loaded machine may take a while to swap
