@@ -1,4 +1,4 @@
-"""RGB + depth: reading and checking depth maps, the fixed depth branch, and the CLI end to end."""
+"""RGB + depth: reading and checking depth maps, fitting and mixing the branches, and the CLI end to end."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
@@ -19,8 +17,8 @@ from PIL import Image
 from intellioptics_common.depth import DepthSpec, depth_input, encode_depth_png, read_depth
 from intellioptics_common.errors import DepthMapError
 from intellioptics_common.model_check import check_model_bytes
-from intellioptics_training.depth import DepthFeatures, find_depth
-from intellioptics_training.synthetic_depth import generate_pairs, write_pairs
+from intellioptics_training.depth import _choose_rgb_weight, _fit_depth_linear, find_depth
+from intellioptics_training.synthetic_depth import write_pairs
 
 CLI = [sys.executable, "-c", "from intellioptics_training.cli import main; main()"]
 
@@ -83,42 +81,30 @@ def test_depth_of_another_frame_or_with_few_readings_is_refused() -> None:
     assert float(depth_input(npy(few), (80, 60), DepthSpec()).min()) >= 500
 
 
-def test_depth_features_ignore_distance_and_tilt_and_see_a_dent() -> None:
-    features = DepthFeatures(DepthSpec(height=48, width=48))
-    grid_y, grid_x = np.mgrid[0:48, 0:48]
-    flat = 450.0 + 0.2 * grid_x - 0.1 * grid_y + np.random.default_rng(0).normal(0, 0.02, (48, 48))
-    far = flat + 100.0
-    dent = flat + 1.0 * np.exp(-((grid_x - 20) ** 2 + (grid_y - 30) ** 2) / 8.0)
-    batch = torch.as_tensor(np.stack([flat, far, dent])[:, None], dtype=torch.float32)
-    with torch.no_grad():
-        out = features(batch).numpy()
-    assert np.allclose(out[0], out[1], atol=1e-2)  # 100 mm farther away: the same features
-    highest_in_spreads = out[:, 5]  # scale 3: the highest response over its spread
-    assert highest_in_spreads[2] > 2 * highest_in_spreads[0]
+def test_the_depth_layer_keeps_the_features_that_separate_and_drops_the_rest() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.tile([0, 1], 100)
+    features = rng.normal(size=(200, 12))
+    features[:, 4] += 1.5 * labels  # only feature 4 carries the label
+    linear = _fit_depth_linear(torch.as_tensor(features, dtype=torch.float32), labels, 2)
+    weight = (linear.weight[1] - linear.weight[0]).numpy()
+    noise = np.abs(np.delete(weight, 4))
+    assert weight[4] > 1.0 and noise.max() < 0.2 * weight[4]
+    assert int((noise == 0).sum()) >= 4  # L1 by proximal steps: noise weights are exactly 0
 
 
-def test_depth_features_run_the_same_in_onnx_runtime(tmp_path: Path) -> None:
-    spec = DepthSpec(height=32, width=40)
-    module = DepthFeatures(spec).eval()
-    path = tmp_path / "depth.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as training uses
-        torch.onnx.export(
-            module,
-            (torch.zeros(1, 1, 32, 40),),
-            str(path),
-            input_names=["depth"],
-            output_names=["features"],
-            dynamic_axes={"depth": {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    pairs = list(generate_pairs(2, seed=5))
-    batch = np.concatenate([depth_input(p.depth_mm, (320, 320), spec) for p in pairs])
-    with torch.no_grad():
-        expected = module(torch.from_numpy(batch)).numpy()
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"depth": batch})[0]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+def test_the_mix_follows_the_branch_that_answers_out_of_fold() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.tile([0, 1], 30)
+    signal = np.stack([-(2 * labels - 1), 2 * labels - 1], axis=1).astype(np.float64)
+
+    def noisy(sd: float) -> np.ndarray:
+        return signal + rng.normal(0, sd, (60, 2))
+
+    noise = rng.normal(0, 2.0, (60, 2))
+    assert _choose_rgb_weight(noisy(0.5), noise, labels) == 0.0  # colour carries nothing: depth alone
+    assert _choose_rgb_weight(noise, noisy(0.5), labels) == 1.0
+    assert 0.2 <= _choose_rgb_weight(noisy(1.5), noisy(1.5), labels) <= 0.8  # two noisy views: both
 
 
 def test_pairs_are_found_by_the_rgb_and_depth_suffixes(tmp_path: Path) -> None:

@@ -106,6 +106,7 @@ class ColorTrainer:
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
         max_objects: int | None = None,
+        depth: bool = False,
     ) -> TrainedVersion:
         self.calls.append(len(images))
         labels = [image.label for image in images]

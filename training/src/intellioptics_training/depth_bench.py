@@ -77,6 +77,8 @@ def run(n_per_class: int, test_per_class: int, threshold: float, seed: int) -> d
         "rgb_plus_depth": {
             **_report(scored_fused, test_set.labels, threshold),
             "train_s": round(fused_s, 1),
+            # Out of fold on the training pairs: the mix chosen, and what calibration saw.
+            "out_of_fold": {key: round(value, 4) for key, value in fused.validation.items()},
         },
         "rgb_only": {
             **_report(scored_rgb, test_set.labels, threshold),

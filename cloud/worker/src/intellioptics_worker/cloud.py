@@ -70,6 +70,7 @@ class DatasetExample:
     source: str
     image_url: str
     rois: tuple[Corners, ...] | None = None  # a COUNT / BOUNDING_BOX label's boxes
+    depth_url: str | None = None  # the depth map sent with the image (as sent); None: it has none
 
 
 @dataclass(frozen=True)
@@ -213,11 +214,13 @@ class CloudClient:
                 source=str(row.get("source") or ""),
                 image_url=str(row.get("image_url") or f"/v1/image-queries/{row['image_query_id']}/image"),
                 rois=_corners(row.get("rois")),
+                depth_url=str(row["depth_url"]) if row.get("depth_url") else None,
             )
             for row in rows
         ]
 
     def get_image(self, image_url: str) -> bytes:
+        """The bytes at a dataset URL: an image, or a depth map."""
         return self._request("GET", image_url).content
 
     # --- model registry -------------------------------------------------------------

@@ -2,13 +2,17 @@
 
 Only human labels that name one of the detector's classes train a model: UNCLEAR means
 "a person could not tell", which is no evidence either way, so it is left out (counted).
+
+A BINARY / MULTI_CLASS detector whose usable labels are at least half RGB + depth pairs
+(the camera sends depth) trains a depth model (:func:`select_depth`); its images without
+a depth map are left out and counted as ``no_depth``, like the other skipped labels.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from intellioptics_common.confidence import normalize_binary_label
 from intellioptics_common.schemas import BinaryLabel
@@ -22,6 +26,7 @@ class LabeledImage:
     label: str
     image: bytes
     boxes: tuple[Corners, ...] = ()  # COUNT / BOUNDING_BOX: every object's box (none: no object)
+    depth: bytes | None = None  # the depth map as sent (16-bit PNG or float32 .npy, mm)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class DatasetSelection:
 
     examples: tuple[DatasetExample, ...]
     skipped: dict[str, int]  # reason -> count
+    depth: bool = False  # the examples are RGB + depth pairs: a depth model trains on them
 
 
 def latest_labels(examples: Iterable[DatasetExample]) -> list[DatasetExample]:
@@ -46,12 +52,20 @@ def select_examples(examples: Iterable[DatasetExample], mode: str, class_names: 
         if label is None:
             skipped["unclear" if _is_unclear(example.label) else "unknown_class"] += 1
             continue
-        kept.append(
-            DatasetExample(example.image_query_id, label, example.source, example.image_url)
-            if label != example.label
-            else example
-        )
+        kept.append(replace(example, label=label) if label != example.label else example)
     return DatasetSelection(tuple(kept), dict(skipped))
+
+
+def select_depth(selection: DatasetSelection) -> DatasetSelection:
+    """RGB + depth pairs when at least half the examples are pairs (the others are
+    skipped as ``no_depth``); else the examples as they are, trained as RGB images."""
+    paired = [example for example in selection.examples if example.depth_url is not None]
+    if not paired or 2 * len(paired) < len(selection.examples):
+        return selection
+    skipped = dict(selection.skipped)
+    if len(paired) < len(selection.examples):
+        skipped["no_depth"] = skipped.get("no_depth", 0) + len(selection.examples) - len(paired)
+    return DatasetSelection(tuple(paired), skipped, depth=True)
 
 
 def _is_unclear(label: str) -> bool:
@@ -75,11 +89,15 @@ def download_images(
     examples: Sequence[DatasetExample],
     fetch: Callable[[str], bytes],
     on_each: Callable[[int, int], None] | None = None,
+    *,
+    depth: bool = False,
 ) -> list[LabeledImage]:
+    """The images (and with ``depth`` their depth maps) of the examples, in order."""
     images = []
     for index, example in enumerate(examples, start=1):
         image = fetch(example.image_url)
-        images.append(LabeledImage(example.image_query_id, example.label, image, example.rois or ()))
+        depth_map = fetch(example.depth_url) if depth and example.depth_url is not None else None
+        images.append(LabeledImage(example.image_query_id, example.label, image, example.rois or (), depth_map))
         if on_each is not None:
             on_each(index, len(examples))
     return images

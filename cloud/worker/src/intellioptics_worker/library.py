@@ -1,5 +1,9 @@
 """:class:`Trainer` backed by the training library (``intellioptics_training.trainer`` for
-classes, ``intellioptics_training.detection`` for COUNT and BOUNDING_BOX).
+classes, ``intellioptics_training.depth`` for classes from RGB + depth pairs,
+``intellioptics_training.detection`` for COUNT and BOUNDING_BOX).
+
+Both class trainers cross-fit the same way and return the same out-of-fold answers, so
+a depth version is measured, calibrated and promoted by exactly the RGB version's path.
 
 The library trains in memory and writes a model package; the worker reads that package
 back with the common reader, so what it uploads is byte for byte what the library
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +23,13 @@ from intellioptics_common.confidence import predict_from_probabilities
 from intellioptics_common.detection import from_candidates
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import decode_image
-from intellioptics_common.model_package import read_latest
 from intellioptics_common.preprocessing import resize_rgb
 from intellioptics_common.schemas import DEFAULT_MAX_OBJECTS, DETECTION_MODES
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
-from intellioptics_worker.errors import ModelError
-from intellioptics_worker.scoring import ModelFiles, Scored
+from intellioptics_worker.scoring import Scored
 from intellioptics_worker.settings import WorkerSettings
-from intellioptics_worker.training import CancelCheck, ProgressCallback, TrainedVersion
+from intellioptics_worker.training import CancelCheck, ProgressCallback, TrainedVersion, read_back
 
 LIBRARY_MODES = {"BINARY": "binary", "MULTI_CLASS": "multiclass"}
 # Share of one training run per library stage: the backbone pass over every view of every
@@ -60,6 +61,7 @@ class LibraryTrainer:
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
         max_objects: int | None = None,
+        depth: bool = False,
     ) -> TrainedVersion:
         if mode in DETECTION_MODES:
             return self._train_boxes(
@@ -74,7 +76,7 @@ class LibraryTrainer:
                 cancel_check=cancel_check,
             )
         from intellioptics_training.errors import TrainingCancelled
-        from intellioptics_training.trainer import Sample, export_package, train_detector
+        from intellioptics_training.trainer import export_package
 
         def progress(event: Any) -> None:
             start, end = _STAGES.get(event.stage, (0.0, 1.0))
@@ -89,24 +91,25 @@ class LibraryTrainer:
                 )
             on_progress(fraction, f"{event.stage} {event.step}/{event.total}", epoch)
 
+        options: dict[str, Any] = {
+            "seed": self._settings.seed,
+            "threshold": threshold,
+            "folds": folds,
+            "progress_callback": progress,
+            "cancel_check": cancel_check,
+        }
+        names = tuple(class_names)
         try:
-            trained = train_detector(
-                [Sample(image.image, image.label, image.image_query_id) for image in images],
-                LIBRARY_MODES[mode],
-                tuple(class_names),
-                trainer=trainer,
-                seed=self._settings.seed,
-                threshold=threshold,
-                folds=folds,
-                progress_callback=progress,
-                cancel_check=cancel_check,
-            )
+            if depth:  # one kind of depth trainer: ``trainer`` names the RGB ones
+                trained = _train_depth(images, LIBRARY_MODES[mode], names, **options)
+            else:
+                trained = _train_rgb(images, LIBRARY_MODES[mode], names, trainer=trainer, **options)
         except TrainingCancelled:
             cancel_check()  # raises the worker's own reason (cancelled, or stopping)
             raise
         with tempfile.TemporaryDirectory(prefix="io-worker-") as scratch:
             export_package(Path(scratch), detector_id, trained)
-            files, primary_metadata, oodd_metadata = _read_back(Path(scratch), detector_id)
+            files, primary_metadata, oodd_metadata = read_back(Path(scratch), detector_id)
         return TrainedVersion(
             files=files,
             primary_metadata=primary_metadata,
@@ -172,7 +175,7 @@ class LibraryTrainer:
             raise
         with tempfile.TemporaryDirectory(prefix="io-worker-") as scratch:
             export_detection_package(Path(scratch), detector_id, trained)
-            files, primary_metadata, oodd_metadata = _read_back(Path(scratch), detector_id)
+            files, primary_metadata, oodd_metadata = read_back(Path(scratch), detector_id)
         answers = {
             name: from_candidates(found, spec=trained.spec, mode=mode)
             for name, found in zip(data.names, trained.oof_candidates, strict=True)
@@ -197,6 +200,22 @@ class LibraryTrainer:
         )
 
 
+def _train_rgb(images: Sequence[LabeledImage], mode: str, class_names: tuple[str, ...], **options: Any) -> Any:
+    from intellioptics_training.trainer import Sample, train_detector
+
+    samples = [Sample(image.image, image.label, image.image_query_id) for image in images]
+    return train_detector(samples, mode, class_names, **options)
+
+
+def _train_depth(images: Sequence[LabeledImage], mode: str, class_names: tuple[str, ...], **options: Any) -> Any:
+    """The fused RGB + depth model; pairs the library cannot read (image or depth) are
+    left out and counted as unreadable, as the RGB trainer counts unreadable images."""
+    from intellioptics_training.depth import DepthSample, prepare_depth, train_depth_detector
+
+    samples = [DepthSample(image.image, image.depth or b"", image.label, image.image_query_id) for image in images]
+    return train_depth_detector(prepare_depth(samples, mode, class_names), mode, **options)
+
+
 def _box_set(images: Sequence[LabeledImage], class_name: str) -> Any:
     """The labeled images at the backbone's input size, with their boxes as YOLO rows."""
     from intellioptics_training.backbone import DEFAULT_INPUT
@@ -214,21 +233,6 @@ def _box_set(images: Sequence[LabeledImage], class_name: str) -> Any:
         data.boxes.append(np.array(rows, dtype=np.float64).reshape(-1, 5))
         data.names.append(image.image_query_id)
     return data
-
-
-def _read_back(scratch: Path, detector_id: str) -> tuple[ModelFiles, dict[str, Any], dict[str, Any] | None]:
-    """The package the library exported, as the registry will store it (sha256-checked)."""
-    primary = read_latest(scratch, detector_id, "primary")
-    oodd = read_latest(scratch, detector_id, "oodd")
-    if primary is None:
-        raise ModelError("the training library exported no primary model")
-    files = ModelFiles(
-        primary=primary.model_bytes(),
-        primary_config=primary.pipeline,
-        oodd=oodd.model_bytes() if oodd else None,
-        oodd_config=oodd.pipeline if oodd else None,
-    )
-    return files, asdict(primary.metadata), asdict(oodd.metadata) if oodd else None
 
 
 def _out_of_fold(oof: Any, class_names: tuple[str, ...]) -> dict[str, Scored]:

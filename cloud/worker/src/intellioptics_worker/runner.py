@@ -34,6 +34,7 @@ from intellioptics_worker.dataset import (
     LabeledImage,
     check_trainable,
     download_images,
+    select_depth,
     select_examples,
 )
 from intellioptics_worker.errors import CloudError, DatasetError, JobInterrupted, ModelError, WorkerError
@@ -137,13 +138,13 @@ class JobRunner:
             reporter.update(_DOWNLOAD * done / total, f"downloading images {done}/{total}")
             reporter.check()
 
-        images = download_images(selection.examples, self._client.get_image, downloaded)
+        images = download_images(selection.examples, self._client.get_image, downloaded, depth=selection.depth)
         active = self._active_model(detector)
         fresh = [
             active is None or active.trained_on is None or image.image_query_id not in active.trained_on
             for image in images
         ]
-        final = self._train(job, detector, images, reporter)
+        final = self._train(job, detector, images, reporter, depth=selection.depth)
         # Every image trains the registered version; its out-of-fold answer measures it.
         answers = judge.out_of_fold(final)
         evaluated = [i for i, image in enumerate(images) if image.image_query_id in answers]
@@ -185,10 +186,16 @@ class JobRunner:
         return int(registered["version"]), decision
 
     def _train(
-        self, job: Job, detector: DetectorInfo, images: Sequence[LabeledImage], reporter: ProgressReporter
+        self,
+        job: Job,
+        detector: DetectorInfo,
+        images: Sequence[LabeledImage],
+        reporter: ProgressReporter,
+        *,
+        depth: bool,
     ) -> TrainedVersion:
         span = _TRAIN_END - _DOWNLOAD
-        label = "training on all labels"
+        label = "training on all RGB + depth pairs" if depth else "training on all labels"
 
         def on_progress(fraction: float, message: str | None, epoch: EpochReport | None) -> None:
             reporter.update(
@@ -211,6 +218,7 @@ class JobRunner:
             on_progress=on_progress,
             cancel_check=reporter.check,
             max_objects=detector.max_objects,
+            depth=depth,
         )
 
     # --- the active version and the decision ----------------------------------------
@@ -269,6 +277,9 @@ class JobRunner:
                 return decision, {"active_version": active.version, "note": note}
             # Not knowing whether the new version is better is not a reason to replace a working one.
             return Decision(CANDIDATE, note), {"active_version": active.version, "note": note}
+        if active.files.primary_config.depth is not None and any(images[i].depth is None for i in evaluated):
+            note = f"active version {active.version} takes depth, which the evaluation images do not all have"
+            return Decision(CANDIDATE, note), {"active_version": active.version, "note": note}
         compare = [i for i in evaluated if fresh[i]]
         note = None if active.trained_on is not None else f"v{active.version} does not record its training images"
         if len({judge.kind(images[i]) for i in compare}) < len({judge.kind(images[i]) for i in evaluated}):
@@ -277,7 +288,7 @@ class JobRunner:
         score = judge.scorer(active.files)
         shown = [images[i] for i in compare]
         new_metrics = judge.measure(shown, [predictions[i] for i in compare], files)
-        active_metrics = judge.measure(shown, [score(image.image) for image in shown], active.files)
+        active_metrics = judge.measure(shown, [score(image) for image in shown], active.files)
         decision = decide(policy, new_metrics, active_metrics, own=own, active_version=active.version, note=note)
         comparison = {
             "active_version": active.version,
@@ -325,7 +336,7 @@ class _Judge(Protocol):
     def select(self, dataset: Sequence[DatasetExample]) -> DatasetSelection: ...
     def out_of_fold(self, final: TrainedVersion) -> Mapping[str, Any]: ...
     def measure(self, images: Sequence[LabeledImage], answers: Sequence[Any], files: ModelFiles) -> Measured: ...
-    def scorer(self, files: ModelFiles) -> Callable[[bytes], Any]: ...
+    def scorer(self, files: ModelFiles) -> Callable[[LabeledImage], Any]: ...
     def kind(self, image: LabeledImage) -> str: ...
     def counts(self, images: Sequence[LabeledImage]) -> dict[str, int]: ...
 
@@ -339,7 +350,7 @@ class _Classes:
     threads: int
 
     def select(self, dataset: Sequence[DatasetExample]) -> DatasetSelection:
-        selection = select_examples(dataset, self.detector.mode, self.detector.class_names)
+        selection = select_depth(select_examples(dataset, self.detector.mode, self.detector.class_names))
         labels = [example.label for example in selection.examples]
         check_trainable(labels, self.detector.class_names, self.settings.min_per_class)
         return selection
@@ -352,8 +363,9 @@ class _Classes:
         labels = [image.label for image in images]
         return measure(labels, answers, self.detector.class_names, self.detector.confidence_threshold)
 
-    def scorer(self, files: ModelFiles) -> Callable[[bytes], Scored]:
-        return Scorer(files, self.threads).score
+    def scorer(self, files: ModelFiles) -> Callable[[LabeledImage], Scored]:
+        scorer = Scorer(files, self.threads)
+        return lambda image: scorer.score(image.image, image.depth)
 
     def kind(self, image: LabeledImage) -> str:
         return image.label
@@ -399,8 +411,9 @@ class _Boxes:
             threshold=self.detector.confidence_threshold,
         )
 
-    def scorer(self, files: ModelFiles) -> Callable[[bytes], DetectionResult]:
-        return BoxScorer(files, self.threads).result
+    def scorer(self, files: ModelFiles) -> Callable[[LabeledImage], DetectionResult]:
+        scorer = BoxScorer(files, self.threads)
+        return lambda image: scorer.result(image.image)
 
     def kind(self, image: LabeledImage) -> str:
         return kind(image)

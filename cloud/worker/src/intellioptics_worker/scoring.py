@@ -1,8 +1,9 @@
 """Score a model version on labeled images the way the edge will run it, and measure it.
 
-The new version and the active one go through exactly this code (their ONNX files,
-common preprocessing, common confidence arithmetic), so the comparison that decides
-promotion is between like and like, and it measures what the edge will actually answer.
+The new version and the active one go through exactly this code (their ONNX files run
+by the common model runtime, as the edge's inference service runs them), so the
+comparison that decides promotion is between like and like, and it measures what the
+edge will actually answer.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import onnxruntime as ort
-
-from intellioptics_common.confidence import predict_from_probabilities
-from intellioptics_common.detection import OUTPUTS, DetectionResult, DetectionSpec, interpret
+from intellioptics_common.detection import DetectionResult, DetectionSpec
+from intellioptics_common.errors import DepthRequiredError, PackageError
+from intellioptics_common.imaging import DEFAULT_LIMITS
 from intellioptics_common.intervals import balanced_interval, wilson_interval
 from intellioptics_common.model_package import PipelineConfig
-from intellioptics_common.preprocessing import load_input_tensor
+from intellioptics_common.runtime import Answer, MemoryPart, RuntimeOptions, build_model, default_fuser
 from intellioptics_worker.errors import ModelError
 
 
@@ -95,40 +94,42 @@ def _rounded(interval: tuple[float, float]) -> list[float]:
 
 
 class _Sessions:
-    """onnxruntime sessions for one version's primary and OODD; ``threads`` bounds intra-op threads."""
+    """One version run by the common model runtime, exactly as the edge builds it (fused
+    primary + OODD, the same OODD rule); ``threads`` bounds intra-op threads (0: all)."""
 
     def __init__(self, files: ModelFiles, threads: int = 0) -> None:
-        options = ort.SessionOptions()
-        if threads > 0:
-            options.intra_op_num_threads = threads
         self._config = files.primary_config
-        self._primary = _session(files.primary, options, "primary")
-        self._oodd = None
-        self._oodd_config = files.oodd_config
+        oodd = None
         if files.oodd is not None and files.oodd_config is not None:
-            self._oodd = _session(files.oodd, options, "oodd")
+            oodd = MemoryPart("", "oodd", 0, "", files.oodd_config)
+        try:
+            self._model = build_model(
+                MemoryPart("", "primary", 0, "", files.primary_config),
+                files.primary,
+                oodd,
+                files.oodd if oodd is not None else None,
+                RuntimeOptions(intra_op_threads=max(threads, 0)),
+                fuser=default_fuser(),
+            )
+        except PackageError as exc:
+            raise ModelError(f"the version could not be loaded: {exc}") from exc
 
-    def _in_domain(self, image: bytes, tensor: np.ndarray) -> float | None:
-        if self._oodd is None or self._oodd_config is None:
-            return None
-        oodd_spec = self._oodd_config.input
-        oodd_tensor = tensor if oodd_spec == self._config.input else load_input_tensor(image, oodd_spec)
-        (score,) = self._oodd.run([self._oodd_config.output], {oodd_spec.tensor_name: oodd_tensor})
-        return float(np.asarray(score).reshape(-1)[0])
+    def answer(self, image: bytes, depth: bytes | None = None) -> Answer:
+        return self._model.predict(image, DEFAULT_LIMITS, depth)
 
 
 class Scorer(_Sessions):
-    """A BINARY / MULTI_CLASS version, answering as the edge does."""
+    """A BINARY / MULTI_CLASS version, answering as the edge does (a depth version from
+    the image and its depth map)."""
 
-    def score(self, image: bytes) -> Scored:
-        spec = self._config.input
-        tensor = load_input_tensor(image, spec)
-        (probabilities,) = self._primary.run([self._config.output], {spec.tensor_name: tensor})
-        in_domain = self._in_domain(image, tensor)
-        prediction = predict_from_probabilities(
-            [float(p) for p in np.asarray(probabilities).reshape(-1)], self._config.class_names, in_domain
+    def score(self, image: bytes, depth: bytes | None = None) -> Scored:
+        if self._config.depth is not None and depth is None:
+            raise DepthRequiredError("the version was trained with depth and this image has no depth map")
+        answer = self.answer(image, depth)
+        prediction = answer.prediction
+        return Scored(
+            prediction.label, prediction.confidence, prediction.raw_primary_confidence, answer.in_domain_score
         )
-        return Scored(prediction.label, prediction.confidence, prediction.raw_primary_confidence, in_domain)
 
 
 class BoxScorer(_Sessions):
@@ -142,25 +143,9 @@ class BoxScorer(_Sessions):
         self.spec: DetectionSpec = config.detection
 
     def result(self, image: bytes) -> DetectionResult:
-        spec = self._config.input
-        tensor = load_input_tensor(image, spec)
-        heat, size, offset = self._primary.run(list(OUTPUTS), {spec.tensor_name: tensor})
-        return interpret(
-            heat[0],
-            size[0],
-            offset[0],
-            class_names=tuple(self._config.class_names),
-            spec=self.spec,
-            mode=self._config.mode,
-            in_domain=self._in_domain(image, tensor),
-        )
-
-
-def _session(model: bytes, options: ort.SessionOptions, kind: str) -> ort.InferenceSession:
-    try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
-        raise ModelError(f"the {kind} model could not be loaded: {exc}") from exc
+        found = self.answer(image).detection
+        assert found is not None  # a detection version always answers with boxes
+        return found
 
 
 def measure(

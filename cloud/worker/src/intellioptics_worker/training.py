@@ -9,12 +9,15 @@ use a tiny trainer and lets the library evolve without touching the job logic.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from intellioptics_common.detection import DetectionResult
+from intellioptics_common.model_package import read_latest
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
+from intellioptics_worker.errors import ModelError
 from intellioptics_worker.scoring import ModelFiles, Scored
 
 ProgressCallback = Callable[[float, str | None, EpochReport | None], None]
@@ -52,11 +55,28 @@ class Trainer(Protocol):
         on_progress: ProgressCallback,
         cancel_check: CancelCheck,
         max_objects: int | None = None,
+        depth: bool = False,
     ) -> TrainedVersion:
         """Train primary + OODD on all ``images``, cross-fitting ``folds`` models for the
         out-of-fold answers and calibrating for ``threshold``. COUNT and BOUNDING_BOX
         (``max_objects``: the detector's max_count / max_num_bboxes) train a detection
-        model on ``image.boxes`` and fill ``out_of_fold_boxes``.
+        model on ``image.boxes`` and fill ``out_of_fold_boxes``. With ``depth`` every
+        image has ``image.depth`` and the primary takes both (a depth model).
         ``on_progress(fraction 0..1, message, epoch)``; ``cancel_check()`` raises (or
         returns True) when training must stop."""
         ...
+
+
+def read_back(scratch: Path, detector_id: str) -> tuple[ModelFiles, dict[str, Any], dict[str, Any] | None]:
+    """The package the library exported, as the registry will store it (sha256-checked)."""
+    primary = read_latest(scratch, detector_id, "primary")
+    oodd = read_latest(scratch, detector_id, "oodd")
+    if primary is None:
+        raise ModelError("the training library exported no primary model")
+    files = ModelFiles(
+        primary=primary.model_bytes(),
+        primary_config=primary.pipeline,
+        oodd=oodd.model_bytes() if oodd else None,
+        oodd_config=oodd.pipeline if oodd else None,
+    )
+    return files, asdict(primary.metadata), asdict(oodd.metadata) if oodd else None
