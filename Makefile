@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PARTS := common training edge/inference edge/api edge/streams cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
-.PHONY: help install system-deps backbone web-ui frontend frontend-client test lint format run bench bench-edge bench-streams bench-frontend soak clean
+.PHONY: help install system-deps backbone web-ui frontend frontend-client test test-unit lint format run bench bench-edge bench-streams bench-frontend soak clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,12 +37,25 @@ frontend: ## Install, test and build the web UI into cloud/frontend/dist
 frontend-client: $(STAMP) ## Regenerate cloud/frontend/src/api/schema.d.ts from the cloud's OpenAPI
 	cd cloud/frontend && PYTHON=$(CURDIR)/$(BIN)/python npm run gen:api
 
-test: install ## Run the whole test suite (what CI runs)
+test: install ## Run the whole test suite (what CI runs after lint)
 	$(BIN)/pytest
 
-lint: $(STAMP) ## ruff check and format check
+# Tests that start no service (no PostgreSQL, nginx, Azurite, browser or stack) and train
+# nothing for long: the quick loop while editing, a few minutes.
+test-unit: install ## Run the tests that start no services (a few minutes)
+	$(BIN)/pytest -m "not integration and not postgres and not browser and not soak and not slow"
+
+MYPY_PACKAGES := common/src/intellioptics_common training/src/intellioptics_training \
+	edge/inference/src/intellioptics_inference edge/api/src/intellioptics_edge \
+	edge/streams/src/intellioptics_streams cloud/api/src/intellioptics_cloud \
+	cloud/worker/src/intellioptics_worker
+
+lint: $(STAMP) ## ruff (rules and format), mypy on every Python part, tsc and eslint on the web UI
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(MYPY_PACKAGES)
+	cd cloud/frontend && { test -x node_modules/.bin/eslint || npm ci --no-audit --no-fund; } \
+		&& npm run --silent typecheck && npm run --silent lint
 
 format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix .

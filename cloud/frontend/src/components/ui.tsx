@@ -40,6 +40,9 @@ export function useLoad<T>(load: () => Promise<T>, deps: DependencyList, pollMs?
     return () => {
       live = false;
     };
+    // The caller's deps are this effect's deps (useLoad is useEffect with a loader), and the
+    // loader is read through a ref so a new closure per render does not reload.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, tick]);
 
   useEffect(() => {
