@@ -2,13 +2,15 @@
 run by the common model runtime (:mod:`intellioptics_common.runtime`), so the cloud
 answers what the edge would: the same fusion, OODD rule and post-processors.
 
-Models are cached in-process by the sha256 of their graphs: versions are immutable, so
-a pair of hashes names a model for ever and activating a new version needs no
-invalidation. A primary trained with depth gets the query's depth map as its second input.
+Models are cached in-process by the sha256 of their graphs and their pipeline configs:
+versions are immutable, so that key names a model for ever and activating a new version
+needs no invalidation. (The same graphs registered with another config, say a COUNT and a
+BOUNDING_BOX detector with other caps, are another model.) A primary trained with depth gets the query's depth map as its second input.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,11 +49,13 @@ class ModelRunner:
         self._blobs = blobs
         self._limits = limits
         self._max = max_models
-        self._models: OrderedDict[tuple[str, str | None], DetectorModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, ...], DetectorModel] = OrderedDict()
         self._lock = threading.Lock()
 
     def model(self, primary: ModelRef, oodd: ModelRef | None) -> DetectorModel:
-        key = (primary.sha256, None if oodd is None else oodd.sha256)
+        key: tuple[str, ...] = (primary.sha256, _config_key(primary.pipeline))
+        if oodd is not None:
+            key += (oodd.sha256, _config_key(oodd.pipeline))
         with self._lock:
             model = self._models.get(key)
             if model is not None:
@@ -105,3 +109,7 @@ class ModelRunner:
         found = self.answer(primary, oodd, image).detection
         assert found is not None  # a detection primary always answers with boxes
         return found
+
+
+def _config_key(pipeline: PipelineConfig) -> str:
+    return json.dumps(pipeline.to_dict(), sort_keys=True, separators=(",", ":"))
