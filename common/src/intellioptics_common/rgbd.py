@@ -3,8 +3,8 @@
 Two bodies carry an RGB image with its depth map (docs/api.md, "RGB + depth image
 queries"), at the edge and at the cloud alike; both become ``(image bytes, image
 content type, depth bytes)``, and the service checks the pixels
-(:func:`intellioptics_common.depth.checked_depth`). Each service reads the multipart
-body with its web framework and hands the parts to :func:`form_parts`:
+(:func:`intellioptics_common.depth.checked_depth`). Both read the multipart body with
+:mod:`intellioptics_common.rgbd_form`, which hands the parts to :func:`form_parts`:
 
 - ``POST …/image-queries`` with ``multipart/form-data``: file parts ``image`` and
   ``depth`` (``depth`` may be left out: the query is then an image-only query);

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from intellioptics_cloud.auth import Principal
 from intellioptics_cloud.deps import Reader, ResourcesDep, SessionDep, Submitter
@@ -30,7 +27,8 @@ from intellioptics_common.errors import (
     InvalidInputError,
     UnsupportedMediaTypeError,
 )
-from intellioptics_common.rgbd import PARTS, RgbdBody, form_parts, is_multipart, rgbd_json
+from intellioptics_common.rgbd import RgbdBody, is_multipart, rgbd_json
+from intellioptics_common.rgbd_form import read_form_bytes
 from intellioptics_common.schemas import HumanReview, ImageQuery, Page, StrictRequest
 
 router = APIRouter(tags=["image-queries"])
@@ -66,33 +64,7 @@ async def raw_image(request: Request, _caller: Submitter) -> RgbdBody:
     if not is_multipart(declared):
         return RgbdBody(await _read_limited(request, limit, "image"), declared or "", None)
     body = await _read_limited(request, limit + MAX_DEPTH_BYTES + _FORM_SLACK, "multipart body")
-    return await _form_parts(request, body)
-
-
-class _InMemoryParser(MultiPartParser):
-    # The body is already in memory (read within the limit): its parts stay there too.
-    spool_max_size = MAX_DEPTH_BYTES
-
-
-async def _form_parts(request: Request, body: bytes) -> RgbdBody:
-    async def chunks() -> AsyncGenerator[bytes, None]:
-        yield body
-
-    parser = _InMemoryParser(request.headers, chunks(), max_files=len(PARTS), max_fields=len(PARTS))
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidInputError(
-            f"The multipart body could not be read ({exc}); send file parts `image` and `depth`."
-        ) from exc
-    try:
-        items = [
-            (name, await value.read(), value.content_type) if isinstance(value, UploadFile) else (name, None, None)
-            for name, value in form.multi_items()
-        ]
-    finally:
-        await form.close()
-    return form_parts(items)
+    return await read_form_bytes(request.headers, body)
 
 
 async def rgbd_body(request: Request, _caller: Submitter) -> RgbdBody:

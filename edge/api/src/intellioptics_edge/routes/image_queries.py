@@ -15,11 +15,10 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
-from intellioptics_common.depth import MAX_DEPTH_BYTES
 from intellioptics_common.errors import InvalidInputError, UnsupportedMediaTypeError
-from intellioptics_common.rgbd import PARTS, RgbdBody, form_parts, is_multipart, rgbd_json
+from intellioptics_common.rgbd import RgbdBody, is_multipart, rgbd_json
+from intellioptics_common.rgbd_form import read_form
 from intellioptics_common.roles import Permission
 from intellioptics_common.schemas import Page
 from intellioptics_edge.cloud import CloudResponse
@@ -42,7 +41,7 @@ async def submit_image_query(request: Request) -> Response:
     declared = request.headers.get("content-type")
     if is_multipart(declared):
         arguments = parse_submit_params(request.query_params)
-        pair = await _read_form(request)
+        pair = await read_form(request.headers, request.stream())
         return await _submit(state, _pair_request(pair, caller, arguments))
     content_type = check_content_type(declared)
     arguments = parse_submit_params(request.query_params)
@@ -84,30 +83,6 @@ async def _submit(state: EdgeState, submit: SubmitRequest) -> Response:
     if isinstance(outcome, EdgeAnswer):
         return Response(outcome.body, status_code=201, media_type="application/json")
     return _cloud(outcome)
-
-
-class _InMemoryParser(MultiPartParser):
-    # Parts stay in memory, as the raw image body does; spooling them to disk would add a
-    # file write per query.
-    spool_max_size = MAX_DEPTH_BYTES
-
-
-async def _read_form(request: Request) -> RgbdBody:
-    parser = _InMemoryParser(request.headers, request.stream(), max_files=len(PARTS), max_fields=len(PARTS))
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidInputError(
-            f"The multipart body could not be read ({exc}); send file parts `image` and `depth`."
-        ) from exc
-    try:
-        items = [
-            (name, await value.read(), value.content_type) if isinstance(value, UploadFile) else (name, None, None)
-            for name, value in form.multi_items()
-        ]
-    finally:
-        await form.close()
-    return form_parts(items)
 
 
 MAX_BATCH_IMAGES = 32
