@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PARTS := common training edge/inference edge/api edge/streams cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
-.PHONY: help install system-deps backbone web-ui frontend frontend-client test test-unit lint format run bench bench-edge bench-streams bench-frontend soak clean
+.PHONY: help install system-deps backbone web-ui frontend frontend-client test test-unit lint format run bench bench-edge bench-streams bench-rules bench-frontend soak clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -85,6 +85,9 @@ bench-streams: install ## Stream service: PyAV vs OpenCV frame sources, then the
 
 soak: install ## Long reliability runs (tests/soak: 60 s load, long fuzzing, 2-minute cloud outage; about 30 minutes)
 	INTELLIOPTICS_SOAK=1 $(BIN)/pytest -s -m soak tests/soak
+
+bench-rules: install ## Rule stage: share of answers and time on a day with a third of the frames unusable (Rule stage section)
+	$(BIN)/python -m edge.api.bench.rules_bench
 
 bench-frontend: install ## Review-page labeling bench (writes the Web UI section of docs/benchmarks.md)
 	$(BIN)/python -m cloud.frontend.tests.bench_review
