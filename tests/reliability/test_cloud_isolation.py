@@ -71,6 +71,7 @@ POLICY: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/v1/review/claim"): REVIEW,
     ("POST", "/v1/review/items/{item_id}/label"): REVIEW,
     ("POST", "/v1/review/items/{item_id}/skip"): REVIEW,
+    ("POST", "/v1/review/items/{item_id}/release"): REVIEW,
     ("POST", "/v1/review/items/{item_id}/undo"): REVIEW,
     ("GET", "/v1/review/stats"): REVIEW,
     ("GET", "/v1/detectors/{detector_id}/models"): ALL,

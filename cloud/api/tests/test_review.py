@@ -96,6 +96,32 @@ def test_skip_puts_the_item_last_for_that_reviewer(admin, jpeg) -> None:
     assert alice.post(f"/v1/review/items/{first['id']}/skip").status_code == 409
 
 
+def test_release_gives_the_claim_back_keeping_the_items_place(admin, jpeg) -> None:
+    _pending(admin, jpeg, 3)
+    alice = admin.new_token("reviewer", name="alice")
+    bob = admin.new_token("reviewer", name="bob")
+    first = alice.post("/v1/review/claim").json()
+    second = alice.post("/v1/review/claim", params={"ahead": 1}).json()
+    assert first["id"] != second["id"]
+    # Released in the other order: the queue order is the items' own, not the releases'.
+    for item in (second, first):
+        released = alice.post(f"/v1/review/items/{item['id']}/release")
+        assert released.status_code == 200, released.text
+        assert released.json()["status"] == "pending" and released.json()["claimed_by"] is None
+    queue = alice.get("/v1/review/queue").json()["items"]
+    assert [i["id"] for i in queue[:2]] == [first["id"], second["id"]]
+    # Unlike a skip, a release does not put the item last for the one who released it.
+    assert alice.post("/v1/review/claim").json()["id"] == first["id"]
+    # Releasing what one does not hold changes nothing: bob cannot free alice's claim.
+    assert bob.post(f"/v1/review/items/{first['id']}/release").json()["status"] == "claimed"
+    assert bob.post("/v1/review/claim").json()["id"] == second["id"]
+    # A skip still sends the item to the back of alice's line.
+    alice.post(f"/v1/review/items/{first['id']}/skip")
+    third = alice.post("/v1/review/claim").json()
+    assert third["id"] not in (first["id"], second["id"])
+    assert alice.post("/v1/review/items/ri_missing/release").status_code == 404
+
+
 def test_undo_reverts_the_answer_and_reclaims(admin, jpeg) -> None:
     _pending(admin, jpeg, 1)
     alice = admin.new_token("reviewer", name="alice")

@@ -1,9 +1,9 @@
 // Browser scenario of the review page's depth view (imported by browser.mjs):
-//   depth  two items of one detector, one sent with a depth map (config.withDepthId), one
-//          without, in whichever order the queue gives them: `D` shows the depth item's
-//          false-colour view in place of the image, at the image's place and size, and the
-//          hint says so; the view stays on from item to item, and the item without one says
-//          "no depth map for this image"; `D` again turns it off and the image is back. Reports the SHA-256 of the view the page showed, so
+//   depth  two items of one detector, the first sent with a depth map, the second without:
+//          `D` shows the first one's false-colour depth view in place of the image, at the
+//          image's place and size, and the hint says so; the view stays on for the next
+//          item, which has none and says "no depth map for this image"; `D` again turns it
+//          off and the image is back. Reports the SHA-256 of the view the page showed, so
 //          the test can compare it with what GET /v1/image-queries/{id}/depth?view=colour answers.
 
 /** The picture in the viewer: which item, what it shows, its bytes' hash and where it lies. */
@@ -49,36 +49,23 @@ export async function depth(h) {
   await page.selectOption("select[aria-label='Detector filter']", config.detectorId);
   await h.nextItem("");
   await waitFor(page, "off", "Image");
-  const first = await onScreen(page);
+  const shown = { image: await onScreen(page) };
   result.requestsBeforeD = depthResponses.length; // nothing is fetched until D
-  const shown = {};
 
-  // Either item may come first: the filter change gives back what the unfiltered page had
-  // claimed, and those give-backs race. The view stays on from item to item either way.
   await page.keyboard.press("d");
-  if (first.iq === config.withDepthId) {
-    shown.image = first;
-    await waitFor(page, "shown", "Depth map");
-    shown.depth = await onScreen(page);
-    await h.shot("24-review-depth");
-    await page.keyboard.press("y");
-    await page.waitForFunction((id) => document.querySelector(".review-main[data-item-id]")?.dataset.imageQueryId !== id, first.iq);
-    await waitFor(page, "none", "Image");
-    shown.none = await onScreen(page);
-  } else {
-    await waitFor(page, "none", "Image");
-    shown.none = await onScreen(page);
-    await page.keyboard.press("y");
-    await page.waitForFunction((id) => document.querySelector(".review-main[data-item-id]")?.dataset.imageQueryId !== id, first.iq);
-    await waitFor(page, "shown", "Depth map");
-    shown.depth = await onScreen(page);
-    await h.shot("24-review-depth");
-  }
+  await waitFor(page, "shown", "Depth map");
+  shown.depth = await onScreen(page);
+  await h.shot("24-review-depth");
+
+  // The view stays on: the next item (sent without depth) says it has none, its image stays.
+  await page.keyboard.press("y");
+  await page.waitForFunction((first) => document.querySelector(".review-main[data-item-id]")?.dataset.imageQueryId !== first, shown.image.iq);
+  await waitFor(page, "none", "Image");
+  shown.none = await onScreen(page);
   h.expectConsole(); // the 404 of the query without depth is how the page learns it has none
 
   await page.keyboard.press("d");
   await waitFor(page, "off", "Image");
   shown.off = await onScreen(page);
-  if (!shown.image) shown.image = shown.off; // the depth item's own image, view off
   result.depth = shown;
 }

@@ -173,6 +173,10 @@ export class Client {
   skip = async (itemId: string) => {
     await this.send("POST", `/v1/review/items/${itemId}/skip`, undefined, undefined, true);
   };
+  /** keepalive as well: an unjudged give-back (filter change, page closing) keeps the item's place. */
+  release = async (itemId: string) => {
+    await this.send("POST", `/v1/review/items/${itemId}/release`, undefined, undefined, true);
+  };
   undo = (itemId: string) => this.json<ReviewItem>("POST", `/v1/review/items/${itemId}/undo`);
   reviewStats = () => this.json<ReviewStats>("GET", "/v1/review/stats");
 

@@ -23,6 +23,7 @@ export function cloudReviewBackend(client: () => Client): ReviewBackend {
     label: (itemId, label, rois) => client().label(itemId, label, rois),
     labelQuery: (imageQueryId, label, rois) => client().addLabel(imageQueryId, label, rois),
     skip: (itemId) => client().skip(itemId),
+    release: (itemId) => client().release(itemId),
     undo: (itemId) => client().undo(itemId),
     async loadImage(item) {
       const api = client();

@@ -16,7 +16,13 @@ export interface ReviewBackend {
    * reviewer signed in again, whose claim belongs to the old token, or whose claim expired.
    */
   labelQuery(imageQueryId: string, label: string, rois?: RoiRequest[]): Promise<unknown>;
+  /** The reviewer passes on this item: it goes to the back of their line. */
   skip(itemId: string): Promise<unknown>;
+  /**
+   * Hand back a claim unjudged (claimed ahead, never shown: the filter changed or the page
+   * is closing); the item keeps its place in the queue.
+   */
+  release(itemId: string): Promise<unknown>;
   /** Undo this reviewer's label; the item comes back claimed by this reviewer. */
   undo(itemId: string): Promise<ReviewItem>;
   /** Download the image and return a URL the page can show at once. */

@@ -30,13 +30,15 @@ interface Deferred {
 
 /**
  * An in-memory review queue with the cloud's claim semantics: a claimed item is not
- * handed out again until it is skipped or its label is undone.
+ * handed out again until it is skipped, released or its label is undone.
  */
 class MemoryQueue implements ReviewBackend {
   pending: ReviewItem[] = [];
   claimedBy = new Map<string, ReviewItem>();
   labels = new Map<string, string>();
   skips: string[] = [];
+  /** Items handed back unjudged (release): they keep their place in the queue. */
+  releases: string[] = [];
   calls: string[] = [];
   openImages = new Set<string>();
   released: string[] = [];
@@ -123,6 +125,17 @@ class MemoryQueue implements ReviewBackend {
     this.claimedBy.delete(itemId);
     this.skips.push(itemId);
     this.pending.push(item);
+  }
+
+  async release(itemId: string) {
+    this.calls.push(`release:${itemId}`);
+    const item = this.claimedBy.get(itemId);
+    if (!item) return; // not held any more: nothing to give back, as on the cloud
+    this.claimedBy.delete(itemId);
+    this.releases.push(itemId);
+    const place = (id: string) => Number(id.split("_")[1]);
+    const behind = this.pending.findIndex((other) => place(other.id) > place(itemId));
+    this.pending.splice(behind < 0 ? this.pending.length : behind, 0, item);
   }
 
   async undo(itemId: string) {
@@ -465,11 +478,30 @@ describe("ReviewSession", () => {
     expect(s.getSnapshot().current?.item.detector_id).toBe("det_a");
     s.start("det_b");
     await settle();
-    expect(queue.skips.sort()).toEqual(["ri_1", "ri_2"]);
+    expect(queue.releases.sort()).toEqual(["ri_1", "ri_2"]);
+    expect(queue.skips).toEqual([]);
     expect(s.getSnapshot().current?.item.id).toBe("ri_10");
     expect(s.getSnapshot().detectorId).toBe("det_b");
     expect(s.getSnapshot().remaining).toBe(0);
     expect([...queue.openImages].sort()).toEqual(["blob:ri_10", "blob:ri_11"]);
+  });
+
+  it("a filter change keeps the queue's order: items claimed ahead come back first, not last", async () => {
+    const queue = new MemoryQueue(4, "det_a");
+    const s = open(queue, { prefetch: 3 });
+    s.start();
+    await settle();
+    expect(queue.claimedBy.size).toBe(4);
+    s.start("det_a"); // the reviewer picks the detector they were already seeing
+    await settle();
+    const seen: string[] = [];
+    for (let n = 0; n < 4; n += 1) {
+      seen.push(s.getSnapshot().current?.item.id ?? "none");
+      s.label("YES");
+      await settle();
+    }
+    expect(seen).toEqual(["ri_1", "ri_2", "ri_3", "ri_4"]);
+    expect(queue.skips).toEqual([]);
   });
 
   it("says what failed when claiming fails, and recovers on the next poll", async () => {
@@ -639,7 +671,11 @@ describe("ReviewSession", () => {
       session = null;
       await settle();
       expect(queue.claimedBy.size).toBe(0);
-      expect(queue.calls.filter((c) => c.startsWith("skip")).sort()).toEqual(["skip:ri_1", "skip:ri_2", "skip:ri_3"]);
+      expect(queue.calls.filter((c) => c.startsWith("release")).sort()).toEqual([
+        "release:ri_1",
+        "release:ri_2",
+        "release:ri_3",
+      ]);
     });
 
     it("keeps the cloud's order in line when a later item's image arrives first", async () => {
@@ -796,8 +832,8 @@ describe("ReviewSession", () => {
     s.start("det_a"); // gives ri_1 back
     answer();
     await settle();
-    expect(queue.skips).toEqual(["ri_1"]);
-    expect(queue.calls.filter((c) => c === "skip:ri_1")).toHaveLength(1);
+    expect(queue.releases).toEqual(["ri_1"]);
+    expect(queue.calls.filter((c) => c === "release:ri_1")).toHaveLength(1);
     expect(s.getSnapshot().current).not.toBeNull();
     s.label("NO");
     await settle();

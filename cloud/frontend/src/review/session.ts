@@ -89,7 +89,7 @@ export class ReviewSession {
   private peeking = false;
   private claimsSincePeek = 0;
   private refillRun: Promise<void> = Promise.resolve();
-  /** Items given back by a filter change; a late claim answer naming one needs no second skip. */
+  /** Items given back by a filter change; a late claim answer naming one needs no second release. */
   private givenBack = new Set<string>();
   private peekAgain = false;
   private undoing = false;
@@ -583,13 +583,13 @@ export class ReviewSession {
     for (const itemId of arriving) this.giveBack(itemId);
   }
 
-  /** Skip an item this session claimed but will not show; each item once. */
+  /** Release an item this session claimed but will not show; each item once. */
   private giveBack(itemId: string): void {
     if (this.isHeld(itemId) || this.givenBack.has(itemId)) return;
     this.givenBack.add(itemId);
     if (this.givenBack.size > 200) this.givenBack.delete(this.givenBack.values().next().value as string);
     // Tracked: the next claim must wait, or the cloud could hand this item back mid-release.
-    void this.track(this.backend.skip(itemId)).catch(() => undefined);
+    void this.track(this.backend.release(itemId)).catch(() => undefined);
   }
 
   private releaseUrl(url: string | null): void {

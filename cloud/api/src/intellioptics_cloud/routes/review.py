@@ -104,6 +104,12 @@ def skip(item_id: str, principal: Reviewer, session: SessionDep) -> ReviewItem:
     return item_out(review.skip(session, principal, item_id))
 
 
+@router.post("/items/{item_id}/release", response_model=ReviewItem)
+def release(item_id: str, principal: Reviewer, session: SessionDep) -> ReviewItem:
+    """Hand a claimed item back unjudged: it keeps its place in the queue."""
+    return item_out(review.release(session, principal, item_id))
+
+
 @router.post("/items/{item_id}/undo", response_model=ReviewItem)
 def undo(item_id: str, principal: Reviewer, session: SessionDep, resources: ResourcesDep) -> ReviewItem:
     return item_out(review.undo(session, principal, item_id, resources.settings.review_lock_s))

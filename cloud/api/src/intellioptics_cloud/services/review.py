@@ -165,6 +165,24 @@ def skip(session: Session, principal: Principal, item_id: str) -> ReviewView:
     return _view(session, item)
 
 
+def release(session: Session, principal: Principal, item_id: str) -> ReviewView:
+    """Give back a claim without passing judgement: the item keeps its place in the queue.
+
+    For a UI that claimed items ahead and will not show them (the reviewer changed the
+    detector filter or closed the page); a skip would send them to the back of the line.
+    Releasing an item the caller no longer holds (the claim expired or was taken over)
+    changes nothing and is not an error: the item is free already.
+    """
+    item = _item(session, principal, item_id)
+    if item.status == "claimed" and item.claimed_by == principal.user_id:
+        item.status = "skipped" if item.skipped_by else "pending"
+        item.claimed_by = None
+        item.claimed_by_name = None
+        item.claim_expires_at = None
+        session.commit()
+    return _view(session, item)
+
+
 def undo(session: Session, principal: Principal, item_id: str, lock_s: float) -> ReviewView:
     """Take back the caller's own latest label on this item and hold the item again."""
     item = _item(session, principal, item_id)
