@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PARTS := common training edge/inference edge/api edge/streams cloud/api cloud/worker
 PYPROJECTS := $(foreach p,$(PARTS),$(p)/pyproject.toml)
 
-.PHONY: help install system-deps backbone web-ui frontend frontend-client test test-unit lint format run bench bench-edge bench-streams bench-rules bench-frontend soak clean
+.PHONY: help install system-deps backbone web-ui frontend frontend-client test test-unit lint format run bench bench-edge bench-multi bench-streams bench-rules bench-frontend soak clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -76,6 +76,11 @@ bench: install ## Long measurements (training, then the edge); each writes its o
 # About 4-5 minutes on 2 cores: 8 one-second slices of each of 14 runs, then the cache cycle.
 bench-edge: install ## Edge latency/throughput: raw ONNX Runtime, inference, edge API, nginx (the Edge inference section)
 	$(BIN)/python -m tests.support.edge_stack --duration 8
+	$(MAKE) --no-print-directory bench-multi
+
+# About 2 minutes: 8 one-second slices of 17 runs.
+bench-multi: install ## Many detectors on one frame: N x /infer against one /infer/multi, N = 1, 2, 4, 8
+	$(BIN)/python -m intellioptics_inference.bench_multi --duration 8
 
 # About 3 minutes: 60 s of 4 streams x 2 fps x 2 detectors, then a 30 s camera outage.
 # The issue's 10 minutes: $(BIN)/python -m edge.streams.bench.load --duration 600

@@ -49,6 +49,7 @@ _SDK: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/image-queries/{image_query_id}/overlay"): ALL,
     ("GET", "/image-queries/{image_query_id}/explanation"): ALL,
     ("POST", "/image-queries/batch"): SUBMIT,
+    ("POST", "/image-queries/multi"): SUBMIT,
     ("POST", "/image-queries/rgbd"): SUBMIT,
 }
 POLICY: dict[tuple[str, str], frozenset[str] | None] = {

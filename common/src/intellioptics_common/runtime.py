@@ -19,6 +19,13 @@ confidence, probabilities by class name). Two forward strategies exist:
   into one graph, so the backbone runs once per image;
 - :class:`SeparateDetectorModel`: one session per package (or no OODD at all).
 
+Several detectors asked about one image (a camera stream watched by two detectors, say)
+run the backbone they share once: given a :class:`SharedBackbones` registry,
+:func:`build_model` also cuts the graph it serves at the backbone's outputs
+(:mod:`intellioptics_common.onnx_split`) and keeps the head; :func:`answer_many` then
+decodes the image once, runs each distinct backbone once and every detector's head on
+its features. The single-detector path is left as it was.
+
 What a model computes never changes after construction (only its ``load_s``
 bookkeeping is set once by the loader), and ``InferenceSession.run`` is thread-safe, so
 instances are shared between threads and a hot swap is one reference assignment.
@@ -28,11 +35,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -42,10 +51,13 @@ from intellioptics_common.confidence import Prediction, predict_from_probabiliti
 from intellioptics_common.depth import DepthSpec, depth_input
 from intellioptics_common.detection import BOX_OFFSET, BOX_SIZE, DetectionResult, DetectionSpec
 from intellioptics_common.detection import interpret as interpret_detection
-from intellioptics_common.errors import DepthRequiredError, PackageError
+from intellioptics_common.errors import DepthRequiredError, IntelliOpticsError, PackageError
 from intellioptics_common.imaging import ImageLimits, decode_image
 from intellioptics_common.model_package import AnomalySpec, InputSpec, Kind, PipelineConfig
 from intellioptics_common.preprocessing import draft_size, to_input_tensor
+
+if TYPE_CHECKING:
+    from intellioptics_common.onnx_split import SplitGraph
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +206,8 @@ class DetectorModel(ABC):
         # Decode once at the largest scale any spec needs (JPEG draft never goes below it).
         drafts = [draft_size(spec) for spec in self.specs]
         self.draft_size = (max(w for w, _ in drafts), max(h for _, h in drafts))
+        # Set by build_model when a SharedBackbones registry was given and the graph cuts.
+        self.head: HeadRun | None = None
 
     @property
     def detector_id(self) -> str:
@@ -299,6 +313,20 @@ class DetectorModel(ABC):
 
     def tensor_for(self, prepared: PreparedImage, spec: InputSpec) -> np.ndarray:
         return prepared.tensors[self.specs.index(spec)]
+
+    def forward_head(self, features: dict[str, np.ndarray], backbone_s: float) -> ModelOutputs:
+        """This detector's head on features its shared backbone computed (``model_s``
+        counts the backbone run once for each detector that used it)."""
+        head = self.head
+        assert head is not None
+        start = time.perf_counter()
+        raw, *rest = head.session.run(list(head.outputs), {name: features[name] for name in head.backbone.cut})
+        in_domain = None
+        if head.has_oodd:
+            score, *rest = rest
+            in_domain = in_domain_from(score, "oodd")
+        probabilities, maps = self.primary_values(raw, rest)
+        return ModelOutputs(probabilities, in_domain, model_s=backbone_s + time.perf_counter() - start, extras=maps)
 
     def warm_up(self) -> None:
         """One run on a blank image: checks output shapes before the model serves, and
@@ -420,6 +448,147 @@ class FusedDetectorModel(DetectorModel):
         )
 
 
+class SharedBackbone:
+    """One backbone session, run once per image for every detector whose graph cuts to it."""
+
+    def __init__(self, key: str, session: ort.InferenceSession, image_input: str, cut: tuple[str, ...]) -> None:
+        self.key = key
+        self.session = session
+        self.image_input = image_input
+        self.cut = cut
+
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.cut, self.session.run(list(self.cut), {self.image_input: tensor}), strict=True))
+
+
+@dataclass(frozen=True)
+class HeadRun:
+    backbone: SharedBackbone
+    session: ort.InferenceSession
+    outputs: tuple[str, ...]  # primary output, the OODD output when has_oodd, the extras
+    has_oodd: bool
+
+
+# (graph bytes, backbone output names) -> SplitGraph (intellioptics_common.onnx_split).
+Splitter = Callable[[bytes, tuple[str, ...]], "SplitGraph"]
+
+
+class SharedBackbones:
+    """The backbone sessions of one process's loaded detectors, one per distinct backbone
+    computation (the key is a hash of the cut graph, not the name a package gives it).
+    Held weakly: a backbone goes once the last detector that used it is evicted."""
+
+    def __init__(self, runtime: RuntimeOptions, splitter: Splitter | None = None) -> None:
+        self._runtime = runtime
+        self._splitter = splitter if splitter is not None else default_splitter()
+        self._lock = threading.Lock()
+        self._by_key: weakref.WeakValueDictionary[str, SharedBackbone] = weakref.WeakValueDictionary()
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def attach(self, model: DetectorModel, graph_bytes: bytes, has_oodd: bool) -> None:
+        """Give ``model`` a head on a shared backbone; an optimisation, so a graph that
+        does not cut is logged and served as before."""
+        backbone = model.primary.pipeline.backbone
+        if self._splitter is None or backbone is None or model.depth_spec is not None:
+            return
+        cut = tuple(name.strip() for name in backbone.output.split(",") if name.strip())
+        try:
+            split = self._splitter(graph_bytes, cut)
+            with self._lock:
+                shared = self._by_key.get(split.key)
+                if shared is None:
+                    session = self._runtime.session(split.backbone, f"shared backbone {backbone.id}")
+                    shared = SharedBackbone(split.key, session, split.image_input, split.cut)
+                    self._by_key[split.key] = shared
+            head = self._runtime.session(split.head, f"head of {model.detector_id}")
+            outputs = [model.primary.pipeline.output]
+            if has_oodd and model.oodd is not None:
+                outputs.append(model.oodd.pipeline.output)
+            outputs += list(model.extra_outputs)
+            run = HeadRun(shared, head, tuple(outputs), has_oodd and model.oodd is not None)
+            spec = model.primary.pipeline.input
+            features = shared.run(np.zeros((1, 3, spec.height, spec.width), dtype=np.float32))
+            model.head = run
+            model.forward_head(features, 0.0)  # checks the outputs and pays first-run allocations now
+        except Exception as exc:  # the optimisation failing leaves the plain path
+            model.head = None
+            logger.warning("%s: no shared backbone run (%s); it is answered alone", model.detector_id, exc)
+
+
+def default_splitter() -> Splitter | None:
+    try:
+        module = importlib.import_module("intellioptics_common.onnx_split")
+    except ImportError:
+        return None
+    return getattr(module, "split_at_backbone", None)
+
+
+@dataclass(frozen=True)
+class ManyAnswers:
+    answers: list[Answer | IntelliOpticsError]  # in the order of the models; a refusal in place of an answer
+    decode_s: float
+    backbone_runs: int  # shared backbone passes plus the models answered alone
+
+
+def answer_many(models: list[DetectorModel], image: bytes, limits: ImageLimits) -> ManyAnswers:
+    """Every model's answer on one image, decoded once per draft size (normally once) and
+    each shared backbone run once. A model answers as its ``predict`` would."""
+    answers: list[Answer | IntelliOpticsError | None] = [None] * len(models)
+    decode_s = 0.0
+    runs = 0
+    by_draft: dict[tuple[int, int], list[int]] = {}
+    for index, model in enumerate(models):
+        by_draft.setdefault(model.draft_size, []).append(index)
+    for draft, indices in by_draft.items():
+        start = time.perf_counter()
+        rgb = decode_image(image, limits, draft_size=draft).rgb
+        decode_s += time.perf_counter() - start
+        groups: dict[tuple[str, InputSpec], list[int]] = {}
+        for index in indices:
+            model = models[index]
+            if model.head is not None and model.depth_spec is None:
+                groups.setdefault((model.head.backbone.key, model.primary.pipeline.input), []).append(index)
+                continue
+            try:
+                runs += 1
+                answers[index] = _answer_alone(model, rgb)
+            except IntelliOpticsError as exc:
+                answers[index] = exc
+        for (_, spec), members in groups.items():
+            start = time.perf_counter()
+            tensor = to_input_tensor(rgb, spec)
+            prepared = PreparedImage((tensor,), 0.0, time.perf_counter() - start)
+            head = models[members[0]].head
+            assert head is not None
+            start = time.perf_counter()
+            features = head.backbone.run(tensor)
+            backbone_s = time.perf_counter() - start
+            runs += 1
+            for index in members:
+                model = models[index]
+                try:
+                    answers[index] = model.post_process(prepared, model.forward_head(features, backbone_s))
+                except IntelliOpticsError as exc:
+                    answers[index] = exc
+    done = [a for a in answers if a is not None]
+    assert len(done) == len(models)
+    return ManyAnswers(done, decode_s, runs)
+
+
+def _answer_alone(model: DetectorModel, rgb: np.ndarray) -> Answer:
+    if model.depth_spec is not None:
+        raise DepthRequiredError(
+            f"The model of detector {model.detector_id} was trained with depth and needs the depth map of "
+            "every image: ask for it alone, with an `image` part and a `depth` part."
+        )
+    start = time.perf_counter()
+    prepared = model.prepare(rgb)
+    prepared = PreparedImage(prepared.tensors, 0.0, time.perf_counter() - start, prepared.depth)
+    return model.post_process(prepared, model.forward(prepared))
+
+
 def default_fuser() -> Fuser | None:
     """The shared-backbone fuser of this library, when this install has ``onnx`` (the edge
     and the training machine do; a part without it runs two sessions)."""
@@ -439,15 +608,18 @@ def build_model(
     *,
     fuser: Fuser | None = None,
     disk_state: DiskState | None = None,
+    backbones: SharedBackbones | None = None,
 ) -> DetectorModel:
     """Sessions for a version's graphs, fused into one backbone pass when both name the
-    same backbone and a fuser is given; output names checked, warmed up, ready to serve."""
+    same backbone and a fuser is given; output names checked, warmed up, ready to serve.
+    With ``backbones``, the served graph (the fused one, or a lone primary) also gets a
+    head on the registry's shared backbone, for :func:`answer_many`."""
     state = disk_state or DiskState(primary.version, None if oodd is None else oodd.version)
     size = len(primary_bytes) + len(oodd_bytes or b"")
     # A depth primary has a second input: it shares no backbone run (its package names none).
     depthless = primary.pipeline.depth is None
     if fuser is not None and oodd is not None and oodd_bytes and depthless and _shares_backbone(primary, oodd):
-        fused = _try_fuse(primary, oodd, primary_bytes, oodd_bytes, runtime, fuser, state)
+        fused = _try_fuse(primary, oodd, primary_bytes, oodd_bytes, runtime, fuser, state, backbones)
         if fused is not None:
             return fused
     primary_session = runtime.session(primary_bytes, f"primary v{primary.version}")
@@ -461,6 +633,8 @@ def build_model(
         _check_outputs(oodd_session, oodd)
     model = SeparateDetectorModel(primary, oodd, primary_session, oodd_session, disk_state=state, size_bytes=size)
     model.warm_up()
+    if backbones is not None and oodd is None:  # an unfused OODD has its own backbone run
+        backbones.attach(model, primary_bytes, has_oodd=False)
     return model
 
 
@@ -482,6 +656,7 @@ def _try_fuse(
     runtime: RuntimeOptions,
     fuser: Fuser,
     state: DiskState,
+    backbones: SharedBackbones | None,
 ) -> FusedDetectorModel | None:
     """Fusion is an optimisation: when it fails, log why and run two sessions."""
     try:
@@ -493,6 +668,8 @@ def _try_fuse(
             raise PackageError(f"the fused graph has outputs {sorted(names)}, not {list(wanted)}")
         model = FusedDetectorModel(primary, oodd, session, *wanted[:2], disk_state=state, size_bytes=len(fused_bytes))
         model.warm_up()
+        if backbones is not None:
+            backbones.attach(model, fused_bytes, has_oodd=True)
         return model
     except Exception as exc:  # any failure of the optimisation falls back to the plain path
         logger.warning(

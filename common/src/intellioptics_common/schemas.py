@@ -441,6 +441,23 @@ class InferenceResult(WireModel):
     )
 
 
+class DetectorAnswer(WireModel):
+    """One detector's part of ``POST /infer/multi``: its answer, or why there is none."""
+
+    detector_id: str
+    status_code: int = Field(description="200 with ``result``; otherwise the status ``POST /infer`` would give.")
+    result: InferenceResult | None = None
+    error: ErrorBody | None = None
+
+
+class MultiInferenceResult(WireModel):
+    """Answer of ``POST /infer/multi``: one image, several detectors, in the order asked."""
+
+    results: list[DetectorAnswer]
+    decode_ms: float = Field(description="The one decode of the image (per draft size, normally one).")
+    backbone_runs: int = Field(description="Backbone passes run for all the detectors together.")
+
+
 class BatchItem(WireModel):
     """One image of a batch: the answer, or why there is none."""
 

@@ -116,22 +116,24 @@ def _video_file(path: Path, frames: int = 30, fps: int = 10) -> Path:
 
 
 class EdgeApi:
-    """The edge API's answer to POST image-queries, recorded (MockTransport)."""
+    """The edge API's answers to POST image-queries and image-queries/multi, recorded
+    (MockTransport); the multi route answers each detector as the single one would."""
 
     def __init__(self) -> None:
         self.posts: list[httpx.Request] = []
         self.lock = threading.Lock()
+        self.answered = 0
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def _query(self, detector_id: str) -> dict:
         with self.lock:
-            self.posts.append(request)
-            number = len(self.posts)
-        body = {
+            self.answered += 1
+            number = self.answered
+        return {
             "id": f"iq_{number:027d}",
             "type": "image_query",
             "created_at": "2026-01-01T00:00:00Z",
             "query": "q?",
-            "detector_id": request.url.params["detector_id"],
+            "detector_id": detector_id,
             "result_type": "binary_classification",
             "result": {
                 "result_type": "binary_classification",
@@ -142,13 +144,23 @@ class EdgeApi:
             "patience_time": 30.0,
             "confidence_threshold": 0.9,
         }
-        return httpx.Response(201, json=body)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.posts.append(request)
+        if request.url.path.endswith("/image-queries/multi"):
+            results = [
+                {"detector_id": d, "status_code": 201, "image_query": self._query(d)}
+                for d in request.url.params.get_list("detector_id")
+            ]
+            return httpx.Response(200, json={"results": results})
+        return httpx.Response(201, json=self._query(request.url.params["detector_id"]))
 
 
 OPTIONS = StreamOptions(SourceOptions(2.0, 2.0, 0.1, 0.5), sink_queue_size=10, sink_backoff=SinkBackoff(0.1, 1.0))
 
 
-def test_a_file_stream_posts_one_jpeg_per_detector_at_the_cap(tmp_path: Path) -> None:
+def test_a_file_stream_posts_one_jpeg_for_its_detectors_at_the_cap(tmp_path: Path) -> None:
     api = EdgeApi()
     client = EdgeApiClient("http://edge.test", "token", 5.0, httpx.MockTransport(api.handle))
     config = StreamConfig(url=str(_video_file(tmp_path / "line.mp4")), detector_ids=[DET_A, DET_B], fps=4)
@@ -163,13 +175,16 @@ def test_a_file_stream_posts_one_jpeg_per_detector_at_the_cap(tmp_path: Path) ->
     # 10 fps file (looped) sampled at 4 fps for ~2.5 s.
     assert 7 <= status["frames_submitted"] <= 11, status
     assert status["frames_read"] >= 20, status
+    # One call per frame for both detectors (the edge decodes it once, runs the backbone once).
     posts = api.posts
-    assert len(posts) == 2 * status["frames_submitted"]
-    for first, second in zip(posts[::2], posts[1::2], strict=True):
-        assert first.url.params["detector_id"] == DET_A and second.url.params["detector_id"] == DET_B
-        assert first.content == second.content and first.content[:2] == b"\xff\xd8"  # one JPEG for both
-        metadata = json.loads(base64.urlsafe_b64decode(first.url.params["metadata"] + "=="))
+    assert len(posts) == status["frames_submitted"]
+    for post in posts:
+        assert post.url.path == "/device-api/v1/image-queries/multi"
+        assert post.url.params.get_list("detector_id") == [DET_A, DET_B]
+        assert post.content[:2] == b"\xff\xd8"
+        metadata = json.loads(base64.urlsafe_b64decode(post.url.params["metadata"] + "=="))
         assert metadata["stream"] == "file" and metadata["frame_time"].endswith("Z")
+    assert api.answered == 2 * status["frames_submitted"]
     assert status["last_results"][DET_B]["label"] == "NO"
     client.close()
 

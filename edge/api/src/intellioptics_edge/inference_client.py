@@ -30,9 +30,10 @@ from intellioptics_common.errors import (
     DepthRequiredError,
     ImageDecodeError,
     ImageTooLargeError,
+    IntelliOpticsError,
     InvalidInputError,
 )
-from intellioptics_common.schemas import InferenceResult
+from intellioptics_common.schemas import InferenceResult, MultiInferenceResult
 from intellioptics_edge.loopback_http import LoopbackHTTP, LoopbackHTTPError, LoopbackResponse
 
 
@@ -75,10 +76,6 @@ def _error_body(response: httpx.Response | LoopbackResponse) -> tuple[str, str |
     return f"HTTP {response.status_code}", None
 
 
-def _detail(response: httpx.Response | LoopbackResponse) -> str:
-    return _error_body(response)[0]
-
-
 # The service's 400s by code; any other 400 is about the image.
 _BAD_INPUT: dict[str | None, type[InvalidInputError]] = {
     DepthMapError.code: DepthMapError,
@@ -102,6 +99,17 @@ def rgbd_form(image: bytes, content_type: str, depth: bytes) -> tuple[bytes, str
         )
     )  # fmt: skip
     return body, "multipart/form-data; boundary=" + boundary.decode("ascii")
+
+
+def _refusal(detector_id: str, status: int, detail: str, code: str | None) -> NotReady:
+    """What a status other than 200 means: bad input raises, the rest is "not ready"."""
+    if status == 400:
+        raise _BAD_INPUT.get(code, ImageDecodeError)(detail)
+    if status == 413:
+        raise ImageTooLargeError(detail)
+    if status == 404:
+        return NotReady(f"no model is installed for {detector_id} on this edge")
+    return NotReady(f"the model for {detector_id} is not ready: {detail}")
 
 
 class InferenceClient:
@@ -148,14 +156,48 @@ class InferenceClient:
                 return InferenceResult.model_validate_json(response.content)
             except ValidationError:
                 return NotReady("the inference service sent an answer this edge cannot read")
-        if response.status_code == 400:
+        detail, code = _error_body(response)
+        return _refusal(detector_id, response.status_code, detail, code)
+
+    async def infer_many(
+        self, detector_ids: list[str], image: bytes, content_type: str
+    ) -> dict[str, InferenceResult | NotReady | IntelliOpticsError]:
+        """Every detector's answer on one image from one ``POST /infer/multi`` (one decode,
+        one pass of a backbone they share). A bad or oversized image raises, as ``infer``
+        does; a detector's own refusal (a depth model, say) comes back in its place."""
+        url = self._client.base_url.join("/infer/multi").copy_merge_params({"detector_id": detector_ids})
+        response: httpx.Response | LoopbackResponse
+        try:
+            if self._infer_http is not None:
+                response = await self._infer_http.post(url.raw_path.decode("ascii"), image, content_type)
+            else:
+                response = await self._client.post(url, content=image, headers={"content-type": content_type})
+        except (httpx.TimeoutException, TimeoutError):
+            return dict.fromkeys(detector_ids, NotReady("the inference service did not answer in time"))
+        except httpx.HTTPError as exc:
+            return dict.fromkeys(detector_ids, NotReady(f"the inference service is unreachable ({type(exc).__name__})"))
+        except LoopbackHTTPError as exc:
+            return dict.fromkeys(detector_ids, NotReady(f"the inference service is unreachable ({exc})"))
+        if response.status_code != 200:
             detail, code = _error_body(response)
-            raise _BAD_INPUT.get(code, ImageDecodeError)(detail)
-        if response.status_code == 413:
-            raise ImageTooLargeError(_detail(response))
-        if response.status_code == 404:
-            return NotReady(f"no model is installed for {detector_id} on this edge")
-        return NotReady(f"the model for {detector_id} is not ready: {_detail(response)}")
+            refusal = _refusal(",".join(detector_ids), response.status_code, detail, code)
+            return dict.fromkeys(detector_ids, refusal)
+        try:
+            many = MultiInferenceResult.model_validate_json(response.content)
+        except ValidationError:
+            return dict.fromkeys(detector_ids, NotReady("the inference service sent an answer this edge cannot read"))
+        out: dict[str, InferenceResult | NotReady | IntelliOpticsError] = {}
+        for answer in many.results:
+            if answer.result is not None:
+                out[answer.detector_id] = answer.result
+                continue
+            error = answer.error
+            detail, code = (error.detail, error.code) if error is not None else (f"HTTP {answer.status_code}", None)
+            try:
+                out[answer.detector_id] = _refusal(answer.detector_id, answer.status_code, detail, code)
+            except IntelliOpticsError as exc:
+                out[answer.detector_id] = exc
+        return out
 
     async def detector_ready(self, detector_id: str) -> bool:
         """Asking also makes the service start loading the detector (warm-up)."""

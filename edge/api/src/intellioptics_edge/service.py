@@ -44,6 +44,7 @@ Every edge answer is stored with its image so that ``GET image-queries/{id}`` an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -59,7 +60,7 @@ import anyio
 from intellioptics_common.anomaly import OVERLAY_KINDS, Severity, overlay_png
 from intellioptics_common.confidence import is_confident, normalize_binary_label
 from intellioptics_common.depth import checked_depth
-from intellioptics_common.errors import InvalidInputError
+from intellioptics_common.errors import IntelliOpticsError, InvalidInputError
 from intellioptics_common.explanation import explain_edge_answer
 from intellioptics_common.ids import new_id
 from intellioptics_common.imaging import ImageLimits
@@ -120,6 +121,8 @@ class SubmitRequest:
     local_caller: bool = False
     # The query string as received, forwarded unchanged when the cloud answers.
     forward_params: dict[str, str] = field(default_factory=dict)
+    # The model's answer when it was already asked (one image for several detectors).
+    inference: InferenceResult | NotReady | IntelliOpticsError | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,33 @@ class ImageQueryService:
             method=method,
         )
         return answer
+
+    async def submit_many(self, requests: list[SubmitRequest]) -> list[SubmitOutcome | IntelliOpticsError]:
+        """One image for several detectors, each through the whole decision tree (rules,
+        escalation, audit, outbox, the record), with one model call for all of them: the
+        inference service decodes the image once and runs a backbone they share once. A
+        detector's refusal takes its place in the answers; the others go on."""
+        if not requests:
+            return []
+        first = requests[0]
+        probe_image(first.image, self._limits)  # a bad image fails them all, before any model runs
+        asked: list[str] = []
+        for request in requests:
+            try:
+                detector = await self._detectors.get(request.detector_id, request.token)
+            except IntelliOpticsError:
+                continue  # its own submit raises the same error
+            if detector.mode in SUPPORTED_MODES and request.depth is None:
+                asked.append(detector.id)
+        answers = await self._inference.infer_many(asked, first.image, first.content_type) if len(asked) > 1 else {}
+
+        async def one(request: SubmitRequest) -> SubmitOutcome | IntelliOpticsError:
+            try:
+                return await self.submit(replace(request, inference=answers.get(request.detector_id)))
+            except IntelliOpticsError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(request) for request in requests)))
 
     async def _decide(
         self, request: SubmitRequest
@@ -362,6 +392,11 @@ class ImageQueryService:
     async def _infer(self, detector: DetectorInfo, request: SubmitRequest) -> InferenceResult | NotReady:
         if detector.mode not in SUPPORTED_MODES:
             return NotReady(f"{detector.mode.value} detectors are answered by the cloud only")
+        asked = request.inference
+        if isinstance(asked, IntelliOpticsError):
+            raise asked
+        if asked is not None:
+            return asked
         return await self._inference.infer(detector.id, request.image, request.content_type, request.depth)
 
     async def _try_cloud(self, request: SubmitRequest) -> CloudResponse | None:

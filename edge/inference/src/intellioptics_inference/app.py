@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intellioptics_common.errors import IntelliOpticsError
-from intellioptics_common.runtime import RuntimeOptions, default_fuser
+from intellioptics_common.runtime import RuntimeOptions, SharedBackbones, default_fuser
 from intellioptics_common.schemas import ErrorBody
 from intellioptics_inference.cache import DetectorCache, Loader
 from intellioptics_inference.errors import DetectorLoadingError
@@ -36,7 +36,9 @@ def default_loader(settings: InferenceSettings) -> Loader:
         execution_mode=settings.ort_execution_mode,
         allow_spinning=settings.ort_allow_spinning,
     )
-    return partial(load_detector, settings.models_dir, runtime=runtime, fuser=default_fuser())
+    # One registry per service: detectors on the same backbone share its run (POST /infer/multi).
+    backbones = SharedBackbones(runtime)
+    return partial(load_detector, settings.models_dir, runtime=runtime, fuser=default_fuser(), backbones=backbones)
 
 
 def create_app(settings: InferenceSettings | None = None, *, loader_factory: LoaderFactory = default_loader) -> FastAPI:

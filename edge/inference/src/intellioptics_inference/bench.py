@@ -105,7 +105,10 @@ def head_on_backbone(backbone: onnx.ModelProto, kind: str, feature: str = "feat_
     return model.SerializeToString()
 
 
-def write_bench_detector(models_dir: Path, detector_id: str, backbone_path: Path, oodd: bool = True) -> None:
+def write_bench_detector(
+    models_dir: Path, detector_id: str, backbone_path: Path, oodd: bool = True, seed: int = 0
+) -> None:
+    """A detector on the real backbone with random linear heads (``seed`` picks them)."""
     backbone_bytes = backbone_path.read_bytes()
     backbone = onnx.load_from_string(backbone_bytes)
     ref = BackboneRef(id="efficientnet_lite0_imagenet_v1", sha256=sha256_bytes(backbone_bytes), output="feat_head")
@@ -115,7 +118,7 @@ def write_bench_detector(models_dir: Path, detector_id: str, backbone_path: Path
             models_dir,
             detector_id,
             kind,  # type: ignore[arg-type]
-            model_bytes=head_on_backbone(backbone, kind),
+            model_bytes=head_on_backbone(backbone, kind, seed=seed),
             pipeline=PipelineConfig(
                 kind=kind,  # type: ignore[arg-type]
                 mode="BINARY",
@@ -457,10 +460,10 @@ def to_markdown(report: BenchReport, command: str = "python -m intellioptics_inf
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) only our section; other sections belong to other parts."""
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replace (or append) only the ``heading`` section; other sections belong to other parts."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 from intellioptics_common.errors import IntelliOpticsError, PackageError
 from intellioptics_common.model_check import check_model_bytes
 from intellioptics_common.model_package import Kind, ModelPackage, kind_dir, list_versions, read_version, sha256_bytes
-from intellioptics_common.runtime import DetectorModel, DiskState, Fuser, RuntimeOptions, build_model
+from intellioptics_common.runtime import DetectorModel, DiskState, Fuser, RuntimeOptions, SharedBackbones, build_model
 from intellioptics_common.schemas import SUPPORTED_MODES
 from intellioptics_inference.errors import DetectorNotFoundError, ModelUnusableError
 
@@ -42,9 +42,14 @@ def disk_state(models_dir: Path, detector_id: str) -> DiskState:
 
 
 def load_detector(
-    models_dir: Path, detector_id: str, runtime: RuntimeOptions, fuser: Fuser | None = None
+    models_dir: Path,
+    detector_id: str,
+    runtime: RuntimeOptions,
+    fuser: Fuser | None = None,
+    backbones: SharedBackbones | None = None,
 ) -> LoadReport:
-    """Blocking: verify, build sessions, warm up. Run it off the event loop."""
+    """Blocking: verify, build sessions, warm up. Run it off the event loop. With
+    ``backbones``, the model can also share its backbone run with other detectors."""
     start = time.perf_counter()
     state = disk_state(models_dir, detector_id)
     if state.primary is None:
@@ -58,7 +63,7 @@ def load_detector(
             "Install a new version."
         )
     try:
-        model = _build(primary, oodd, state, runtime, fuser)
+        model = _build(primary, oodd, state, runtime, fuser, backbones)
     except (PackageError, OSError) as exc:  # OSError: a version pruned while we read it
         raise ModelUnusableError(
             f"The model of detector {detector_id} (primary v{primary.version}) cannot run: {exc}. Install a new version."
@@ -94,8 +99,15 @@ def _read_model(package: ModelPackage) -> bytes:
 
 
 def _build(
-    primary: ModelPackage, oodd: ModelPackage | None, state: DiskState, runtime: RuntimeOptions, fuser: Fuser | None
+    primary: ModelPackage,
+    oodd: ModelPackage | None,
+    state: DiskState,
+    runtime: RuntimeOptions,
+    fuser: Fuser | None,
+    backbones: SharedBackbones | None,
 ) -> DetectorModel:
     primary_bytes = _read_model(primary)
     oodd_bytes = _read_model(oodd) if oodd is not None else None
-    return build_model(primary, primary_bytes, oodd, oodd_bytes, runtime, fuser=fuser, disk_state=state)
+    return build_model(
+        primary, primary_bytes, oodd, oodd_bytes, runtime, fuser=fuser, disk_state=state, backbones=backbones
+    )

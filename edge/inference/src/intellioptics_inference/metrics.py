@@ -33,6 +33,21 @@ class InferenceMetrics:
             ("detector_id", "status"),
             registry=self.registry,
         )
+        self.multi_calls = Counter(
+            "intellioptics_inference_multi_calls_total",
+            "/infer/multi calls (one image for several detectors).",
+            registry=self.registry,
+        )
+        self.multi_backbone_runs = Counter(
+            "intellioptics_inference_multi_backbone_runs_total",
+            "Backbone passes run by /infer/multi calls (detectors sharing a backbone share a pass).",
+            registry=self.registry,
+        )
+        self.multi_answers = Counter(
+            "intellioptics_inference_multi_answers_total",
+            "Detectors answered by /infer/multi calls.",
+            registry=self.registry,
+        )
         self.cache_hits = Counter(
             "intellioptics_inference_cache_hits_total",
             "Requests that found their detector loaded.",

@@ -8,20 +8,24 @@ import concurrent.futures
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from intellioptics_common.anomaly import coarse_map
 from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_common.imaging import ImageLimits
 from intellioptics_common.model_package import list_detectors, list_versions
-from intellioptics_common.runtime import Answer, DetectorModel
+from intellioptics_common.runtime import Answer, DetectorModel, ManyAnswers, answer_many
 from intellioptics_common.schemas import (
     ROI,
     AnomalyOutput,
     DetectionOutput,
+    DetectorAnswer,
     DetectorMode,
+    ErrorBody,
     InferenceResult,
     InferenceTimings,
+    MultiInferenceResult,
 )
 from intellioptics_inference.cache import DetectorCache
 from intellioptics_inference.errors import DetectorNotFoundError, InvalidDetectorIdError
@@ -69,6 +73,63 @@ class InferenceService:
         )
         self.record_status(detector_id, 200)
         return _result(model, answer, total_s)
+
+    async def infer_many(self, detector_ids: list[str], image: bytes) -> MultiInferenceResult:
+        """One image for several detectors: decoded once, each shared backbone run once,
+        every detector's head on it. A detector that cannot answer (unknown, loading, a
+        depth model) gets its own error in its place; a bad image fails the whole call."""
+        start = time.perf_counter()
+        loaded = await asyncio.gather(*(self._model_for(d) for d in detector_ids), return_exceptions=True)
+        models = [m for m in loaded if isinstance(m, DetectorModel)]
+        for outcome in loaded:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, IntelliOpticsError):
+                raise outcome
+        many = None
+        if models:
+            loop = asyncio.get_running_loop()
+            try:
+                many = await loop.run_in_executor(self._executor, self._predict_many, models, image)
+            except IntelliOpticsError as exc:
+                for model in models:
+                    self.record_status(model.detector_id, exc.status_code)
+                raise
+        total_s = time.perf_counter() - start
+        answers = iter(many.answers if many is not None else [])
+        results: list[DetectorAnswer] = []
+        for detector_id, outcome in zip(detector_ids, loaded, strict=True):
+            if isinstance(outcome, DetectorModel):
+                answer = next(answers)
+                if isinstance(answer, Answer):
+                    decode_s = many.decode_s if many is not None else 0.0
+                    self.metrics.observe_latency(
+                        detector_id, outcome.primary.version, decode_s, answer.preprocess_s, answer.model_s, total_s
+                    )
+                    self.record_status(detector_id, 200)
+                    answered = replace(answer, decode_s=decode_s)
+                    result = _result(outcome, answered, total_s)
+                    results.append(DetectorAnswer(detector_id=detector_id, status_code=200, result=result))
+                    continue
+                outcome = answer
+            assert isinstance(outcome, IntelliOpticsError)
+            self.record_status(detector_id, outcome.status_code, known=not isinstance(outcome, _UNLABELLED))
+            error = ErrorBody(detail=outcome.public_message, code=outcome.code)
+            results.append(DetectorAnswer(detector_id=detector_id, status_code=outcome.status_code, error=error))
+        self.metrics.multi_calls.inc()
+        self.metrics.multi_backbone_runs.inc(0 if many is None else many.backbone_runs)
+        self.metrics.multi_answers.inc(sum(1 for r in results if r.result is not None))
+        return MultiInferenceResult(
+            results=results,
+            decode_ms=0.0 if many is None else many.decode_s * 1000.0,
+            backbone_runs=0 if many is None else many.backbone_runs,
+        )
+
+    async def _model_for(self, detector_id: str) -> DetectorModel:
+        return await self.cache.get(check_detector_id(detector_id))
+
+    def _predict_many(self, models: list[DetectorModel], image: bytes) -> ManyAnswers:
+        for model in models:
+            self.cache.check_for_new_version(model)
+        return answer_many(models, image, self.limits)
 
     def _predict(self, model: DetectorModel, image: bytes, depth: bytes | None) -> Answer:
         self.cache.check_for_new_version(model)

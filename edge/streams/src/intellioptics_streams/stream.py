@@ -147,15 +147,25 @@ class StreamRunner:
     def _submit(self, jpeg: bytes, read_wall: float, index: int) -> None:
         frame_time = _iso(read_wall)
         metadata = {"stream": self.name, "frame_time": frame_time, "frame_index": index}
-        submitted = False
-        for detector_id in self.config.detector_ids:
-            if self._stop.is_set():
-                return
+        detector_ids = list(self.config.detector_ids)
+        if self._stop.is_set():
+            return
+        answers: list[Answer | EdgeApiError]
+        if len(detector_ids) == 1:
             try:
-                answer = self._edge.submit(detector_id, jpeg, metadata)
+                answers = [self._edge.submit(detector_ids[0], jpeg, metadata)]
             except EdgeApiError as exc:
+                answers = [exc]
+        else:  # one call: the edge decodes the frame once and runs the shared backbone once
+            try:
+                answers = self._edge.submit_many(detector_ids, jpeg, metadata)
+            except EdgeApiError as exc:
+                answers = [exc]
+        submitted = False
+        for answer in answers:
+            if isinstance(answer, EdgeApiError):
                 self.submit_errors += 1
-                self.last_submit_error = redact(exc.public_message, self._secrets)
+                self.last_submit_error = redact(answer.public_message, self._secrets)
                 logger.warning("stream %s: %s", self.name, self.last_submit_error)
                 continue
             submitted = True

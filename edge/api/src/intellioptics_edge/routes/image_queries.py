@@ -85,6 +85,46 @@ async def _submit(state: EdgeState, submit: SubmitRequest) -> Response:
     return _cloud(outcome)
 
 
+MAX_DETECTORS_PER_IMAGE = 32
+
+
+@router.post("/image-queries/multi")
+async def submit_for_many_detectors(request: Request, state: StateDep, caller: Submitter) -> Response:
+    """One image for several detectors (``?detector_id=a&detector_id=b``, the other query
+    parameters of ``POST image-queries`` apply to each): one image query per detector,
+    each through the whole decision tree, with one model call for all of them. Answers
+    ``{"results": [{"detector_id", "status_code", "image_query" | "error"}]}`` in the order
+    asked; one detector's refusal does not fail the others."""
+    detector_ids = request.query_params.getlist("detector_id")
+    if not detector_ids or len(detector_ids) > MAX_DETECTORS_PER_IMAGE:
+        raise InvalidInputError(f"Name 1 to {MAX_DETECTORS_PER_IMAGE} detectors (?detector_id=a&detector_id=b).")
+    if len(set(detector_ids)) != len(detector_ids):
+        raise InvalidInputError("A detector is named twice; name each detector once.")
+    if request.query_params.get("image_query_id"):
+        raise InvalidInputError("image_query_id names one query; each detector gets its own here, so leave it out.")
+    content_type = check_content_type(request.headers.get("content-type"))
+    shared = {name: value for name, value in request.query_params.items() if name != "detector_id"}
+    arguments = [parse_submit_params({**shared, "detector_id": detector_id}) for detector_id in detector_ids]
+    body = await request.body()
+    submits = [
+        SubmitRequest(image=body, content_type=content_type, token=caller.token, local_caller=caller.local, **each)
+        for each in arguments
+    ]
+    outcomes = await state.service.submit_many(submits)
+    parts = []
+    for detector_id, outcome in zip(detector_ids, outcomes, strict=True):
+        head = '{"detector_id":' + json.dumps(detector_id)
+        if isinstance(outcome, EdgeAnswer):
+            parts.append(head + ',"status_code":201,"image_query":' + outcome.body + "}")
+        elif isinstance(outcome, CloudResponse):
+            key = "image_query" if outcome.status_code < 400 else "error"  # the cloud's own answer, as it came
+            parts.append(head + f',"status_code":{outcome.status_code},"{key}":{json.dumps(outcome.body)}}}')
+        else:
+            error = {"detail": outcome.public_message, "code": outcome.code}
+            parts.append(head + f',"status_code":{outcome.status_code},"error":{json.dumps(error)}}}')
+    return Response('{"results":[' + ",".join(parts) + "]}", media_type="application/json")
+
+
 MAX_BATCH_IMAGES = 32
 
 

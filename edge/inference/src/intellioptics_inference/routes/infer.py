@@ -16,7 +16,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from intellioptics_common.depth import MAX_DEPTH_BYTES
 from intellioptics_common.errors import ImageTooLargeError, IntelliOpticsError, InvalidInputError
-from intellioptics_common.schemas import ErrorBody, InferenceResult
+from intellioptics_common.schemas import ErrorBody, InferenceResult, MultiInferenceResult
 from intellioptics_inference.deps import InferenceDep
 
 router = APIRouter(tags=["inference"])
@@ -57,6 +57,37 @@ async def infer(
         raise
     result = await service.infer(detector_id, image, depth)
     # Serialised once by pydantic-core; FastAPI would validate the model a second time.
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+MAX_DETECTORS_PER_IMAGE = 32
+
+
+@router.post(
+    "/infer/multi",
+    response_model=MultiInferenceResult,
+    responses={
+        400: {"model": ErrorBody, "description": "Not an image; no detector, too many or one named twice"},
+        413: _ERRORS[413],
+    },
+)
+async def infer_multi(
+    request: Request,
+    service: InferenceDep,
+    detector_id: Annotated[
+        list[str], Query(description="Detectors whose models answer, repeated: ?detector_id=a&detector_id=b")
+    ],
+) -> Response:
+    """One image for several detectors: decoded once, the backbone they share run once,
+    then each detector's head. Each detector's answer (or its own error: unknown, still
+    loading, a depth model) comes back in the order asked; an image that cannot be read
+    fails the whole call."""
+    if not detector_id or len(detector_id) > MAX_DETECTORS_PER_IMAGE:
+        raise InvalidInputError(f"Name 1 to {MAX_DETECTORS_PER_IMAGE} detectors (?detector_id=a&detector_id=b).")
+    if len(set(detector_id)) != len(detector_id):
+        raise InvalidInputError("A detector is named twice; name each detector once.")
+    image = await _read_body(request, service.limits.max_bytes)
+    result = await service.infer_many(detector_id, image)
     return Response(result.model_dump_json(), media_type="application/json")
 
 
