@@ -5,9 +5,10 @@ Run with the system python3 (python3-gi is a Debian package, not in the venv):
     /usr/bin/python3 tests/support/rtsp_server.py --port 8554
 
 Mounts: ``/moving`` (a bouncing ball: every frame differs), ``/static`` (SMPTE bars: no
-frame differs) and ``/clock`` (each frame carries the wall-clock time it was made, in
+frame differs), ``/clock`` (each frame carries the wall-clock time it was made, in
 milliseconds, as 40 black/white blocks across its top: see :func:`clock_bits`, read back
-by the benches to measure latency), all H.264 at ``--fps`` with a key frame every second.
+by the benches to measure latency) and ``/blink`` (white for 2 s, black for 2 s), all
+H.264 at ``--fps`` with a key frame every second.
 Prints ``READY <port>`` once it listens. SIGTERM stops it.
 """
 
@@ -58,10 +59,19 @@ def clock_frame(width: int, height: int, now_ms: int, index: int) -> bytes:
     return bytes(band) + shade * (height - CLOCK_ROWS)
 
 
+def blink_frame(width: int, height: int, now_ms: int, index: int) -> bytes:
+    """A GRAY8 frame that is white for two seconds, then black for two: a scene whose
+    answer changes (a brightness model says YES, then NO)."""
+    return bytes([255 if (now_ms // 2000) % 2 == 0 else 0]) * (width * height)
+
+
 class ClockFactory(GstRtspServer.RTSPMediaFactory):
-    def __init__(self, fps: int, width: int, height: int) -> None:
+    """Frames made by ``frame`` (``clock_frame`` unless told) at the stream's rate."""
+
+    def __init__(self, fps: int, width: int, height: int, frame=clock_frame) -> None:  # type: ignore[no-untyped-def]
         super().__init__()
         self._fps, self._width, self._height = fps, width, height
+        self._frame = frame
         caps = f"video/x-raw,format=GRAY8,width={width},height={height},framerate={fps}/1"
         self.set_launch(
             f"( appsrc name=clock is-live=true do-timestamp=true format=time caps={caps} "
@@ -76,7 +86,7 @@ class ClockFactory(GstRtspServer.RTSPMediaFactory):
 
         def push() -> bool:
             state["index"] += 1
-            data = clock_frame(self._width, self._height, int(time.time() * 1000), state["index"])
+            data = self._frame(self._width, self._height, int(time.time() * 1000), state["index"])
             return source.emit("push-buffer", Gst.Buffer.new_wrapped(data)) == Gst.FlowReturn.OK
 
         GLib.timeout_add(int(1000 / self._fps), push)
@@ -100,6 +110,7 @@ def main() -> int:
         factory.set_shared(True)  # one encoder per mount, however many clients
         mounts.add_factory(f"/{path}", factory)
     mounts.add_factory("/clock", ClockFactory(args.fps, args.width, args.height))
+    mounts.add_factory("/blink", ClockFactory(args.fps, args.width, args.height, blink_frame))
     if server.attach(None) == 0:
         print(f"could not listen on 127.0.0.1:{args.port}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -49,7 +49,28 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 def url_secrets(url: str) -> tuple[str, ...]:
     """The password of ``url``, to redact wherever it turns up (FFmpeg may print it decoded)."""
     match = _USERINFO.search(url)
-    return (match["password"],) if match and match["password"] else ()
+    if not match or not match["password"]:
+        return ()
+    password = match["password"]
+    decoded = unquote(password)
+    return (password,) if decoded == password else (password, decoded)
+
+
+# A path segment that is a credential rather than a name: long, with letters and digits
+# (Slack's /services/T0/B0/<token>, a Teams or Discord webhook's key).
+_TOKEN_SEGMENT = re.compile(r"^(?=.*[A-Za-z])(?=.*[0-9])[A-Za-z0-9_\-]{16,}$")
+
+
+def webhook_secrets(url: str) -> tuple[str, ...]:
+    """What a webhook URL may carry as a credential besides a password: every query
+    value (``?token=…``) and every token-like path segment."""
+    parts = urlsplit(url)
+    found = list(url_secrets(url))
+    for _, value in parse_qsl(parts.query, keep_blank_values=False):
+        if len(value) >= 4:
+            found += [value, quote(value, safe="")]
+    found += [segment for segment in parts.path.split("/") if _TOKEN_SEGMENT.match(segment)]
+    return tuple(dict.fromkeys(found))
 
 
 class _Strict(BaseModel):
@@ -144,8 +165,9 @@ class StreamConfig(_Strict):
         found = list(url_secrets(self.url))
         for sink in self.sinks:
             if isinstance(sink, WebhookSink):
-                found += url_secrets(sink.url)
-                found += [value for key, value in sink.headers.items() if key.lower() == "authorization"]
+                found += webhook_secrets(sink.url)
+                # Header values are credentials more often than not (Authorization, X-Api-Key, …).
+                found += [value for value in sink.headers.values() if len(value) >= 4]
             elif sink.password:
                 found.append(sink.password)
         return tuple(found)

@@ -4,8 +4,10 @@
     python -m edge.streams.bench.load --duration 600   # the issue's 10 minutes
 
 A GStreamer RTSP server (``/clock`` mount, 640x480 H.264 at 10 fps) feeds ``--streams``
-streams at ``--fps`` each, every one watched by 2 detectors (real ONNX brightness models
-in the real inference service, through the edge API's decision tree and nginx). Meanwhile a
+streams at ``--fps`` each, every one watched by 2 detectors (by default each on the real
+EfficientNet-Lite0 export with heads of its own, so a stream's two detectors share one
+backbone pass; ``--models brightness``: the tests' tiny models), in the real inference
+service, through the edge API's decision tree and nginx. Meanwhile a
 client posts its own image query through the gateway every 0.25 s; its latency is
 compared with the same client on the idle edge. Then the camera goes away for
 ``--outage`` seconds and comes back: the time each stream takes to submit again is reported.
@@ -25,6 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from intellioptics_inference.bench import default_backbone, write_bench_detector
 from tests.support.procs import free_port
 from tests.support.streams import RtspServer, edge_with_streams, rtsp_process
 
@@ -100,12 +103,28 @@ def _p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _total(metrics: str, name: str) -> float:
+    """The sum of every series of ``name`` in a Prometheus text page."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(name) and (line[len(name)] in " {")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (the issue: 600)")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the camera is gone (0: skip)")
+    parser.add_argument(
+        "--models",
+        choices=("real", "brightness"),
+        default="real",
+        help="real: every detector on the EfficientNet-Lite0 export with its own heads (a stream's two "
+        "detectors share one backbone pass); brightness: the tests' tiny brightness models",
+    )
     args = parser.parse_args(argv)
 
     ids = [[detector(i, 0), detector(i, 1)] for i in range(args.streams)]
@@ -116,15 +135,20 @@ def main(argv: list[str] | None = None) -> int:
             {"detector_id": d, "edge_inference_config": "no_cloud", "name": d[-6:], "query": "bright?"} for d in all_ids
         ],
     }
-    models = dict.fromkeys(all_ids, ("NO", "YES"))
+    models = dict.fromkeys(all_ids, ("NO", "YES")) if args.models == "brightness" else None
     with tempfile.TemporaryDirectory() as work:
         base = Path(work)
+        if args.models == "real":
+            for seed, detector_id in enumerate(all_ids):
+                write_bench_detector(base / "edge" / "models", detector_id, default_backbone(), seed=seed + 1)
         port = free_port()
         camera = RtspServer(rtsp_process(base, port, fps=10, width=640, height=480), port)
         camera.start()
         try:
+            # Every detector stays loaded (the default cache of 5 would reload models all the time).
+            cache = {"INTELLIOPTICS_INFERENCE_CACHE_SIZE": str(len(all_ids))}
             with edge_with_streams(
-                base / "edge", config, models, streams_env={"INTELLIOPTICS_LOG_LEVEL": "WARNING"}
+                base / "edge", config, models, streams_env={"INTELLIOPTICS_LOG_LEVEL": "WARNING"}, edge_env=cache
             ) as edge:
                 prober = Prober(edge.stack.gateway_url, edge.stack.token)
                 prober.measure(3)  # warm-up: models loaded, connections open
@@ -155,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = cpu_seconds(edge.process.pid) - cpu_before
                 last = edge.streams()
 
-                print(f"\n{args.streams} streams x {args.fps:g} fps x 2 detectors, {wall:.0f} s, {os.cpu_count()} CPUs")
+                print(
+                    f"\n{args.streams} streams x {args.fps:g} fps x 2 detectors ({args.models} models), {wall:.0f} s, "
+                    f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+                )
                 print("\n| stream | submitted/s (cap) | within 10 % | dropped | submit errors | frames read/s |")
                 print("|---|---|---|---|---|---|")
                 for name in sorted(last):
@@ -177,6 +204,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"probe POST /image-queries via nginx: idle p50 {_p(idle, 50):.1f} ms p95 {_p(idle, 95):.1f} ms; "
                     f"under stream load p50 {_p(loaded, 50):.1f} ms p95 {_p(loaded, 95):.1f} ms "
                     f"(ratio p50 {_p(loaded, 50) / _p(idle, 50):.2f}x), probe errors {prober.errors}"
+                )
+
+                metrics = httpx.get(f"{edge.stack.inference_url}/metrics", timeout=10).text
+                print(
+                    "inference: "
+                    + ", ".join(
+                        f"{name} {_total(metrics, name):.0f}"
+                        for name in (
+                            "intellioptics_inference_multi_calls_total",
+                            "intellioptics_inference_multi_backbone_runs_total",
+                            "intellioptics_inference_multi_answers_total",
+                            "intellioptics_inference_cache_evictions_total",
+                        )
+                    )
                 )
 
                 if args.outage > 0:

@@ -8,8 +8,10 @@ gateway; their state is read from ``GET /streams`` through the gateway.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,6 +49,18 @@ class MqttListener:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus series in ``text`` (labels in any order)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        found = dict(re.findall(r'(\w+)="([^"]*)"', series[len(name) :]))
+        if found == labels:
+            return float(value)
+    raise AssertionError(f"no series {name}{labels} in the metrics")
 
 
 def test_frames_become_image_queries_at_the_fps_cap_and_reach_the_sinks(
@@ -117,8 +131,22 @@ def test_frames_become_image_queries_at_the_fps_cap_and_reach_the_sinks(
     assert {m["detector_id"] for m in listener.messages} == {DET_A, DET_B}
     assert all(m["event"] == "result" for m in listener.messages)
 
+    # Prometheus counters per stream carry the status figures: read between two statuses.
+    before_scrape = edge.streams()["cam"]
     metrics = httpx.get(f"{edge.streams_url}/metrics", timeout=5).text
-    assert 'intellioptics_stream_frames_submitted_total{stream="cam"}' in metrics
+    after_scrape = edge.streams()["cam"]
+    for field in ("frames_read", "frames_submitted", "frames_dropped", "submit_errors", "reconnects"):
+        value = _metric(metrics, f"intellioptics_stream_{field}_total", stream="cam")
+        assert before_scrape[field] <= value <= after_scrape[field], (field, value, before_scrape, after_scrape)
+    assert _metric(metrics, "intellioptics_stream_state", stream="cam", state="connected") == 1.0
+    assert (
+        _metric(metrics, "intellioptics_stream_sink_events_total", stream="cam", sink="webhook-0", outcome="delivered")
+        >= 1
+    )
+    assert (
+        _metric(metrics, "intellioptics_stream_sink_events_total", stream="cam", sink="webhook-2", outcome="retries")
+        >= 2
+    )
     page = httpx.get(f"{edge.stack.gateway_url}/status", timeout=5).text
     assert "<h2>Streams</h2>" in page and "cam" in page and "connected" in page
 
@@ -145,6 +173,33 @@ def test_motion_gating_skips_a_still_scene_until_it_is_turned_off(
     )
 
 
+def test_an_answer_that_changes_fires_the_answer_changed_alert(
+    edge: StreamsEdge, camera: RtspServer, hook: WebhookReceiver, put_streams
+) -> None:
+    """The blinking camera (white 2 s, black 2 s) through the brightness model: YES, then
+    NO, then YES; each change reaches the webhook as an alert naming the answer before."""
+    put_streams(
+        {
+            "blink": {
+                "url": camera.url("blink"),
+                "detector_ids": [DET_A],
+                "fps": 2,
+                "sinks": [{"kind": "webhook", "url": hook.url, "send": "all"}],
+                "alerts": [{"name": "flip", "when": "answer_changed"}],
+            }
+        }
+    )
+    wait_until(lambda: len(hook.events("alert")) >= 2, 30, "no answer_changed alerts from the blinking camera")
+    results = [event["label"] for event in hook.events("result")]
+    assert {"YES", "NO"} <= set(results), results
+    for alert in hook.events("alert")[:2]:
+        assert alert["alert"] == "flip" and alert["alert_when"] == "answer_changed", alert
+        assert {alert["previous_label"], alert["label"]} == {"YES", "NO"}, alert
+    # An alert fires on a change only: never more alerts than changes between results.
+    changes = sum(1 for a, b in zip(results, results[1:], strict=False) if a != b)
+    assert len(hook.events("alert")) <= changes + 1
+
+
 def test_reconfigure_restarts_only_what_changed_and_stops_in_time(
     edge: StreamsEdge, camera: RtspServer, put_streams
 ) -> None:
@@ -154,10 +209,13 @@ def test_reconfigure_restarts_only_what_changed_and_stops_in_time(
     connected(edge, "a")
     before = connected(edge, "b")
 
+    a_started = edge.streams()["a"]["started_at"]
     put_streams({"a": {**a, "fps": 3}, "b": b})
     wait_until(lambda: edge.streams()["a"]["fps"] == 3, 5, "stream a was not restarted with its new fps")
     after = edge.streams()["b"]
-    assert after["frames_read"] >= before["frames_read"], "stream b was restarted though its config did not change"
+    assert edge.streams()["a"]["started_at"] != a_started, "stream a's new fps needs a new runner"
+    assert after["started_at"] == before["started_at"], "stream b was restarted though its config did not change"
+    assert after["frames_read"] >= before["frames_read"]
 
     changed = time.monotonic()
     put_streams({"b": {**b, "enabled": False}})
@@ -167,6 +225,31 @@ def test_reconfigure_restarts_only_what_changed_and_stops_in_time(
     # Poll interval (0.5 s) + the 2 s a stop may take, with room for a loaded machine.
     assert time.monotonic() - changed < 4.0
     assert edge.streams()["b"]["enabled"] is False
+
+
+def test_a_camera_that_is_not_there_yet_is_picked_up_when_it_comes(
+    edge: StreamsEdge, put_streams, tmp_path: Path
+) -> None:
+    port = free_port()
+    put_streams({"late": {"url": f"rtsp://127.0.0.1:{port}/moving", "detector_ids": [DET_A], "fps": 1}})
+    waiting = wait_until(
+        lambda: (s := edge.streams().get("late")) and s["last_error"] and s, 10, "no error while the camera is absent"
+    )
+    assert waiting["state"] == "connecting" and waiting["frames_submitted"] == 0
+    late = RtspServer(rtsp_process(tmp_path, port), port)
+    late.start()
+    try:
+        came = time.monotonic()
+        wait_until(
+            lambda: edge.streams()["late"]["state"] == "connected" and edge.streams()["late"]["frames_submitted"] > 0,
+            15,
+            "the stream did not pick up the camera that came late",
+        )
+        # Backoff cap (5 s) + the RTSP open (about 2.5 s), with room for a loaded machine.
+        assert time.monotonic() - came < 12
+        assert edge.streams()["late"]["reconnects"] == 0  # never connected before: a first connect
+    finally:
+        late.process.stop()
 
 
 def test_a_camera_hung_in_its_handshake_still_stops_and_secrets_never_show(

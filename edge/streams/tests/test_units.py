@@ -232,6 +232,70 @@ def test_an_http_snapshot_url_is_read_again_and_again(tmp_path: Path) -> None:
         client.close()
 
 
+def test_an_mjpeg_http_stream_is_read_as_one_connection() -> None:
+    """An IP camera's MJPEG URL (``multipart/x-mixed-replace``, one JPEG per part, 10 a
+    second, a real HTTP server): one connection read frame after frame, each frame the
+    camera's own (their brightness changes), at the fps cap."""
+    import io
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    connections: list[int] = []
+
+    def part(index: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48), ((index * 20) % 256,) * 3).save(buffer, format="JPEG")
+        data = buffer.getvalue()
+        return b"--frame\r\ncontent-type: image/jpeg\r\ncontent-length: %d\r\n\r\n" % len(data) + data + b"\r\n"
+
+    class Camera(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            connections.append(1)
+            self.send_response(200)
+            self.send_header("content-type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for index in range(10_000):
+                    self.wfile.write(part(index))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = EdgeApi()
+    client = EdgeApiClient("http://edge.test", "token", 5.0, httpx.MockTransport(api.handle))
+    url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+    runner = StreamRunner("mjpeg", StreamConfig(url=url, detector_ids=[DET_A], fps=2), client, OPTIONS)
+    try:
+        runner.start()
+        deadline = time.monotonic() + 15
+        while runner.status()["frames_read"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = runner.status()
+        time.sleep(2.0)
+        status = runner.status()
+        assert status["state"] == "connected" and status["reconnects"] == 0, status
+        read = status["frames_read"] - first["frames_read"]
+        assert 12 <= read <= 24, f"the camera sends 10 a second: {read} read in 2 s"
+        submitted = status["frames_submitted"] - first["frames_submitted"]
+        assert 3 <= submitted <= 5, f"the fps cap of 2: {submitted} in 2 s"
+        assert len(connections) == 1, "an MJPEG stream is one long response, not a request per frame"
+        sent = {post.content for post in api.posts}
+        assert len(sent) == len(api.posts), "each submitted frame is a new frame of the camera"
+    finally:
+        runner.stop()
+        server.shutdown()
+        server.server_close()
+        client.close()
+
+
 def test_a_source_without_video_is_an_error_not_a_reconnect_loop(tmp_path: Path) -> None:
     sound = tmp_path / "sound.wav"
     with av.open(str(sound), "w") as container:

@@ -83,12 +83,14 @@ class StreamRunner:
         self.last_image_query_id: str | None = None
         self.last_results: dict[str, LastResult] = {}
         self.last_frame_age_s: float | None = None  # how old the submitted frame was when sampled
+        self.started_at: str | None = None  # when this runner (this configuration) started, UTC
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name=f"stream-{name}-sampler", daemon=True)
 
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        self.started_at = _iso(time.time())
         for sink in self.sinks:
             sink.start()
         self.grabber.start()
@@ -222,6 +224,7 @@ class StreamRunner:
             "url": self.config.redacted_url,
             "enabled": True,
             "state": self.state.value,
+            "started_at": self.started_at,
             "fps": self.config.fps,
             "motion_threshold": self.config.motion_threshold,
             "detector_ids": list(self.config.detector_ids),
@@ -246,6 +249,7 @@ def stopped_status(name: str, config: StreamConfig) -> dict[str, Any]:
         "url": config.redacted_url,
         "enabled": False,
         "state": StreamState.STOPPED.value,
+        "started_at": None,
         "fps": config.fps,
         "motion_threshold": config.motion_threshold,
         "detector_ids": list(config.detector_ids),
