@@ -185,7 +185,17 @@ def test_edge_escalation_is_idempotent_and_carries_the_edge_answer(admin, jpeg, 
     detector = admin.create_detector()
     device = admin.new_token("device")
     meta = _metadata(
-        {"edge_result": {"label": "NO", "confidence": 0.55}, "escalation_reason": "low_confidence", "camera": "c1"}
+        {
+            "edge_result": {
+                "label": "NO",
+                "confidence": 0.55,
+                "primary_model_version": 3,
+                "oodd_in_domain_score": 0.9,
+                "probabilities": {"NO": 0.6, "YES": 0.4},
+            },
+            "escalation_reason": "low_confidence",
+            "camera": "c1",
+        }
     )
     params = {"image_query_id": "iq_2abcdefghijklmnopqrstuvwxyz", "metadata": meta}
     first = device.submit(detector["id"], jpeg(), **params)
@@ -199,7 +209,16 @@ def test_edge_escalation_is_idempotent_and_carries_the_edge_answer(admin, jpeg, 
     assert helpers.count_rows(settings, "image_queries") == 1 and len(helpers.blob_files(settings)) == 1
     item = admin.get("/v1/review/queue").json()["items"][0]
     assert item["reason"] == "low_confidence"
-    assert item["edge_answer"] == {"label": "NO", "confidence": 0.55, "from_edge": True, "source": "EDGE"}
+    # The reviewer's panel gets the edge model's version, scores per class and in-domain score.
+    assert item["edge_answer"] == {
+        "label": "NO",
+        "confidence": 0.55,
+        "from_edge": True,
+        "source": "EDGE",
+        "model_version": 3,
+        "probabilities": {"NO": 0.6, "YES": 0.4},
+        "in_domain_score": 0.9,
+    }
     bad = device.submit(detector["id"], jpeg(), metadata=_metadata({"escalation_reason": "bored"}))
     assert bad.status_code == 400 and "escalation_reason" in bad.json()["detail"]
 

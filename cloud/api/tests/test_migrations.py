@@ -28,7 +28,7 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     engine.dispose()
     assert diff == []
-    assert version == "0003"
+    assert version == "0004"
 
 
 def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_replicas_migrating_together(backend: str, tmp_path: Path, request: pyte
     assert [p.returncode for p in processes] == [0, 0, 0], outputs
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
     engine.dispose()
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 import yaml
 
 from intellioptics_common.model_package import PipelineConfig
@@ -162,6 +163,20 @@ def test_escalations_meet_the_cloud_model(admin, jpeg, helpers) -> None:
     items = admin.get("/v1/review/queue").json()["items"]
     assert [(i["image_query_id"], i["reason"]) for i in items] == [(audited["id"], "audit")]
     assert items[0]["edge_answer"]["label"] == "NO"
+
+
+def test_a_cloud_models_doubtful_answer_reaches_the_reviewer_with_its_version_and_scores(admin, jpeg, helpers) -> None:
+    detector = admin.create_detector(confidence_threshold=1.0)  # nothing is sure enough: all reviewed
+    helpers.upload_model(admin, detector["id"], oodd_score=0.9)
+    iq = admin.submit(detector["id"], jpeg(250)).json()
+    assert iq["result"]["source"] == "ALGORITHM" and iq["done_processing"] is False
+    (item,) = admin.get("/v1/review/queue").json()["items"]
+    answer = item["edge_answer"]
+    assert answer["source"] == "ALGORITHM" and answer["from_edge"] is False and answer["model_version"] == 1
+    assert set(answer["probabilities"]) == {"NO", "YES"}
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    assert answer["in_domain_score"] == pytest.approx(0.9, abs=1e-5)
 
 
 def test_a_broken_active_model_sends_queries_to_people(admin, jpeg, helpers) -> None:

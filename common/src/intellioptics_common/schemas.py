@@ -522,6 +522,9 @@ class EdgeResultReport(WireModel):
     primary_model_version: int | None = None
     oodd_model_version: int | None = None
     edge_id: str | None = None
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="The edge model's score per class (none for boxes and counts)."
+    )
 
 
 class EdgeEscalationMetadata(WireModel):

@@ -16,18 +16,20 @@ import httpx
 import pytest
 
 from intellioptics_edge.background import Housekeeper
+from intellioptics_edge.database import EdgeDatabase
 from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy
-from intellioptics_edge.outbox_store import Outbox
+from intellioptics_edge.outbox_store import Outbox, OutboxEntry, OutboxKind
 from intellioptics_edge.reporting import HourlyCounters
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, OutboxEntry, OutboxKind, QueryStore
+from intellioptics_edge.store import QueryStore
 
 from .conftest import jpeg
 
 DEVICE_TOKEN = "devicetoken_0123456789abcdefghij"
 DETECTOR = "det_" + "S" * 27
 ANSWER = {"label": "YES", "confidence": 0.61, "raw_primary_confidence": 0.7, "oodd_in_domain_score": 0.9,
-          "primary_model_version": 4, "oodd_model_version": 4}  # fmt: skip
+          "primary_model_version": 4, "oodd_model_version": 4,
+          "probabilities": {"NO": 0.300004, "YES": 0.699996}}  # fmt: skip
 
 
 @dataclass
@@ -117,6 +119,9 @@ def test_delivers_with_the_edge_answer_in_the_metadata(outbox: Outbox) -> None:
     assert metadata["is_from_edge"] is True and metadata["escalation_reason"] == "low_confidence"
     assert metadata["edge_result"]["label"] == "YES" and metadata["edge_result"]["confidence"] == 0.61
     assert metadata["edge_result"]["edge_id"] == "edge_test"
+    # The reviewer's panel: the version that answered and its score per class (4 places).
+    assert metadata["edge_result"]["primary_model_version"] == 4
+    assert metadata["edge_result"]["probabilities"] == {"NO": 0.3, "YES": 0.7}
     assert cloud.stored["iq_one"]["bytes"] == len(jpeg(200))
     assert outbox.pending(now=clock.now + 10**6) == []
     assert outbox.summary().delivered == 1
@@ -466,6 +471,26 @@ def test_caller_metadata_that_would_pass_the_cloud_limit_is_left_out(outbox: Out
     metadata = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     assert "notes" not in metadata and metadata["caller_metadata_omitted"] is True
     assert metadata["edge_result"]["label"] == "YES"  # the edge's report always arrives
+
+
+def test_per_class_scores_make_room_for_the_callers_metadata(outbox: Outbox) -> None:
+    """Many classes' scores and the caller's metadata do not fit the cloud's 1 KiB: the
+    scores (a courtesy to reviewers) are left out, the caller's keys arrive."""
+    many = {**ANSWER, "probabilities": {f"class_{n:02d}": 0.02 for n in range(40)}}
+    outbox.enqueue(
+        kind=OutboxKind.ESCALATION,
+        image_query_id="iq_many_classes",
+        detector_id=DETECTOR,
+        image=jpeg(200),
+        edge_answer=many,
+        metadata={"escalation_reason": "low_confidence", "metadata": {"notes": "x" * 300}},
+    )
+    cloud = FakeCloud()
+    asyncio.run(make_sender(outbox, cloud, Clock()).run_once())
+    encoded = cloud.stored["iq_many_classes"]["params"]["metadata"]
+    metadata = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    assert metadata["notes"] == "x" * 300 and "caller_metadata_omitted" not in metadata
+    assert "probabilities" not in metadata["edge_result"] and metadata["edge_result"]["label"] == "YES"
 
 
 def _escalate_with_depth(store: QueryStore, name: str, depth: bytes) -> None:

@@ -148,6 +148,8 @@ class ImageQueryRow(Base):
     escalation_reason: Mapped[str | None] = mapped_column(String(40))
     edge_result: Mapped[dict[str, Any] | None]
     model_version: Mapped[int | None]
+    # The cloud model's scores when it answered: {"probabilities": {class: p}, "in_domain": p | None}.
+    model_scores: Mapped[dict[str, Any] | None]
 
 
 class LabelRow(Base):

@@ -57,10 +57,16 @@ class AccountCreated(WireModel):
 
 
 class EdgeAnswer(WireModel):
+    """The model's answer a reviewer sees beside the item: the edge model's (from its
+    escalation report) or the cloud model's, with what a person needs to judge it."""
+
     label: str | None
     confidence: float | None
     from_edge: bool
     source: str | None
+    model_version: int | None = Field(default=None, description="The primary model version that answered.")
+    probabilities: dict[str, float] | None = Field(default=None, description="Its score per class.")
+    in_domain_score: float | None = Field(default=None, description="The OODD model's in-domain score.")
 
 
 ReviewStatus = Literal["pending", "claimed", "labeled", "skipped"]

@@ -1284,14 +1284,35 @@ export interface components {
          * @enum {string}
          */
         DetectorStatus: "ON" | "OFF";
-        /** EdgeAnswer */
+        /**
+         * EdgeAnswer
+         * @description The model's answer a reviewer sees beside the item: the edge model's (from its
+         *     escalation report) or the cloud model's, with what a person needs to judge it.
+         */
         EdgeAnswer: {
             /** Confidence */
             confidence: number | null;
             /** From Edge */
             from_edge: boolean;
+            /**
+             * In Domain Score
+             * @description The OODD model's in-domain score.
+             */
+            in_domain_score?: number | null;
             /** Label */
             label: string | null;
+            /**
+             * Model Version
+             * @description The primary model version that answered.
+             */
+            model_version?: number | null;
+            /**
+             * Probabilities
+             * @description Its score per class.
+             */
+            probabilities?: {
+                [key: string]: number;
+            } | null;
             /** Source */
             source: string | null;
         };

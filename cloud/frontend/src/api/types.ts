@@ -116,6 +116,11 @@ export interface EdgeAnswer {
   confidence: number | null;
   from_edge?: boolean | null;
   source?: string | null;
+  /** The primary model version that answered (the edge's or the cloud's). */
+  model_version?: number | null;
+  /** Its score per class (none for boxes and counts). */
+  probabilities?: Record<string, number> | null;
+  in_domain_score?: number | null;
 }
 
 export type EscalationReason = "low_confidence" | "out_of_domain" | "audit" | "human_review_always" | "no_model" | string;

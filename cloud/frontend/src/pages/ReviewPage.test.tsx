@@ -241,6 +241,28 @@ describe("ReviewPage", () => {
     await screen.findByText("Nothing waits for review.");
   });
 
+  it("shows the answering model's version, its score per class and its in-domain score", async () => {
+    const scored = {
+      ...item(1),
+      edge_answer: {
+        label: "NO",
+        confidence: 0.523,
+        from_edge: true,
+        source: "EDGE",
+        model_version: 7,
+        probabilities: { YES: 0.4, NO: 0.6 },
+        in_domain_score: 0.31,
+      },
+    };
+    renderPage([scored, item(2)]);
+    await shown(1);
+    expect(screen.getByTestId("model-version").textContent).toContain("v7 answered");
+    const rows = [...screen.getByTestId("class-scores").querySelectorAll("tr")].map((row) => row.textContent);
+    expect(rows).toEqual(["NO60.0 %", "YES40.0 %"]); // highest first
+    expect(screen.getByTestId("class-scores").querySelector("tr.chosen")?.textContent).toContain("NO");
+    expect(screen.getByTestId("in-domain").textContent).toContain("unlike what the model learned from");
+  });
+
   it("names a cloud model's answer as such, and A accepts it", async () => {
     const cloudAnswer = { ...item(1), edge_answer: { label: "NO", confidence: 0.523, from_edge: false, source: "ALGORITHM" } };
     renderPage([cloudAnswer, item(2)]);

@@ -25,8 +25,12 @@ export function PredictionPanel({ item, details }: { item: ReviewItem; details: 
   const origin = answerOrigin(answer);
   const { iq, explanation, activeVersion } = details;
   const threshold = (explanation?.threshold as number | undefined) ?? iq?.confidence_threshold;
-  const version = first(explanation, VERSION_KEYS);
-  const scores = first(explanation, SCORE_KEYS) ?? first((iq?.result ?? null) as Record<string, unknown> | null, SCORE_KEYS);
+  // The item itself carries the answering model's version and scores; an explanation may add them.
+  const reported = (answer?.model_version ?? null) !== null ? (["model_version", answer?.model_version] as [string, unknown]) : null;
+  const version = reported ?? first(explanation, VERSION_KEYS);
+  const own = answer?.probabilities && Object.keys(answer.probabilities).length > 0 ? (["probabilities", answer.probabilities] as [string, unknown]) : null;
+  const scores =
+    own ?? first(explanation, SCORE_KEYS) ?? first((iq?.result ?? null) as Record<string, unknown> | null, SCORE_KEYS);
   const why = first(explanation, WHY_KEYS);
   const shownKeys = new Set([...VERSION_KEYS, ...SCORE_KEYS, ...WHY_KEYS, "threshold"]);
   const rest = explanation ? Object.entries(explanation).filter(([key]) => !shownKeys.has(key)) : [];
@@ -65,8 +69,17 @@ export function PredictionPanel({ item, details }: { item: ReviewItem; details: 
       {scores && (
         <>
           <dt>Per-class scores</dt>
-          <dd>
-            <JsonValue value={scores[1]} name="score" />
+          <dd data-testid="class-scores">
+            <ClassScores value={scores[1]} chosen={answer?.label ?? null} />
+          </dd>
+        </>
+      )}
+      {answer?.in_domain_score !== undefined && answer?.in_domain_score !== null && (
+        <>
+          <dt>Like its training images</dt>
+          <dd data-testid="in-domain" className="small">
+            {pct(answer.in_domain_score)} in-domain
+            {answer.in_domain_score < 0.5 && <span className="muted"> · unlike what the model learned from</span>}
           </dd>
         </>
       )}
@@ -109,6 +122,31 @@ export function PredictionPanel({ item, details }: { item: ReviewItem; details: 
       <dt>Image query</dt>
       <dd className="mono">{item.image_query_id}</dd>
     </dl>
+  );
+}
+
+/** Scores per class, highest first, as bars; anything else as the JSON viewer shows it. */
+function ClassScores({ value, chosen }: { value: unknown; chosen: string | null }) {
+  if (!value || typeof value !== "object" || Array.isArray(value)) return <JsonValue value={value} name="score" />;
+  const entries = Object.entries(value as Record<string, unknown>).filter((entry): entry is [string, number] => typeof entry[1] === "number");
+  if (entries.length === 0) return <JsonValue value={value} name="score" />;
+  entries.sort((a, b) => b[1] - a[1]);
+  return (
+    <table className="class-scores">
+      <tbody>
+        {entries.map(([name, score]) => (
+          <tr key={name} className={name === chosen ? "chosen" : undefined}>
+            <th scope="row">{name}</th>
+            <td>
+              <span className="confbar" aria-hidden="true">
+                <span className="confbar-fill" style={{ width: `${Math.max(0, Math.min(1, score)) * 100}%` }} />
+              </span>
+            </td>
+            <td className="num">{pct(score)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
 

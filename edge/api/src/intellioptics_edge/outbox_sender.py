@@ -65,8 +65,8 @@ import httpx
 
 from intellioptics_common.schemas import MAX_METADATA_BYTES, EdgeResultReport
 from intellioptics_edge.cloud import depth_parts
-from intellioptics_edge.outbox_store import Outbox, OutboxSummary
-from intellioptics_edge.store import OutboxItem, is_disk_full
+from intellioptics_edge.database import is_disk_full
+from intellioptics_edge.outbox_store import Outbox, OutboxItem, OutboxSummary
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,14 @@ def escalation_params(item: OutboxItem, edge_id: str | None) -> dict[str, str]:
     return params
 
 
+def _scores(probabilities: object) -> dict[str, float] | None:
+    """The per-class scores for the reviewer, rounded to what a person reads (and to keep
+    the metadata small); none for more classes than a panel shows."""
+    if not isinstance(probabilities, dict) or not probabilities or len(probabilities) > 50:
+        return None
+    return {str(name): round(float(value), 4) for name, value in probabilities.items()}
+
+
 def _encode_metadata(item: OutboxItem, request: dict[str, Any], edge_id: str | None) -> str:
     reserved: dict[str, Any] = {"is_from_edge": True, "escalation_reason": request.get("escalation_reason")}
     answer = item.edge_answer
@@ -162,12 +170,18 @@ def _encode_metadata(item: OutboxItem, request: dict[str, Any], edge_id: str | N
             primary_model_version=answer.get("primary_model_version"),
             oodd_model_version=answer.get("oodd_model_version"),
             edge_id=edge_id,
+            probabilities=_scores(answer.get("probabilities")),
         )
         reserved["edge_result"] = report.model_dump(exclude_none=True)
     metadata = request.get("metadata")
     caller = metadata if isinstance(metadata, dict) else {}
     merged = {**{k: v for k, v in caller.items() if k not in _RESERVED_KEYS}, **reserved}
     raw = json.dumps(merged, separators=(",", ":")).encode()
+    if len(raw) > MAX_METADATA_BYTES and "probabilities" in reserved.get("edge_result", {}):
+        # The per-class scores are a courtesy to reviewers: they go first, not the caller's keys.
+        reserved["edge_result"] = {k: v for k, v in reserved["edge_result"].items() if k != "probabilities"}
+        merged = {**{k: v for k, v in caller.items() if k not in _RESERVED_KEYS}, **reserved}
+        raw = json.dumps(merged, separators=(",", ":")).encode()
     if len(raw) > MAX_METADATA_BYTES:
         # The caller's metadata (itself <= 1 KB) plus the edge's report can pass the
         # cloud's limit: the edge's own keys win, the escalation must still arrive.

@@ -32,18 +32,26 @@ def item_out(view: review.ReviewView) -> ReviewItem:
     item, iq, detector = view.item, view.iq, view.detector
     edge = None
     if iq.edge_result:
+        report = iq.edge_result
         edge = EdgeAnswer(
-            label=iq.edge_result.get("label"),
-            confidence=iq.edge_result.get("confidence"),
+            label=report.get("label"),
+            confidence=report.get("confidence"),
             from_edge=True,
             source="EDGE",
+            model_version=report.get("primary_model_version"),
+            probabilities=report.get("probabilities"),
+            in_domain_score=report.get("oodd_in_domain_score"),
         )
     elif iq.result and iq.result.get("source") not in (None, "STILL_PROCESSING", "USER"):
+        scores = iq.model_scores or {}
         edge = EdgeAnswer(
             label=result_label(iq.result),
             confidence=iq.result.get("confidence"),
             from_edge=bool(iq.result.get("from_edge")),
             source=iq.result.get("source"),
+            model_version=iq.model_version,
+            probabilities=scores.get("probabilities"),
+            in_domain_score=scores.get("in_domain"),
         )
     return ReviewItem(
         id=item.id,

@@ -81,6 +81,7 @@ class Answer:
     model_version: int | None
     reason: str | None  # why it goes to review, or None
     rois: list[dict[str, Any]] | None = None  # a detection model's boxes (a reviewer's pre-labels)
+    scores: dict[str, Any] | None = None  # the model's per-class scores and in-domain score, for reviewers
 
 
 def get_image_query(session: Session, principal: Principal, image_query_id: str) -> ImageQueryRow:
@@ -191,7 +192,11 @@ def _answer(
     reason = None
     if not confident:
         reason = "out_of_domain" if prediction.p_out is not None and prediction.p_out > 0.5 else "low_confidence"
-    return Answer(result, confident, model.version, reason, rois)
+    scores = {
+        "probabilities": {name: round(float(p), 6) for name, p in answered.probabilities.items()},
+        "in_domain": None if answered.in_domain_score is None else round(float(answered.in_domain_score), 6),
+    }
+    return Answer(result, confident, model.version, reason, rois, scores)
 
 
 def _existing(session: Session, principal: Principal, image_query_id: str) -> ImageQueryRow | None:
@@ -302,6 +307,7 @@ def _stage(
         escalation_reason=edge_reason,
         edge_result=escalation.edge_result.model_dump() if escalation.edge_result else None,
         model_version=answer.model_version,
+        model_scores=answer.scores,
     )
     review = None
     if needs_review:
