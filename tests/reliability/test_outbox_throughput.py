@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from intellioptics_edge.database import EdgeDatabase
 from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy
-from intellioptics_edge.outbox_store import Outbox
+from intellioptics_edge.outbox_store import Outbox, OutboxKind
 from intellioptics_edge.settings import EdgeSettings
-from intellioptics_edge.store import EdgeDatabase, OutboxKind
 from tests.reliability.helpers import CloudServer, cloud_image_query_ids, cloud_with_device, edge_processes, jpeg
 from tests.reliability.load import run_load
 

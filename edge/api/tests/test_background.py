@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
+from intellioptics_edge.database import EdgeDatabase
 from intellioptics_edge.reporting import HourlyCounters
-from intellioptics_edge.store import EdgeDatabase
 
 from .conftest import DET_BINARY, MakeEdge, base_config, jpeg, wait_for
 

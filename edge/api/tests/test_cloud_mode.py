@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from intellioptics_edge.outbox_sender import escalation_params
-from intellioptics_edge.store import OutboxKind
+from intellioptics_edge.outbox_store import OutboxKind
 
 from .conftest import ACCOUNT_ID, DET_BINARY, DET_NOMODEL, TOKEN, Edge, MakeEdge, jpeg
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from intellioptics_edge.store import OutboxKind
+from intellioptics_edge.outbox_store import OutboxKind
 
 from .conftest import (
     DET_BINARY,

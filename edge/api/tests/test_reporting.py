@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 
 from intellioptics_common.schemas import InferenceResult, InferenceTimings
+from intellioptics_edge.database import EdgeDatabase
 from intellioptics_edge.inference_client import InferenceClient
 from intellioptics_edge.reporting import CloudReporter, EdgeIdentity, HourlyCounters
 from intellioptics_edge.stats import EdgeStats, Outcome, hour_key
-from intellioptics_edge.store import EdgeDatabase
 
 DETECTOR = "det_" + "H" * 27
 

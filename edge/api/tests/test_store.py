@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from intellioptics_edge.outbox_store import Outbox
-from intellioptics_edge.store import EdgeDatabase, OutboxEntry, OutboxKind, QueryStore
+from intellioptics_edge.database import EdgeDatabase
+from intellioptics_edge.outbox_store import Outbox, OutboxEntry, OutboxKind
+from intellioptics_edge.store import QueryStore
 
 
 def _save(store: QueryStore, name: str, escalate: bool = False) -> None:

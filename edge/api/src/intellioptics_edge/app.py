@@ -25,6 +25,7 @@ from intellioptics_edge.auth import EdgeOwnership, TokenVerifier
 from intellioptics_edge.background import start_background
 from intellioptics_edge.cloud import CloudClient
 from intellioptics_edge.cloud_cache import KnownDetectors, VerifiedTokens
+from intellioptics_edge.database import EdgeDatabase
 from intellioptics_edge.detectors import DetectorDirectory
 from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
@@ -35,7 +36,7 @@ from intellioptics_edge.service import ImageQueryService
 from intellioptics_edge.settings import EdgeSettings, get_settings
 from intellioptics_edge.state import EdgeState
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, QueryStore
+from intellioptics_edge.store import QueryStore
 from intellioptics_edge.streams_status import StreamsStatus
 
 logger = logging.getLogger(__name__)

@@ -20,15 +20,15 @@ from typing import Any
 import anyio
 import httpx
 
+from intellioptics_edge.database import EdgeDatabase
 from intellioptics_edge.edge_config import EdgeConfigManager
 from intellioptics_edge.inference_client import InferenceClient
 from intellioptics_edge.model_updater import ModelUpdater
 from intellioptics_edge.outbox_sender import OutboxSender, RetryPolicy, summary_as_dict
-from intellioptics_edge.outbox_store import Outbox
+from intellioptics_edge.outbox_store import Outbox, OutboxKind
 from intellioptics_edge.reporting import CloudReporter, EdgeIdentity, HourlyCounters
 from intellioptics_edge.settings import EdgeSettings
 from intellioptics_edge.stats import EdgeStats
-from intellioptics_edge.store import EdgeDatabase, OutboxKind
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from intellioptics_common.schemas import Detector, Me
-from intellioptics_edge.store import EdgeDatabase
+from intellioptics_edge.database import EdgeDatabase
 
 _MAX_TOKENS = 1000
 

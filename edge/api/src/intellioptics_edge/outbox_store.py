@@ -1,6 +1,6 @@
 """The outbox table: what must reach the cloud, and what could not (dead letters).
 
-Rows live in the edge database (:mod:`intellioptics_edge.store`, same connection and
+Rows live in the edge database (:mod:`intellioptics_edge.database`, same connection and
 lock). An item is *pending* until delivered; *retrying* once it has failed at least once;
 a *dead letter* when the cloud refused it for a reason that cannot end (its reason is
 kept, see :mod:`intellioptics_edge.outbox_sender`). A dead letter stays, with its image,
@@ -16,20 +16,76 @@ would add one (503 + Retry-After, see ``service.py``) until the sender makes roo
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from enum import Enum
+from typing import Any, NamedTuple
 
-from intellioptics_edge.store import (
-    PARKED,
-    PENDING,
-    DiskFull,
-    EdgeDatabase,
-    OutboxItem,
-    OutboxKind,
-    bump_counter,
-    insert_outbox,
-)
+from intellioptics_edge.database import PARKED, PENDING, DiskFull, EdgeDatabase, bump_counter
+
+
+class OutboxKind(str, Enum):
+    ESCALATION = "escalation"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One thing to queue with an answered query (see :meth:`QueryStore.save`)."""
+
+    kind: OutboxKind
+    edge_answer: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    seq: int
+    kind: OutboxKind
+    image_query_id: str
+    detector_id: str
+    image_ref: str  # name of the image file (the image query id); see Outbox.image
+    content_type: str
+    edge_answer: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    created_at: float
+    attempts: int
+    depth_ref: str | None = None  # name of the depth map's file (the bytes as sent), None: no depth
+
+
+def insert_outbox(
+    connection: sqlite3.Connection,
+    *,
+    kind: OutboxKind,
+    image_query_id: str,
+    detector_id: str,
+    content_type: str,
+    edge_answer: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+    now: float,
+    image_bytes: int = 0,
+    depth_ref: str | None = None,
+) -> int:
+    """``image_bytes``: what the item holds on disk, image and depth map together (the outbox's bound)."""
+    cursor = connection.execute(
+        "INSERT INTO outbox (kind, image_query_id, detector_id, image_ref, content_type, edge_answer, metadata,"
+        " created_at, next_attempt_at, image_bytes, depth_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            OutboxKind(kind).value,
+            image_query_id,
+            detector_id,
+            image_query_id,
+            content_type,
+            None if edge_answer is None else json.dumps(edge_answer),
+            None if metadata is None else json.dumps(metadata),
+            now,
+            now,
+            image_bytes,
+            depth_ref,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
 
 
 class DeadLetter(NamedTuple):

@@ -30,9 +30,9 @@ from typing import Any
 import anyio
 import httpx
 
+from intellioptics_edge.database import EdgeDatabase
 from intellioptics_edge.inference_client import InferenceClient
 from intellioptics_edge.stats import EdgeStats, hour_key
-from intellioptics_edge.store import EdgeDatabase
 
 logger = logging.getLogger(__name__)
 

@@ -95,9 +95,10 @@ from intellioptics_edge.errors import (
 )
 from intellioptics_edge.images import probe_image
 from intellioptics_edge.inference_client import InferenceClient, NotReady
+from intellioptics_edge.outbox_store import OutboxEntry, OutboxKind
 from intellioptics_edge.rules import RuleEngine, RuleOutcome
 from intellioptics_edge.stats import EdgeStats, Outcome
-from intellioptics_edge.store import OutboxEntry, OutboxKind, QueryStore, StoredImage
+from intellioptics_edge.store import QueryStore, StoredImage
 
 logger = logging.getLogger(__name__)
 UNKNOWN_DETECTOR = "unknown"
