@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ from intellioptics_training.cli import main
 from intellioptics_training.data import Sample, prepare_good
 from intellioptics_training.errors import DatasetError
 from intellioptics_training.features import BackboneRunner, make_session
-from intellioptics_training.synthetic import encode_png, generate_anomaly, write_anomaly_dataset
+from intellioptics_training.synthetic import encode_png, generate, generate_anomaly, write_anomaly_dataset
 
 CLI = [sys.executable, "-c", "from intellioptics_training.cli import main; main()"]
 
@@ -117,18 +118,48 @@ def test_cli_trains_from_good_images_and_finds_defects(tmp_path: Path, backbone_
     assert report["box_hit_rate"] >= 0.6, report
     assert sum(report["severity_counts"]["YES"].values()) == 10
 
+    # The same test set in MVTec AD's layout: good/, a folder per defect kind, and
+    # ground_truth/<kind>/<stem>_mask.png (here some TIFF): the same figures.
+    mvtec = tmp_path / "mvtec"
+    shutil.copytree(test / "NO", mvtec / "good")
+    defects = sorted((test / "YES").iterdir())
+    for index, image in enumerate(defects):
+        kind = "crack" if index % 2 else "hole"
+        (mvtec / kind).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, mvtec / kind / image.name)
+        mask = Image.open(test / "masks" / f"{image.stem}.png")
+        (mvtec / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+        mask.save(mvtec / "ground_truth" / kind / f"{image.stem}_mask.{'tif' if index % 3 == 0 else 'png'}")
+    result = _run(["evaluate", str(models), str(mvtec), "--json"], backbone_path)
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again["masks_missing"] == 0 and again["n_defect"] == 10 and again["n_good"] == 10, again
+    for key in ("image_auroc", "pixel_auroc", "false_alarm_rate", "detection_rate", "box_hit_rate"):
+        assert again[key] == pytest.approx(report[key], abs=1e-6), key
+
     defect = sorted((test / "YES").iterdir())[0]
     small = tmp_path / "small.png"
     Image.open(defect).resize((200, 150)).save(small)
     maps, overlays = tmp_path / "maps", tmp_path / "overlays"
-    args = ["predict", str(models), str(defect), str(small), "--json", "--maps", str(maps), "--overlays", str(overlays)]
+    foreign = tmp_path / "foreign.png"
+    foreign.write_bytes(encode_png(next(iter(generate("ood", 1, seed=5))).rgb))
+    args = ["predict", str(models), str(defect), str(small), str(foreign), "--json"]
+    args += ["--maps", str(maps), "--overlays", str(overlays)]
     result = _run(args, backbone_path)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["image"] for line in lines] == [str(defect), str(small)]
+    assert [line["image"] for line in lines] == [str(defect), str(small), str(foreign)]
+    # A foreign scene is out of domain: said so, not only called a defect.
+    assert lines[2]["in_domain"] < 0.5 and lines[2]["out_of_domain"] is True, lines[2]
+    assert lines[0]["out_of_domain"] is False, lines[0]
     for line in lines:
         assert line["label"] in ("YES", "NO") and 0.0 <= line["anomaly_score"] <= 1.0
+        assert 0.0 <= line["confidence"] <= 1.0 and 0.0 <= line["in_domain"] <= 1.0
         assert line["severity"] in ("Normal", "Potential", "Moderate", "Critical")
+        if line["label"] == "YES" and not line["out_of_domain"]:
+            assert line["rois"], line  # a defect says where it is
+        for roi in line["rois"]:
+            assert roi["label"] == "anomaly" and 0.0 <= roi["score"] <= 1.0
         for roi in line["rois"]:
             g = roi["geometry"]
             assert 0.0 <= g["left"] < g["right"] <= 1.0 and 0.0 <= g["top"] < g["bottom"] <= 1.0

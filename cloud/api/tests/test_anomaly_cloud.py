@@ -1,5 +1,6 @@
 """An anomaly model in the cloud: uploaded like any model version, it answers BINARY
-queries and serves heat-map / mask / boxes overlays of a query's image."""
+queries with boxes around the defect and serves heat-map / mask / boxes overlays of a
+query's image."""
 
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ def test_uploaded_anomaly_model_answers_and_draws_overlays(admin, trained, tmp_p
     assert iq.status_code == 201, iq.text
     body = iq.json()
     assert body["result"]["label"] in ("YES", "NO", "UNCLEAR")
+    assert body["result"]["label"] == "YES", body  # a clearly visible defect (strength 4)
+    # Where the defect is, as the edge says it: boxes in the Groundlight ROI shape (the
+    # review page draws them; its heat map comes from the overlay route).
+    assert body["rois"], body
+    ys, xs = defect.mask.nonzero()
+    g = body["rois"][0]["geometry"]
+    assert body["rois"][0]["label"] == "anomaly" and 0.0 <= g["left"] < g["right"] <= 1.0
+    inside = (xs >= g["left"] * 320) & (xs < g["right"] * 320) & (ys >= g["top"] * 320) & (ys < g["bottom"] * 320)
+    assert inside.any(), (body["rois"][0], xs.mean(), ys.mean())
     for kind in ("heatmap", "mask", "boxes"):
         response = admin.get(f"/v1/image-queries/{body['id']}/overlay", params={"kind": kind})
         assert response.status_code == 200, response.text

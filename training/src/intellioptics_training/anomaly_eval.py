@@ -11,16 +11,16 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from intellioptics_common.anomaly import AnomalyResult, Severity, interpret, resize_map
+from intellioptics_common.anomaly import AnomalyResult, Severity, resize_map
 from intellioptics_common.errors import PackageError
 from intellioptics_common.model_package import AnomalySpec
-from intellioptics_common.preprocessing import to_input_tensor
+from intellioptics_common.runtime import Answer
 from intellioptics_training.evaluate import LoadedDetector, load_detector
-from intellioptics_training.features import make_session
 
 
 class AnomalyScorer:
-    """The package's primary (score + map) and OODD sessions."""
+    """The package run by the common runtime (:func:`intellioptics_common.runtime.build_model`,
+    fused as the edge fuses it), so the CLI answers what the edge answers."""
 
     def __init__(self, detector: LoadedDetector, threads: int | None = None) -> None:
         pipeline = detector.primary.pipeline
@@ -29,33 +29,36 @@ class AnomalyScorer:
         self.detector = detector
         self.spec: AnomalySpec = pipeline.anomaly
         self.input = pipeline.input
-        self._primary = make_session(detector.primary.model_bytes(), threads)
-        self._oodd = make_session(detector.oodd.model_bytes(), threads) if detector.oodd else None
-        self._outputs = [self.spec.score_output, self.spec.map_output]
+        self.model = detector.model(threads)
+        self.last_in_domain: float | None = None  # of the last image scored (None: no OODD model)
 
     def score(self, rgb: np.ndarray) -> AnomalyResult:
-        """The result for one image; its map is at the model's input size."""
-        x = to_input_tensor(rgb, self.input)
-        score, amap = self._primary.run(self._outputs, {self.input.tensor_name: x})
-        in_domain = None
-        if self._oodd is not None and self.detector.oodd is not None:
-            out = self._oodd.run([self.detector.oodd.pipeline.output], {self.input.tensor_name: x})[0]
-            in_domain = float(np.ravel(out)[0])
-        return interpret(
-            float(np.ravel(score)[0]),
-            amap[0, 0],
-            threshold=self.spec.threshold,
-            cuts=self.spec.severity_cuts,
-            in_domain=in_domain,
-        )
+        """The result for one decoded image; its map is at the model's input size."""
+        prepared = self.model.prepare(rgb)
+        return self._anomaly(self.model.post_process(prepared, self.model.forward(prepared)))
+
+    def score_bytes(self, data: bytes) -> tuple[np.ndarray, AnomalyResult]:
+        """An encoded image as the edge takes it (decoded at the model's draft size, as the
+        edge decodes): the decoded image and its result."""
+        from intellioptics_common.imaging import DEFAULT_LIMITS, decode_image
+
+        rgb = decode_image(data, DEFAULT_LIMITS).rgb
+        return rgb, self._anomaly(self.model.predict(data, DEFAULT_LIMITS))
+
+    def _anomaly(self, answer: Answer) -> AnomalyResult:
+        assert answer.anomaly is not None  # an anomaly primary always answers with its map
+        self.last_in_domain = answer.in_domain_score
+        return answer.anomaly
 
 
 def load_scorer(pkg: Path, detector_id: str | None = None, threads: int | None = None) -> AnomalyScorer:
     return AnomalyScorer(load_detector(pkg, detector_id), threads)
 
 
-def to_json(result: AnomalyResult, image: str) -> dict[str, object]:
-    """The CLI's one line per image (``intellioptics predict --json``)."""
+def to_json(result: AnomalyResult, image: str, in_domain: float | None = None) -> dict[str, object]:
+    """The CLI's one line per image (``intellioptics predict --json``). ``in_domain``: the
+    OODD model's score; under 0.5 the image is unlike the good images (a foreign scene, a
+    covered lens), which the edge escalates rather than calls a defect (``out_of_domain``)."""
     return {
         "image": image,
         "label": result.label,
@@ -63,6 +66,8 @@ def to_json(result: AnomalyResult, image: str) -> dict[str, object]:
         "anomaly_score": round(result.anomaly_score, 4),
         "severity": result.severity.value,
         "rois": [box.to_wire() for box in result.boxes],
+        "in_domain": None if in_domain is None else round(in_domain, 4),
+        "out_of_domain": in_domain is not None and in_domain < 0.5,
     }
 
 

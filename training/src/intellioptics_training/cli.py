@@ -237,7 +237,9 @@ def train(
     "masks_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Anomaly models: defect masks named like TEST/YES images (white = defect), for pixel AUROC.",
+    help="Anomaly models: defect masks (white = defect), for pixel AUROC: named like the defect images "
+    "(<stem>.png or MVTec's <stem>_mask.png; PNG, BMP, JPEG, TIFF), in subfolders too. Default: TEST/masks "
+    "or TEST/ground_truth when present.",
 )
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(
@@ -250,8 +252,9 @@ def evaluate(
     masks_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Evaluate the latest package version on TEST/<label>/* (anomaly models: TEST/{NO,YES};
-    count and box models: TEST/images + TEST/labels in the YOLO layout)."""
+    """Evaluate the latest package version on TEST/<label>/* (anomaly models: TEST/{NO,YES},
+    or MVTec AD's TEST/good + one folder per defect kind; count and box models: TEST/images
+    + TEST/labels in the YOLO layout)."""
     from intellioptics_training.data import Sample, prepare, read_image_folder
     from intellioptics_training.evaluate import compute_report, load_detector, score_images
 
@@ -545,34 +548,35 @@ def _predict_detection(pkg: Path, images: tuple[Path, ...], detector_id: str | N
 def _evaluate_anomaly(pkg: Path, test: Path, masks_dir: Path | None, detector_id: str | None, as_json: bool) -> None:
     from intellioptics_common.imaging import decode_image
     from intellioptics_training.anomaly_eval import evaluate_anomaly, load_scorer
-    from intellioptics_training.data import IMAGE_SUFFIXES
     from intellioptics_training.errors import DatasetError
 
     scorer = load_scorer(pkg, detector_id)
     if not test.is_dir():
         raise DatasetError(f"{test} is not a directory")
     images: dict[str, list] = {"NO": [], "YES": []}
-    stems: list[str] = []
+    defects: list[Path] = []  # each defect image's path under its class folder, for its mask
     skipped = 0
-    for label in ("NO", "YES"):
-        folder = test / label
-        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if not (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-                continue
-            try:
-                images[label].append(decode_image(path.read_bytes()).rgb)
-            except (IntelliOpticsError, OSError):
-                skipped += 1
-                continue
-            if label == "YES":
-                stems.append(path.stem)
+    for label, folders in anomaly_test_folders(test).items():
+        for folder in folders:
+            for path in _images_under(folder):
+                try:
+                    images[label].append(decode_image(path.read_bytes()).rgb)
+                except (IntelliOpticsError, OSError):
+                    skipped += 1
+                    continue
+                if label == "YES":
+                    defects.append(path.relative_to(folder.parent if folder.name != "YES" else folder))
     if not images["NO"] and not images["YES"]:
-        raise DatasetError(f"no readable test images in {test}/NO or {test}/YES ({skipped} unreadable skipped)")
+        raise DatasetError(
+            f"no readable test images in {test}: put good images in NO/ (or good/) and defect images in YES/ "
+            f"(or one folder per defect kind) ({skipped} unreadable skipped)"
+        )
     masks = None
-    if masks_dir is None and (test / "masks").is_dir():  # the layout `dataset generate --kind anomaly` writes
-        masks_dir = test / "masks"
+    if masks_dir is None:  # the layouts `dataset generate --kind anomaly` and MVTec AD write
+        masks_dir = next((test / name for name in ("masks", "ground_truth") if (test / name).is_dir()), None)
     if masks_dir is not None:
-        masks = [_read_mask(masks_dir, stem) for stem in stems]
+        index = MaskIndex(masks_dir)
+        masks = [index.read(relative) for relative in defects]
     report = evaluate_anomaly(scorer, images["NO"], images["YES"], masks)
     report.skipped = skipped
     result = report.to_dict()
@@ -583,19 +587,70 @@ def _evaluate_anomaly(pkg: Path, test: Path, masks_dir: Path | None, detector_id
             click.echo(f"{key:18s} {value}")
 
 
-def _read_mask(masks_dir: Path, stem: str) -> Any:  # a mask array, or None when absent or unreadable
-    import numpy as np
+# Folders of a test set that are not image classes.
+_NOT_CLASSES = {"masks", "ground_truth", "gt"}
 
-    from intellioptics_common.imaging import decode_image
 
-    for suffix in (".png", ".bmp", ".jpg"):
-        path = masks_dir / f"{stem}{suffix}"
-        if path.is_file():
-            try:
-                return np.asarray(decode_image(path.read_bytes()).rgb)[..., 0]
-            except IntelliOpticsError:
-                return None
-    return None
+def anomaly_test_folders(test: Path) -> dict[str, list[Path]]:
+    """The good and defect folders of an anomaly test set: ``NO/`` (or ``good/``) and
+    ``YES/``; without a ``YES/``, every other folder is a kind of defect (MVTec AD's
+    ``test/good``, ``test/crack``, ``test/hole``). Images are read recursively."""
+    good = [test / name for name in ("NO", "good") if (test / name).is_dir()]
+    if (test / "YES").is_dir():
+        return {"NO": good, "YES": [test / "YES"]}
+    others = sorted(
+        folder
+        for folder in test.iterdir()
+        if folder.is_dir() and folder.name not in {"NO", "good", *_NOT_CLASSES} and not folder.name.startswith(".")
+    )
+    return {"NO": good, "YES": others}
+
+
+def _images_under(folder: Path) -> list[Path]:
+    from intellioptics_training.data import IMAGE_SUFFIXES
+
+    return sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+_MASK_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+class MaskIndex:
+    """The defect masks under a folder (white = defect), found for an image by its path
+    below its class folder or by its name alone: ``<stem>.png``, ``<stem>_mask.png``
+    (MVTec AD), any of PNG, BMP, JPEG, TIFF or WebP, in subfolders too."""
+
+    def __init__(self, root: Path) -> None:
+        self.by_path: dict[str, Path] = {}
+        self.by_stem: dict[str, list[Path]] = {}
+        for path in sorted(root.rglob("*")):
+            if not (path.is_file() and path.suffix.lower() in _MASK_SUFFIXES):
+                continue
+            stem = path.stem.removesuffix("_mask")
+            relative = path.relative_to(root).with_suffix("")
+            self.by_path[str(relative.parent / stem)] = path
+            self.by_stem.setdefault(stem, []).append(path)
+
+    def find(self, image: Path) -> Path | None:
+        """``image``: its path below the test set's class folder (``crack/000.png``)."""
+        key = str(image.with_suffix(""))
+        if key in self.by_path:
+            return self.by_path[key]
+        named = self.by_stem.get(image.stem, [])
+        return named[0] if len(named) == 1 else None  # two masks of that name: neither is sure
+
+    def read(self, image: Path) -> Any:  # a mask array, or None when absent or unreadable
+        import numpy as np
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.find(image)
+        if path is None:
+            return None
+        try:
+            with Image.open(path) as opened:
+                return np.asarray(opened.convert("L"))
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+            return None
 
 
 def _predict_anomaly(
@@ -611,15 +666,21 @@ def _predict_anomaly(
     for directory in (maps_dir, overlays_dir):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-    for path, rgb in _decoded(images, failed):
-        result = scorer.score(rgb)
+    for path in images:
+        try:
+            # As the edge decodes and runs it: the same answer as POST image-queries.
+            rgb, result = scorer.score_bytes(path.read_bytes())
+        except (IntelliOpticsError, OSError) as exc:
+            click.echo(f"{path}: unreadable ({getattr(exc, 'public_message', exc)})", err=True)
+            failed.append(path)
+            continue
         if maps_dir is not None:
             np.save(maps_dir / f"{path.stem}.npy", resize_map(result.anomaly_map, *rgb.shape[:2]).astype(np.float32))
         if overlays_dir is not None:
             for kind in ("heatmap", "boxes"):
                 png = render_overlay(rgb, result.anomaly_map, result.boxes, kind, scorer.spec.threshold)
                 (overlays_dir / f"{path.stem}_{kind}.png").write_bytes(png)
-        _print_json(to_json(result, str(path)))
+        _print_json(to_json(result, str(path), scorer.last_in_domain))
     if failed:
         _fail(f"{len(failed)} of {len(images)} image(s) were unreadable")
 

@@ -176,6 +176,8 @@ def _answer(
         return Answer(None, False, None, "model_error")
     prediction, found = answered.prediction, answered.detection
     rois = None if found is None else found.rois()
+    if answered.anomaly is not None:  # where the anomaly is: the answer's boxes, as on the edge
+        rois = [box.to_wire() for box in answered.anomaly.boxes] or None
     label = prediction.label
     if detector.mode == DetectorMode.BINARY.value:
         label = label.upper()
