@@ -31,3 +31,21 @@ def test_unknown_surface_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="leather"):
         next(generate("binary", 1, seed=0, surface="marble"))
     assert "leather" in SURFACES
+
+
+def test_dataset_generate_takes_one_surface_for_the_binary_kind_too(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from intellioptics_training.cli import main
+
+    out = tmp_path / "one"
+    args = ["dataset", "generate", str(out), "--kind", "binary", "--n-per-class", "3", "--surface", "wood"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in out.rglob("*.png"))
+    assert len(names) == 6 and all(name.startswith("wood_") for name in names), names
+    mixed = tmp_path / "mixed"
+    assert CliRunner().invoke(main, ["dataset", "generate", str(mixed), "--n-per-class", "6"]).exit_code == 0
+    assert len({path.name.split("_")[0] for path in mixed.rglob("*.png")}) > 1
+    bad = CliRunner().invoke(main, ["dataset", "generate", str(tmp_path / "x"), "--surface", "marble"])
+    assert bad.exit_code == 2 and "leather" in bad.output

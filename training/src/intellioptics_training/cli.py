@@ -68,9 +68,12 @@ def dataset() -> None:
 @click.option("--seed", type=int, default=0)
 @click.option("--strength", type=click.FloatRange(0.1, 10.0), default=1.0, help="Defect contrast multiplier.")
 @click.option(
-    "--surface", default="metal", show_default=True, help="Anomaly and detection kinds: the one surface of every image."
+    "--surface",
+    default=None,
+    help="The one surface of every image, as on a line that inspects one kind of part (default: metal for the "
+    "anomaly and detection kinds; binary and multiclass: each image draws its own).",
 )
-def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength: float, surface: str) -> None:
+def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength: float, surface: str | None) -> None:
     """Write textured surfaces with subtle defects (or unrelated photos) as OUT/<label>/*.png
     (anomaly kind: one surface, plus OUT/masks/<stem>.png for every defect image; depth kind:
     OUT/<label>/<id>_rgb.png + <id>_depth.png pairs; detection kind: N images with 0-3
@@ -88,14 +91,18 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
         write_detection_dataset,
     )
 
-    if kind in ("anomaly", "detection") and surface not in SURFACES:
+    if kind in ("anomaly", "detection"):
+        surface = surface or "metal"
+    if surface is not None and surface not in SURFACES:
         _fail(f"--surface must be one of {', '.join(SURFACES)}, not {surface!r}")
     if kind == "anomaly":
+        assert surface is not None
         count = write_anomaly_dataset(out, surface, n_per_class, n_per_class, seed, strength)
     elif kind == "detection":
+        assert surface is not None
         count = write_detection_dataset(out, n_per_class, seed, strength, surface)
     else:
-        count = write_dataset(out, kind, n_per_class, seed, strength)
+        count = write_dataset(out, kind, n_per_class, seed, strength, surface)
     click.echo(f"wrote {count} images to {out}")
 
 

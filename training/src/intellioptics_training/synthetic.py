@@ -355,11 +355,14 @@ def write_anomaly_dataset(
     return count
 
 
-def write_dataset(out_dir: Path, kind: str, n_per_class: int, seed: int, strength: float = 1.0) -> int:
-    """Write an ImageFolder tree (``OUT/<label>/<kind>_<i>.png``); returns the image count."""
+def write_dataset(
+    out_dir: Path, kind: str, n_per_class: int, seed: int, strength: float = 1.0, surface: str | None = None
+) -> int:
+    """Write an ImageFolder tree (``OUT/<label>/<kind>_<i>.png``); returns the image count.
+    ``surface``: one surface for every image (default: each draws its own)."""
     out_dir = Path(out_dir)
     counts: dict[str, int] = {}
-    for image in generate(kind, n_per_class, seed, strength):
+    for image in generate(kind, n_per_class, seed, strength, surface):
         folder = out_dir / image.label
         folder.mkdir(parents=True, exist_ok=True)
         index = counts.get(image.label, 0)
