@@ -22,7 +22,7 @@ CLASSIFIER = "classifier"
 
 
 class ModelRef(WireModel):
-    kind: str = Field(description="the model kind: classifier (binary / multi-class)")
+    kind: str = Field(description="the model kind: classifier (binary / multi-class), anomaly or detection")
     mode: str
     primary_version: int
     primary_model_id: str
@@ -43,6 +43,9 @@ class Explanation(WireModel):
     escalated: bool
     escalation_reason: EscalationReason | None = None
     why: str = Field(description="the decision in one sentence")
+    held_back: str | None = Field(
+        default=None, description="why an unsure answer was not escalated: near_duplicate or escalation_budget"
+    )
     nearest_labeled_examples: list[str] | None = None
     nearest_labeled_examples_note: str | None = None
 
@@ -54,13 +57,22 @@ def explain_edge_answer(
     threshold: float,
     escalated: bool,
     reason: EscalationReason | None,
+    held_back: tuple[str, str] | None = None,
 ) -> Explanation:
+    """``held_back``: (reason, detail) when the edge did not escalate an unsure answer."""
+    why = _why(result, threshold, escalated, reason)
+    if held_back is not None:
+        why = f"{why.split(':')[0]}: answered at the edge, not escalated ({held_back[0]}: {held_back[1]})"
     return Explanation(
         image_query_id=image_query_id,
         detector_id=result.detector_id,
         answered_by="edge",
         model=ModelRef(
-            kind=CLASSIFIER,
+            kind="anomaly"
+            if result.anomaly is not None
+            else "detection"
+            if result.detection is not None
+            else CLASSIFIER,
             mode=str(getattr(result.mode, "value", result.mode)),
             primary_version=result.primary_model_version,
             primary_model_id=result.primary_model_id,
@@ -74,7 +86,8 @@ def explain_edge_answer(
         confidence_threshold=threshold,
         escalated=escalated,
         escalation_reason=reason if escalated or reason is EscalationReason.AUDIT else None,
-        why=_why(result, threshold, escalated, reason),
+        why=why,
+        held_back=None if held_back is None else held_back[0],
         nearest_labeled_examples=None,
         nearest_labeled_examples_note=NO_NEAREST_EXAMPLES,
     )

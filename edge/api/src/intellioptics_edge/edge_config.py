@@ -51,6 +51,10 @@ class InferenceConfig(_Strict):
     always_return_edge_prediction: bool = False
     disable_cloud_escalation: bool = False
     min_time_between_escalations: Annotated[float, Field(gt=0)] = DEFAULT_MIN_TIME_BETWEEN_ESCALATIONS_S
+    # Spend human labels well (intellioptics_edge.spending): 0 s turns the near-duplicate check off.
+    near_duplicate_window_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    near_duplicate_distance: Annotated[int, Field(ge=0, le=32)] = 6
+    max_escalations_per_hour: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
     @model_validator(mode="after")
     def _escalation_needs_edge_answers(self) -> Self:

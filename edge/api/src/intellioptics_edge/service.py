@@ -97,6 +97,7 @@ from intellioptics_edge.images import probe_image
 from intellioptics_edge.inference_client import InferenceClient, NotReady
 from intellioptics_edge.outbox_store import OutboxEntry, OutboxKind
 from intellioptics_edge.rules import RuleEngine, RuleOutcome
+from intellioptics_edge.spending import EscalationGate, HeldBack, difference_hash
 from intellioptics_edge.stats import EdgeStats, Outcome
 from intellioptics_edge.store import QueryStore, StoredImage
 
@@ -130,6 +131,7 @@ class SubmitRequest:
 class EdgeAnswer:
     image_query: EdgeImageQuery
     body: str  # ``image_query`` as JSON, serialised once for the store and the response
+    held_back: str | None = None  # why an unsure answer was not escalated (intellioptics_edge.spending)
 
 
 SubmitOutcome = EdgeAnswer | CloudResponse
@@ -164,6 +166,7 @@ class ImageQueryService:
         self._outbox_full = outbox_full
         self._last_escalation: dict[str, float] = {}
         self._rules = RuleEngine()
+        self._gate = EscalationGate()
 
     async def submit(self, request: SubmitRequest) -> SubmitOutcome:
         started = time.perf_counter()
@@ -184,6 +187,7 @@ class ImageQueryService:
             confident=confident,
             inference=inference,
             method=method,
+            held_back=answer.held_back if isinstance(answer, EdgeAnswer) else None,
         )
         return answer
 
@@ -307,12 +311,23 @@ class ImageQueryService:
                     escalate = self._escalation_due(detector.id, settings.min_time_between_escalations)
         else:
             escalate, audit = True, False
+        held = await self._hold_back(detector.id, request, settings) if escalate else None
+        if held is not None:
+            escalate = False  # the edge model's answer stands: a person would learn nothing new
         if self._outbox_full():
             self._refuse_when_full(escalate)
             audit = False
         reason = EscalationReason.AUDIT if audit else _low_confidence_reason(result) if escalate else None
         answer = await self._answer(
-            detector, request, result, threshold, escalate=escalate, audit=audit, reason=reason, pipeline=pipeline
+            detector,
+            request,
+            result,
+            threshold,
+            escalate=escalate,
+            audit=audit,
+            reason=reason,
+            pipeline=pipeline,
+            held_back=held,
         )
         outcome = Outcome.ESCALATED if escalate else Outcome.AUDITED if audit else Outcome.EDGE
         return outcome, answer, result, confident, pipeline.method
@@ -361,6 +376,22 @@ class ImageQueryService:
         )
         outcome = Outcome.ESCALATED if escalate else Outcome.AUDITED if audit else Outcome.EDGE
         return outcome, answer, None, not verdict.escalate, pipeline.method
+
+    async def _hold_back(self, detector_id: str, request: SubmitRequest, settings: InferenceConfig) -> HeldBack | None:
+        """A near-duplicate of a recent escalation, or the hourly budget spent: not escalated."""
+        if settings.near_duplicate_window_s <= 0 and settings.max_escalations_per_hour is None:
+            return None
+        image_hash = None
+        if settings.near_duplicate_window_s > 0:
+            image_hash = await anyio.to_thread.run_sync(difference_hash, request.image)
+        return self._gate.check(
+            detector_id,
+            request.image_query_id or "",
+            image_hash,
+            window_s=settings.near_duplicate_window_s,
+            distance=settings.near_duplicate_distance,
+            per_hour=settings.max_escalations_per_hour,
+        )
 
     def _escalation_due(self, detector_id: str, min_interval_s: float) -> bool:
         now = time.monotonic()
@@ -425,6 +456,7 @@ class ImageQueryService:
         audit: bool,
         reason: EscalationReason | None = None,
         pipeline: PipelineReport | None = None,
+        held_back: HeldBack | None = None,
     ) -> EdgeAnswer:
         image_query = build_edge_image_query(
             detector=detector,
@@ -451,7 +483,12 @@ class ImageQueryService:
             outbox.append(OutboxEntry(kind, result.model_dump(mode="json"), request_metadata))
         body = image_query.model_dump_json()
         explanation = explain_edge_answer(
-            image_query_id=image_query.id, result=result, threshold=threshold, escalated=escalate, reason=reason
+            image_query_id=image_query.id,
+            result=result,
+            threshold=threshold,
+            escalated=escalate,
+            reason=reason,
+            held_back=None if held_back is None else (held_back.reason, held_back.detail),
         )
         saved = await anyio.to_thread.run_sync(
             partial(
@@ -470,7 +507,7 @@ class ImageQueryService:
         )
         if not saved:
             raise DuplicateImageQueryError(f"image_query_id {image_query.id} was already used on this edge.")
-        return EdgeAnswer(image_query, body)
+        return EdgeAnswer(image_query, body, None if held_back is None else held_back.reason)
 
     async def get(self, image_query_id: str, token: str) -> str | CloudResponse:
         """The stored answer (JSON), or the cloud's newer one for a query still in progress.

@@ -41,6 +41,8 @@ class DetectorStats:
     last_answer_at: float | None = None
     # Answers by the stage that gave them: rule-based, hybrid (rules unsure, model), ml.
     methods: dict[str, int] = field(default_factory=dict)
+    # Escalations held back (intellioptics_edge.spending), by reason.
+    held_back: dict[str, int] = field(default_factory=dict)
 
 
 def hour_key(moment: datetime) -> str:
@@ -104,6 +106,12 @@ class EdgeStats:
             ["detector_id", "method"],
             registry=self.registry,
         )
+        self._held_back = Counter(
+            "intellioptics_edge_escalations_held_back",
+            "Unsure answers not escalated: a near-duplicate of a recent escalation, or the detector's hourly budget spent",
+            ["detector_id", "reason"],
+            registry=self.registry,
+        )
         self._dead_letters = Gauge(
             "intellioptics_edge_outbox_dead_letters",
             "Outbox items parked as dead letters now (waiting to be re-sent or discarded), by reason",
@@ -127,10 +135,13 @@ class EdgeStats:
         confident: bool = False,
         inference: InferenceResult | None = None,
         method: str | None = None,
+        held_back: str | None = None,
     ) -> None:
         with self._lock:
             stats = self._detectors.setdefault(detector_id, DetectorStats())
             stats.counts[outcome.value] += 1
+            if held_back is not None:
+                stats.held_back[held_back] = stats.held_back.get(held_back, 0) + 1
             if method is not None:
                 stats.methods[method] = stats.methods.get(method, 0) + 1
             stats.confident += int(confident)
@@ -146,6 +157,8 @@ class EdgeStats:
         self._queries.labels(detector_id=detector_id, outcome=outcome.value).inc()
         if method is not None:
             self._methods.labels(detector_id=detector_id, method=method).inc()
+        if held_back is not None:
+            self._held_back.labels(detector_id=detector_id, reason=held_back).inc()
         self._latency.labels(outcome=outcome.value).observe(seconds)
 
     def set_outbox(self, values: dict[str, float]) -> None:
@@ -183,5 +196,6 @@ class EdgeStats:
                 "oodd_model_version": stats.oodd_model_version,
                 "last_answer_at": stats.last_answer_at,
                 "methods": dict(stats.methods),
+                "held_back": dict(stats.held_back),
             }
         return result
