@@ -62,7 +62,7 @@ def explain_edge_answer(
     """``held_back``: (reason, detail) when the edge did not escalate an unsure answer."""
     why = _why(result, threshold, escalated, reason)
     if held_back is not None:
-        why = f"{why.split(':')[0]}: answered at the edge, not escalated ({held_back[0]}: {held_back[1]})"
+        why = f"{_compared(result, threshold)}: answered at the edge, not escalated ({held_back[0]}: {held_back[1]})"
     return Explanation(
         image_query_id=image_query_id,
         detector_id=result.detector_id,
@@ -93,10 +93,14 @@ def explain_edge_answer(
     )
 
 
-def _why(result: InferenceResult, threshold: float, escalated: bool, reason: EscalationReason | None) -> str:
-    compared = (
+def _compared(result: InferenceResult, threshold: float) -> str:
+    return (
         f"confidence {result.confidence:.3f} {'>=' if result.confidence >= threshold else '<'} threshold {threshold:g}"
     )
+
+
+def _why(result: InferenceResult, threshold: float, escalated: bool, reason: EscalationReason | None) -> str:
+    compared = _compared(result, threshold)
     domain = result.oodd_in_domain_score
     if reason is EscalationReason.OUT_OF_DOMAIN:
         return f"{compared}: the image is unlike the model's training images (in-domain {domain:.3f}); escalated"

@@ -230,16 +230,20 @@ class DetectorModel(ABC):
         """``depth`` is required by a depth model and ignored by the others (the edge's
         rule stage may have used it)."""
         if self.depth_spec is not None and depth is None:
-            raise DepthRequiredError(
-                f"The model of detector {self.detector_id} was trained with depth and needs the depth map of "
-                "every image: send multipart/form-data with an `image` part and a `depth` part (a 16-bit PNG "
-                "or a float32 .npy, in mm)."
-            )
+            raise self.depth_required()
         start = time.perf_counter()
         rgb = decode_image(image, limits, draft_size=self.draft_size).rgb
         decoded = time.perf_counter()
         prepared = self.prepare(rgb, depth)
         return PreparedImage(prepared.tensors, decoded - start, time.perf_counter() - decoded, prepared.depth)
+
+    def depth_required(
+        self, how: str = "send multipart/form-data with an `image` part and a `depth` part"
+    ) -> DepthRequiredError:
+        return DepthRequiredError(
+            f"The model of detector {self.detector_id} was trained with depth and needs the depth map of "
+            f"every image: {how} (a 16-bit PNG or a float32 .npy, in mm)."
+        )
 
     def prepare(self, rgb: np.ndarray, depth: bytes | np.ndarray | None = None) -> PreparedImage:
         """An already decoded H x W x 3 image (and its depth map: bytes as sent, a mm array,
@@ -456,6 +460,16 @@ class SharedBackbone:
         self.session = session
         self.image_input = image_input
         self.cut = cut
+        # Its features of a blank image, by input size: each new head warms up on them.
+        self._blank: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def blank_features(self, height: int, width: int) -> dict[str, np.ndarray]:
+        """The features of a blank image, computed once per size (each model load reuses them)."""
+        features = self._blank.get((height, width))
+        if features is None:
+            features = self.run(np.zeros((1, 3, height, width), dtype=np.float32))
+            self._blank[(height, width)] = features
+        return features
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self.cut, self.session.run(list(self.cut), {self.image_input: tensor}), strict=True))
@@ -509,9 +523,9 @@ class SharedBackbones:
             outputs += list(model.extra_outputs)
             run = HeadRun(shared, head, tuple(outputs), has_oodd and model.oodd is not None)
             spec = model.primary.pipeline.input
-            features = shared.run(np.zeros((1, 3, spec.height, spec.width), dtype=np.float32))
             model.head = run
-            model.forward_head(features, 0.0)  # checks the outputs and pays first-run allocations now
+            # Checks the outputs and pays the head's first-run allocations now.
+            model.forward_head(shared.blank_features(spec.height, spec.width), 0.0)
         except Exception as exc:  # the optimisation failing leaves the plain path
             model.head = None
             logger.warning("%s: no shared backbone run (%s); it is answered alone", model.detector_id, exc)
@@ -579,10 +593,7 @@ def answer_many(models: list[DetectorModel], image: bytes, limits: ImageLimits) 
 
 def _answer_alone(model: DetectorModel, rgb: np.ndarray) -> Answer:
     if model.depth_spec is not None:
-        raise DepthRequiredError(
-            f"The model of detector {model.detector_id} was trained with depth and needs the depth map of "
-            "every image: ask for it alone, with an `image` part and a `depth` part."
-        )
+        raise model.depth_required("ask for it alone, with an `image` part and a `depth` part")
     start = time.perf_counter()
     prepared = model.prepare(rgb)
     prepared = PreparedImage(prepared.tensors, 0.0, time.perf_counter() - start, prepared.depth)

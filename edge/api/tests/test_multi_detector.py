@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Iterator
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 
 from intellioptics_inference.bench import bench_jpeg, default_backbone, write_bench_detector
 from tests.support.edge_stack import EdgeStack, edge_stack
+from tests.support.metrics import metric_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,10 +49,9 @@ def _post(stack: EdgeStack, detector_ids: list[str], image: bytes, **params: str
 
 
 def _counter(stack: EdgeStack, name: str) -> float:
-    text = httpx.get(f"{stack.inference_url}/metrics", timeout=10).text
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
-    assert match, f"{name} not in the inference service's metrics"
-    return float(match.group(1))
+    value = metric_value(httpx.get(f"{stack.inference_url}/metrics", timeout=10).text, name)
+    assert value is not None, f"{name} not in the inference service's metrics"
+    return value
 
 
 def test_one_image_many_detectors_each_answered_as_alone_and_stored(stack: EdgeStack) -> None:

@@ -100,6 +100,12 @@ def enqueue(outbox: Outbox, name: str, kind: OutboxKind = OutboxKind.ESCALATION,
     )
 
 
+def sent_metadata(cloud: FakeCloud, image_query_id: str) -> dict:
+    """The ``metadata`` query parameter the cloud received for a query, decoded."""
+    encoded = cloud.stored[image_query_id]["params"]["metadata"]
+    return json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+
+
 @pytest.fixture
 def outbox(tmp_path: Path) -> Outbox:
     return Outbox(EdgeDatabase(tmp_path / "edge.sqlite3"))
@@ -114,7 +120,7 @@ def test_delivers_with_the_edge_answer_in_the_metadata(outbox: Outbox) -> None:
     assert params["detector_id"] == DETECTOR and params["image_query_id"] == "iq_one"
     assert params["confidence_threshold"] == "0.9" and params["inspection_id"] == "insp_1"
     assert "human_review" not in params  # the caller did not ask: the cloud's default applies
-    metadata = json.loads(base64.urlsafe_b64decode(params["metadata"] + "=" * (-len(params["metadata"]) % 4)))
+    metadata = sent_metadata(cloud, "iq_one")
     assert metadata["camera"] == "line-3"  # the caller's own metadata passes through
     assert metadata["is_from_edge"] is True and metadata["escalation_reason"] == "low_confidence"
     assert metadata["edge_result"]["label"] == "YES" and metadata["edge_result"]["confidence"] == 0.61
@@ -467,8 +473,7 @@ def test_caller_metadata_that_would_pass_the_cloud_limit_is_left_out(outbox: Out
     )
     cloud = FakeCloud()
     asyncio.run(make_sender(outbox, cloud, Clock()).run_once())
-    encoded = cloud.stored["iq_big_meta"]["params"]["metadata"]
-    metadata = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    metadata = sent_metadata(cloud, "iq_big_meta")
     assert "notes" not in metadata and metadata["caller_metadata_omitted"] is True
     assert metadata["edge_result"]["label"] == "YES"  # the edge's report always arrives
 
@@ -487,8 +492,7 @@ def test_per_class_scores_make_room_for_the_callers_metadata(outbox: Outbox) -> 
     )
     cloud = FakeCloud()
     asyncio.run(make_sender(outbox, cloud, Clock()).run_once())
-    encoded = cloud.stored["iq_many_classes"]["params"]["metadata"]
-    metadata = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    metadata = sent_metadata(cloud, "iq_many_classes")
     assert metadata["notes"] == "x" * 300 and "caller_metadata_omitted" not in metadata
     assert "probabilities" not in metadata["edge_result"] and metadata["edge_result"]["label"] == "YES"
 

@@ -6,7 +6,6 @@ hourly escalation budget holds back the rest, each counted and explained."""
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +16,7 @@ from PIL import Image
 
 from intellioptics_edge.spending import ESCALATION_BUDGET, NEAR_DUPLICATE, EscalationGate, difference_hash
 from tests.support.edge_stack import EdgeStack, edge_stack
+from tests.support.metrics import metric_value
 from tests.support.procs import wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,11 +64,8 @@ def _get(stack: EdgeStack, path: str) -> httpx.Response:
 
 def _held_back_metric(stack: EdgeStack, detector_id: str, reason: str) -> float:
     text = httpx.get(f"{stack.edge_api_url}/metrics", timeout=10).text
-    pattern = (
-        rf'^intellioptics_edge_escalations_held_back_total{{detector_id="{detector_id}",reason="{reason}"}} (\S+)$'
-    )
-    match = re.search(pattern, text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    name = "intellioptics_edge_escalations_held_back_total"
+    return metric_value(text, name, detector_id=detector_id, reason=reason) or 0.0
 
 
 def test_a_static_cameras_near_duplicates_are_escalated_once(stack: EdgeStack) -> None:

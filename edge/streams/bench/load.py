@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from intellioptics_inference.bench import default_backbone, write_bench_detector
+from tests.support.metrics import metric_total
 from tests.support.procs import free_port
 from tests.support.streams import RtspServer, edge_with_streams, rtsp_process
 
@@ -101,15 +102,6 @@ def _jpeg() -> bytes:
 
 def _p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-def _total(metrics: str, name: str) -> float:
-    """The sum of every series of ``name`` in a Prometheus text page."""
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith(name) and (line[len(name)] in " {")
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     "inference: "
                     + ", ".join(
-                        f"{name} {_total(metrics, name):.0f}"
+                        f"{name} {metric_total(metrics, name):.0f}"
                         for name in (
                             "intellioptics_inference_multi_calls_total",
                             "intellioptics_inference_multi_backbone_runs_total",

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from edge.streams.tests.conftest import wait_until
 from intellioptics_common.streams import StreamConfig, WebhookSink, redact
 from intellioptics_streams.sinks import SinkBackoff, StreamEvent, WebhookWorker
 
@@ -65,19 +66,12 @@ def _worker(sink: WebhookSink, config: StreamConfig | None = None, queue_size: i
     return WebhookWorker("line-3", 0, sink, queue_size, SinkBackoff(0.2, 1.0), secrets)
 
 
-def _wait(condition, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_retries_are_spaced_by_the_backoff_and_a_4xx_is_not_retried() -> None:
     with receiving([503, 503, 503]) as receiver:
         worker = _worker(WebhookSink(kind="webhook", url=f"{receiver.url}/hook", max_attempts=5))
         worker.start()
         worker.offer(EVENT)
-        _wait(lambda: worker.delivered == 1, 10)
+        wait_until(lambda: worker.delivered == 1, 10, "timed out")
         gaps = [b - a for a, b in zip(receiver.arrivals, receiver.arrivals[1:], strict=False)]
         # 0.2, 0.4, 0.8 s (base 0.2 s doubling, cap 1 s): each wait at least its step.
         assert len(gaps) == 3 and all(gap >= step * 0.9 for gap, step in zip(gaps, (0.2, 0.4, 0.8), strict=True)), gaps
@@ -88,7 +82,7 @@ def test_retries_are_spaced_by_the_backoff_and_a_4xx_is_not_retried() -> None:
         worker = _worker(WebhookSink(kind="webhook", url=f"{receiver.url}/hook", max_attempts=5))
         worker.start()
         worker.offer(EVENT)
-        _wait(lambda: worker.failed == 1, 10)
+        wait_until(lambda: worker.failed == 1, 10, "timed out")
         assert len(receiver.arrivals) == 1 and worker.retries == 0  # the receiver refused it: no retry
         worker.stop()
         assert worker.join(5)
@@ -124,7 +118,7 @@ def test_credentials_in_a_webhook_url_or_headers_never_reach_status_or_logs(capl
         with caplog.at_level(logging.WARNING):
             worker.start()
             worker.offer(EVENT)
-            _wait(lambda: worker.failed == 1, 10)
+            wait_until(lambda: worker.failed == 1, 10, "timed out")
         worker.stop()
         assert worker.join(5)
         assert receiver.paths == [f"/services/T01/{path_token}?token={token}"] * 2  # the real URL was used
@@ -163,7 +157,7 @@ def test_a_stream_stops_within_2_s_with_its_camera_hung_and_a_webhook_mid_post()
         runner.start()
         assert opened.wait(5)
         runner.sinks[0].offer(EVENT)
-        _wait(lambda: len(receiver.arrivals) == 1, 5)  # the POST is in the receiver's hands
+        wait_until(lambda: len(receiver.arrivals) == 1, 5, "timed out")  # the POST is in the receiver's hands
         started = time.monotonic()
         runner.stop()
         took = time.monotonic() - started

@@ -8,7 +8,6 @@ gateway; their state is read from ``GET /streams`` through the gateway.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.streams.tests.conftest import BASE_CONFIG, DET_A, DET_B, wait_until
+from tests.support.metrics import metric_value
 from tests.support.procs import free_port
 from tests.support.streams import RtspServer, StreamsEdge, WebhookReceiver, rtsp_process, webhook_receiver
 
@@ -52,15 +52,9 @@ class MqttListener:
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
-    """The value of one Prometheus series in ``text`` (labels in any order)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        series, value = line.rsplit(" ", 1)
-        found = dict(re.findall(r'(\w+)="([^"]*)"', series[len(name) :]))
-        if found == labels:
-            return float(value)
-    raise AssertionError(f"no series {name}{labels} in the metrics")
+    value = metric_value(text, name, **labels)
+    assert value is not None, f"no series {name}{labels} in the metrics"
+    return value
 
 
 def test_frames_become_image_queries_at_the_fps_cap_and_reach_the_sinks(

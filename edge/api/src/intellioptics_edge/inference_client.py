@@ -134,23 +134,11 @@ class InferenceClient:
     ) -> InferenceResult | NotReady:
         """The model's answer, or why there is none. Bad images and depth maps, and no depth
         map for a model that needs one, raise the common errors."""
-        response: httpx.Response | LoopbackResponse
         if depth is not None:
             image, content_type = rgbd_form(image, content_type, depth)
-        try:
-            if self._infer_http is not None:
-                target = self._infer_url(detector_id).raw_path.decode("ascii")
-                response = await self._infer_http.post(target, image, content_type)
-            else:
-                response = await self._client.post(
-                    self._infer_url(detector_id), content=image, headers={"content-type": content_type}
-                )
-        except (httpx.TimeoutException, TimeoutError):
-            return NotReady("the inference service did not answer in time")
-        except httpx.HTTPError as exc:
-            return NotReady(f"the inference service is unreachable ({type(exc).__name__})")
-        except LoopbackHTTPError as exc:
-            return NotReady(f"the inference service is unreachable ({exc})")
+        response = await self._post(self._infer_url(detector_id), image, content_type)
+        if isinstance(response, NotReady):
+            return response
         if response.status_code == 200:
             try:
                 return InferenceResult.model_validate_json(response.content)
@@ -166,18 +154,9 @@ class InferenceClient:
         one pass of a backbone they share). A bad or oversized image raises, as ``infer``
         does; a detector's own refusal (a depth model, say) comes back in its place."""
         url = self._client.base_url.join("/infer/multi").copy_merge_params({"detector_id": detector_ids})
-        response: httpx.Response | LoopbackResponse
-        try:
-            if self._infer_http is not None:
-                response = await self._infer_http.post(url.raw_path.decode("ascii"), image, content_type)
-            else:
-                response = await self._client.post(url, content=image, headers={"content-type": content_type})
-        except (httpx.TimeoutException, TimeoutError):
-            return dict.fromkeys(detector_ids, NotReady("the inference service did not answer in time"))
-        except httpx.HTTPError as exc:
-            return dict.fromkeys(detector_ids, NotReady(f"the inference service is unreachable ({type(exc).__name__})"))
-        except LoopbackHTTPError as exc:
-            return dict.fromkeys(detector_ids, NotReady(f"the inference service is unreachable ({exc})"))
+        response = await self._post(url, image, content_type)
+        if isinstance(response, NotReady):
+            return dict.fromkeys(detector_ids, response)
         if response.status_code != 200:
             detail, code = _error_body(response)
             refusal = _refusal(",".join(detector_ids), response.status_code, detail, code)
@@ -198,6 +177,21 @@ class InferenceClient:
             except IntelliOpticsError as exc:
                 out[answer.detector_id] = exc
         return out
+
+    async def _post(
+        self, url: httpx.URL, body: bytes, content_type: str
+    ) -> httpx.Response | LoopbackResponse | NotReady:
+        """One POST to the service (the loopback client where it serves plain HTTP), or why it failed."""
+        try:
+            if self._infer_http is not None:
+                return await self._infer_http.post(url.raw_path.decode("ascii"), body, content_type)
+            return await self._client.post(url, content=body, headers={"content-type": content_type})
+        except (httpx.TimeoutException, TimeoutError):
+            return NotReady("the inference service did not answer in time")
+        except httpx.HTTPError as exc:
+            return NotReady(f"the inference service is unreachable ({type(exc).__name__})")
+        except LoopbackHTTPError as exc:
+            return NotReady(f"the inference service is unreachable ({exc})")
 
     async def detector_ready(self, detector_id: str) -> bool:
         """Asking also makes the service start loading the detector (warm-up)."""
