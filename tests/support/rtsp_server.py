@@ -82,14 +82,19 @@ class ClockFactory(GstRtspServer.RTSPMediaFactory):
 
     def _configure(self, factory: object, media: GstRtspServer.RTSPMedia) -> None:
         source = media.get_element().get_child_by_name("clock")
-        state = {"index": 0}
+        state = {"index": 0, "feeding": True}
 
         def push() -> bool:
+            if not state["feeding"]:
+                return False
             state["index"] += 1
             data = self._frame(self._width, self._height, int(time.time() * 1000), state["index"])
-            return source.emit("push-buffer", Gst.Buffer.new_wrapped(data)) == Gst.FlowReturn.OK
+            state["feeding"] = source.emit("push-buffer", Gst.Buffer.new_wrapped(data)) == Gst.FlowReturn.OK
+            return state["feeding"]
 
         GLib.timeout_add(int(1000 / self._fps), push)
+        # The last client gone: stop feeding a pipeline that is being torn down.
+        media.connect("unprepared", lambda *_: state.update(feeding=False))
 
 
 def main() -> int:

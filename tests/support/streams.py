@@ -41,6 +41,13 @@ class RtspServer:
     def kill(self) -> None:
         self.process.kill()
 
+    def ensure_running(self) -> None:
+        """Start it again if it died. gst-rtsp-server 1.x can abort on its own assertion
+        (``gst_rtsp_media_get_rates``) when clients of a shared mount come and go; that is
+        the test camera failing, not the stream service, so each test gets a live one."""
+        if self.process.poll() is not None:
+            self.start()
+
 
 def rtsp_process(log_dir: Path, port: int, fps: int = 10, width: int = 320, height: int = 240) -> ManagedProcess:
     script = REPO_ROOT / "tests" / "support" / "rtsp_server.py"

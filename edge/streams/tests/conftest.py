@@ -59,9 +59,16 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def camera(work_dir: Path) -> Iterator[RtspServer]:
+def module_camera(work_dir: Path) -> Iterator[RtspServer]:
     with rtsp_server(work_dir / "camera") as server:
         yield server
+
+
+@pytest.fixture
+def camera(module_camera: RtspServer) -> RtspServer:
+    """The module's RTSP server, alive when a test starts (see RtspServer.ensure_running)."""
+    module_camera.ensure_running()
+    return module_camera
 
 
 @pytest.fixture(scope="module")
