@@ -127,8 +127,13 @@ class MemoryQueue implements ReviewBackend {
     this.pending.push(item);
   }
 
+  /** Releases wait until let go (`heldReleases`), like a give-back still on its way. */
+  holdReleases = false;
+  heldReleases: (() => void)[] = [];
+
   async release(itemId: string) {
     this.calls.push(`release:${itemId}`);
+    if (this.holdReleases) await new Promise<void>((resolve) => this.heldReleases.push(resolve));
     const item = this.claimedBy.get(itemId);
     if (!item) return; // not held any more: nothing to give back, as on the cloud
     this.claimedBy.delete(itemId);
@@ -502,6 +507,31 @@ describe("ReviewSession", () => {
     }
     expect(seen).toEqual(["ri_1", "ri_2", "ri_3", "ri_4"]);
     expect(queue.skips).toEqual([]);
+  });
+
+  it("after a filter change, claims wait for the give-backs: a slow release does not empty the queue", async () => {
+    const queue = new MemoryQueue(3, "det_a");
+    const s = open(queue, { prefetch: 2, pollMs: 60_000 });
+    s.start();
+    await settle();
+    expect(queue.claimedBy.size).toBe(3);
+    queue.holdReleases = true;
+    queue.calls = [];
+    s.start("det_a");
+    await settle();
+    // Still this reviewer's on the cloud: a claim now would find nothing free.
+    expect(queue.calls.filter((c) => c.startsWith("claim"))).toEqual([]);
+    expect(s.getSnapshot().phase).toBe("loading");
+    for (const letGo of queue.heldReleases.splice(0)) letGo();
+    await settle();
+    const seen: string[] = [];
+    for (let n = 0; n < 3; n += 1) {
+      seen.push(s.getSnapshot().current?.item.id ?? "none");
+      s.label("YES");
+      await settle();
+    }
+    expect(seen).toEqual(["ri_1", "ri_2", "ri_3"]);
+    expect(s.getSnapshot().phase).toBe("empty");
   });
 
   it("says what failed when claiming fails, and recovers on the next poll", async () => {

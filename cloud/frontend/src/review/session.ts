@@ -84,6 +84,11 @@ export class ReviewSession {
   private wake: (() => void) | null = null;
   /** Label and skip requests in flight; a claim waits for them (the cloud may hand back the held item). */
   private writes = new Set<Promise<unknown>>();
+  /**
+   * Give-backs in flight. Every claim waits for them: until the cloud has them back they are
+   * still this reviewer's, so even an `ahead` claim would pass them by and find the queue empty.
+   */
+  private releases = new Set<Promise<unknown>>();
   /** Images of upcoming (unclaimed) items. */
   private readonly preloaded: Preloads;
   private peeking = false;
@@ -405,7 +410,7 @@ export class ReviewSession {
           // A plain claim may answer with an item whose label or skip is still in flight, so it
           // waits for them; an `ahead` claim to a cloud that honours it never does, and need not.
           const ahead = this.aheadHonoured || this.heldCount() + claims.size > 0;
-          if (this.writes.size > 0 && (this.oneAtATime || !ahead)) {
+          if (this.releases.size > 0 || (this.writes.size > 0 && (this.oneAtATime || !ahead))) {
             await Promise.race([Promise.allSettled([...this.writes]), this.woken()]);
             continue;
           }
@@ -589,7 +594,13 @@ export class ReviewSession {
     this.givenBack.add(itemId);
     if (this.givenBack.size > 200) this.givenBack.delete(this.givenBack.values().next().value as string);
     // Tracked: the next claim must wait, or the cloud could hand this item back mid-release.
-    void this.track(this.backend.release(itemId)).catch(() => undefined);
+    const release = this.track(this.backend.release(itemId));
+    this.releases.add(release);
+    const forget = () => {
+      this.releases.delete(release);
+      this.wakeFill();
+    };
+    release.then(forget, forget);
   }
 
   private releaseUrl(url: string | null): void {
