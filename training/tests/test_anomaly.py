@@ -16,6 +16,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from intellioptics_common.anomaly import SeverityCuts
+from intellioptics_common.model_package import read_latest
 from intellioptics_training.anomaly import (
     AnomalyOptions,
     TrainedAnomaly,
@@ -194,3 +196,36 @@ def test_cli_refuses_bad_good_image_folders(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert isinstance(result.exception, SystemExit), result.exception
         assert message in result.stderr, result.stderr
+
+
+def test_cli_good_folder_false_alarm_rate_and_severity_cuts(tmp_path: Path, backbone_path: Path) -> None:
+    """``DATA/good/`` (MVTec AD's train layout), a looser false-alarm target and the
+    detector's own severity cuts reach the package the edge serves."""
+    data, strict, loose = tmp_path / "data", tmp_path / "strict", tmp_path / "loose"
+    (data / "good").mkdir(parents=True)
+    for i, image in enumerate(generate_anomaly("wood", 10, 0, seed=41)):
+        (data / "good" / f"{i:03d}.png").write_bytes(encode_png(image.rgb))
+    env = {"INTELLIOPTICS_BACKBONE_DIR": str(backbone_path)}
+    summaries = {}
+    for out, extra in ((strict, []), (loose, ["--false-alarm-rate", "0.2", "--severity-cuts", "0.2,0.4,0.9"])):
+        args = ["train", str(data), "--mode", "anomaly", "--out", str(out), "--json", *extra]
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 0, result.output
+        summaries[out] = json.loads(result.stdout)
+    assert summaries[strict]["good_images"] == summaries[loose]["good_images"] == 10
+    assert summaries[strict]["target_false_alarm"] == 0.01 and summaries[loose]["target_false_alarm"] == 0.2
+    assert summaries[strict]["severity_cuts"] == {"potential": 0.3, "moderate": 0.5, "critical": 0.8}
+    assert summaries[loose]["severity_cuts"] == {"potential": 0.2, "moderate": 0.4, "critical": 0.9}
+    # A higher tolerated false-alarm rate is a lower raw threshold on the same good images.
+    assert summaries[loose]["raw_threshold"] < summaries[strict]["raw_threshold"]
+    spec = read_latest(loose, "det_local", "primary").pipeline.anomaly
+    assert spec is not None and spec.severity_cuts == SeverityCuts(0.2, 0.4, 0.9)
+
+    for bad, message in (
+        ("0.5,0.4,0.9", "potential <= moderate"),
+        ("0.3,0.5", "exactly three"),
+        ("a,b,c", "could not"),
+    ):
+        args = ["train", str(data), "--mode", "anomaly", "--out", str(tmp_path / "x"), "--severity-cuts", bad]
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 2 and message in result.stderr, result.output

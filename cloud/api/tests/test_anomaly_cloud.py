@@ -60,6 +60,9 @@ def test_uploaded_anomaly_model_answers_and_draws_overlays(admin, trained, tmp_p
     # Where the defect is, as the edge says it: boxes in the Groundlight ROI shape (the
     # review page draws them; its heat map comes from the overlay route).
     assert body["rois"], body
+    # The score and severity the edge gives, on the cloud's answer too, and kept with the query.
+    assert body["anomaly"]["anomaly_score"] >= 0.5 and body["anomaly"]["severity"] in ("Moderate", "Critical"), body
+    assert admin.get(f"/v1/image-queries/{body['id']}").json()["anomaly"] == body["anomaly"]
     ys, xs = defect.mask.nonzero()
     g = body["rois"][0]["geometry"]
     assert body["rois"][0]["label"] == "anomaly" and 0.0 <= g["left"] < g["right"] <= 1.0

@@ -76,3 +76,61 @@ def test_job_trains_on_every_label_and_calibrates_from_out_of_fold_answers(real_
     unseen = _hard_images(8, seed=12)
     assert all(scorer.score(image).confidence < 0.9 for image, _ in unseen)
     print(f"\nfirst job, worker start to registered version: {elapsed:.1f} s; metrics: {metrics}")
+
+
+def test_auto_job_with_only_good_labels_trains_an_anomaly_model(real_cloud, library_env):
+    """A new line: 12 good parts and 2 defects labelled, too few defects for a classifier.
+    The automatic trainer fits an anomaly model from the good images, measures it out of
+    fold (goods cross-fitted, defects scored by the served version), and the cloud then
+    answers a new defect with the anomaly's score, severity and boxes."""
+    from intellioptics_training.synthetic import encode_png, generate_anomaly
+
+    detector = real_cloud.create_detector("new-line-good-only")
+    made = list(generate_anomaly("leather", 12, 3, seed=61, strength=4.0))
+    labelled = [(encode_png(m.rgb), m.label) for m in made[:14]]
+    real_cloud.label(detector, labelled)
+    job_id = real_cloud.create_job(detector, trainer="auto")
+    worker = python_module("worker-anomaly", "intellioptics_worker", real_cloud.log_dir, library_env, "--once").start()
+    assert real_cloud.wait_exit(worker, 400) == 0, worker.tail(60)
+    job = real_cloud.job(job_id)
+    assert job["status"] == "succeeded", job
+    (model,) = [m for m in real_cloud.models(detector) if m["version"] == job["model_version"]]
+    metrics = model["metrics"]
+    assert model["trainer"] == "anomaly-patchcore" and model["training_set_size"] == 14, model
+    assert metrics["support"] == {"NO": 12, "YES": 2} and metrics["n"] == 14, metrics
+    assert metrics["calibration"]["good_images"] == 12 and metrics["calibration"]["target_false_alarm"] == 0.01
+    assert metrics["per_class_recall"]["YES"] == 1.0, metrics  # strength-4 defects, never in the bank
+    assert model["status"] == "active", model["decision"]
+    config = library_config(real_cloud, detector, "pipeline_config")
+    assert config["model_kind"] == "anomaly", config
+
+    defect = made[14]
+    answer = real_cloud.call(
+        "POST",
+        "/v1/image-queries",
+        params={"detector_id": detector},
+        content=encode_png(defect.rgb),
+        headers={"content-type": "image/png"},
+    ).json()
+    assert answer["result"]["label"] == "YES" and answer["anomaly"]["anomaly_score"] >= 0.5, answer
+    assert answer["rois"] and answer["rois"][0]["label"] == "anomaly", answer
+
+
+def test_anomaly_trainer_is_refused_for_a_count_detector_with_a_clear_message(real_cloud, library_env):
+    detector = real_cloud.call(
+        "POST",
+        "/v1/detectors",
+        json={
+            "name": "bolts-anomaly",
+            "query": "How many bolts?",
+            "mode": "COUNT",
+            "mode_configuration": {"class_name": "bolt"},
+        },
+    ).json()["id"]
+    job_id = real_cloud.create_job(detector, trainer="anomaly")
+    worker = python_module(
+        "worker-anomaly-count", "intellioptics_worker", real_cloud.log_dir, library_env, "--once"
+    ).start()
+    assert real_cloud.wait_exit(worker, 120) == 1, worker.tail(60)  # --once: 1 is "the job failed"
+    job = real_cloud.job(job_id)
+    assert job["status"] == "failed" and "cannot train one" in job["error"], job

@@ -1,17 +1,18 @@
 """Anomaly detectors trained from good images only (PatchCore-style memory bank).
 
-Features: the backbone's stride-8 (40 ch) and stride-16 (112 ch) maps, each averaged
-over its 3x3 neighbourhood (a patch sees its surroundings, so a thin scratch and the
-texture around it are one feature), the stride-16 map upsampled to stride 8,
-concatenated, standardised by the good patches' channel statistics and projected by
-PCA onto the directions that carry the good images' variance.
+Features: the backbone's stride-8 (40 ch) and stride-16 (112 ch) maps, the stride-16 map
+upsampled to stride 8, concatenated, optionally standardised by the good patches'
+channel statistics and projected by PCA. Each stride-8 cell already sees about 100 px of
+its surroundings; averaging it again over a 3x3 neighbourhood (PatchCore's local
+aggregation) measured worse here, because it spread a small defect into the texture
+around it (``feature_pool`` keeps the option).
 
 Bank: a greedy k-centre coreset of all good patches, bounded in patch count (the
 search cost at inference) and in bytes (64 MB per detector at most).
 
 Score: every patch's distance to its nearest bank patch, computed as matrix products
-(``||a||^2 - 2ab + ||b||^2``) so the whole scorer is one ONNX graph; the map is
-smoothed over 3x3 patches and the image score is its maximum.
+(``||a||^2 - 2ab + ||b||^2``) so the whole scorer is one ONNX graph; the image score is
+the map's maximum (``map_smooth`` can average the map first; it measured worse).
 
 Threshold from good images alone, by cross-fitting: the good images are split into
 ``folds`` folds; each fold is scored against a coreset bank built (the same way) from
@@ -81,6 +82,11 @@ class AnomalyOptions:
     max_bank_patches: int = 1024
     max_bank_bytes: int = MAX_BANK_BYTES
     dims: int = 0  # PCA dimensions kept (0: no projection)
+    # Neighbourhood (in stride-8 cells) each patch feature is averaged over, and the map
+    # after the nearest-patch search; 1 is none. Measured in docs/benchmarks.md: on
+    # small, subtle defects both 3x3 averages washed the defect into its surroundings.
+    feature_pool: int = 1
+    map_smooth: int = 1
     standardize: bool = False  # per-channel z-scores (measured: slightly worse)
     severity: SeverityCuts = DEFAULT_SEVERITY_CUTS
     seed: int = 0
@@ -90,6 +96,8 @@ class AnomalyOptions:
             raise DatasetError("the target false-alarm rate must be between 0 and 0.5 (for example 0.01)")
         if self.folds < 2:
             raise DatasetError("cross-fitting needs at least 2 folds")
+        if self.feature_pool < 1 or self.feature_pool % 2 == 0 or self.map_smooth < 1 or self.map_smooth % 2 == 0:
+            raise DatasetError("feature_pool and map_smooth are odd window sizes (1: none)")
 
 
 class PatchFeatures(nn.Module):
@@ -99,16 +107,19 @@ class PatchFeatures(nn.Module):
     scale: torch.Tensor
     projection: torch.Tensor
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, projection: np.ndarray) -> None:
+    def __init__(self, mean: np.ndarray, std: np.ndarray, projection: np.ndarray, pool: int = 1) -> None:
         super().__init__()
+        self.pool = int(pool)
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("scale", 1.0 / torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4).view(1, -1, 1, 1))
         self.register_buffer("projection", torch.as_tensor(projection, dtype=torch.float32))
 
     def raw(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
         """Before standardisation and projection: N x C x H8 x W8."""
-        a = F.avg_pool2d(feat_s8, 3, 1, 1, count_include_pad=False)
-        b = F.avg_pool2d(feat_s16, 3, 1, 1, count_include_pad=False)
+        a, b = feat_s8, feat_s16
+        if self.pool > 1:
+            a = F.avg_pool2d(a, self.pool, 1, self.pool // 2, count_include_pad=False)
+            b = F.avg_pool2d(b, self.pool, 1, self.pool // 2, count_include_pad=False)
         b = F.interpolate(b, size=(a.shape[2], a.shape[3]), mode="bilinear", align_corners=False)
         return torch.cat([a, b], dim=1)
 
@@ -121,9 +132,12 @@ class AnomalyHead(nn.Module):
     """feat_s8, feat_s16 → (probabilities [N, 2] as (NO, YES), anomaly_score [N, 1],
     anomaly_map [N, 1, 8 * H8, 8 * W8]), scores normalised so that 0.5 is the threshold."""
 
-    def __init__(self, features: PatchFeatures, bank: np.ndarray, threshold: float, scale: float) -> None:
+    def __init__(
+        self, features: PatchFeatures, bank: np.ndarray, threshold: float, scale: float, smooth: int = 1
+    ) -> None:
         super().__init__()
         self.features = features
+        self.smooth = int(smooth)
         bank_t = torch.as_tensor(bank.T.copy(), dtype=torch.float32)
         # -2 b is stored pre-scaled, and ||a||^2 is added after the minimum (it does not
         # depend on the bank patch): one matrix product and one add over the N x P x M
@@ -134,12 +148,14 @@ class AnomalyHead(nn.Module):
         self.scale = float(scale)
 
     def distance_map(self, feat_s8: torch.Tensor, feat_s16: torch.Tensor) -> torch.Tensor:
-        """Raw nearest-bank-patch distance, smoothed over 3x3 patches: N x 1 x H8 x W8."""
+        """Raw nearest-bank-patch distance (averaged over ``smooth`` cells): N x 1 x H8 x W8."""
         q = self.features(feat_s8, feat_s16)
         nearest = (q @ self.bank_t_neg2 + self.bank_sq).amin(dim=2)
         dist = (nearest + (q * q).sum(dim=2)).clamp_min(0.0).sqrt()
         dmap = dist.reshape(feat_s8.shape[0], 1, feat_s8.shape[2], feat_s8.shape[3])
-        return F.avg_pool2d(dmap, 3, 1, 1, count_include_pad=False)
+        if self.smooth <= 1:
+            return dmap
+        return F.avg_pool2d(dmap, self.smooth, 1, self.smooth // 2, count_include_pad=False)
 
     def normalise(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid((raw - self.threshold) / self.scale)
@@ -209,7 +225,7 @@ def train_anomaly(
     spec = DEFAULT_INPUT
     maps = runner.maps(data.rgb, spec, progress=lambda s, t: report("features", s, t))
     s8, s16 = torch.from_numpy(maps[0]), torch.from_numpy(maps[1])
-    features = fit_features(s8, s16, options.dims, options.standardize)
+    features = fit_features(s8, s16, options.dims, options.standardize, options.feature_pool)
     with torch.no_grad():
         patches = features(s8, s16)  # n x P x D
     per_image = patches.shape[1]
@@ -224,7 +240,7 @@ def train_anomaly(
         bank = greedy_coreset(
             patches[kept].reshape(-1, patches.shape[2]), _fold_budget(budget, len(kept), n), seed=fold
         )
-        head = AnomalyHead(features, bank.numpy(), 0.0, 1.0)
+        head = AnomalyHead(features, bank.numpy(), 0.0, 1.0, options.map_smooth)
         with torch.no_grad():
             raw = head.distance_map(s8[held], s16[held]).amax(dim=(1, 2, 3)).numpy()
         crossfit[held] = raw
@@ -233,7 +249,7 @@ def train_anomaly(
 
     bank = greedy_coreset(patches.reshape(-1, patches.shape[2]), budget, seed=options.seed)
     report("bank", 1, 1)
-    head = AnomalyHead(features, bank.numpy(), threshold, scale).eval()
+    head = AnomalyHead(features, bank.numpy(), threshold, scale, options.map_smooth).eval()
     primary_onnx = merge_outputs_with_backbone(
         runner.model_bytes, head, (PROBABILITIES, ANOMALY_SCORE, ANOMALY_MAP), ANOMALY_PREFIX, spatial=(ANOMALY_MAP,)
     )
@@ -275,20 +291,23 @@ def train_anomaly(
     )
 
 
-def fit_features(s8: torch.Tensor, s16: torch.Tensor, dims: int, standardize: bool = True) -> PatchFeatures:
+def fit_features(
+    s8: torch.Tensor, s16: torch.Tensor, dims: int, standardize: bool = True, pool: int = 1
+) -> PatchFeatures:
     """Channel standardisation and a PCA projection, both from the good patches."""
-    probe = PatchFeatures(np.zeros(s8.shape[1] + s16.shape[1]), np.ones(s8.shape[1] + s16.shape[1]), np.eye(1))
+    channels = s8.shape[1] + s16.shape[1]
+    probe = PatchFeatures(np.zeros(channels), np.ones(channels), np.eye(1), pool)
     with torch.no_grad():
         raw = probe.raw(s8, s16).permute(0, 2, 3, 1).reshape(-1, s8.shape[1] + s16.shape[1]).double()
     mean = raw.mean(dim=0)
     std = raw.std(dim=0).clamp_min(1e-4) if standardize else torch.ones(raw.shape[1], dtype=raw.dtype)
     z = (raw - mean) / std
     if dims <= 0 or dims >= z.shape[1]:
-        return PatchFeatures(mean.numpy(), std.numpy(), np.eye(z.shape[1])).eval()
+        return PatchFeatures(mean.numpy(), std.numpy(), np.eye(z.shape[1]), pool).eval()
     cov = (z.T @ z) / max(1, z.shape[0] - 1)
     _, vectors = torch.linalg.eigh(cov)
     projection = vectors[:, -dims:].flip(1)  # largest variance first
-    return PatchFeatures(mean.numpy(), std.numpy(), projection.numpy()).eval()
+    return PatchFeatures(mean.numpy(), std.numpy(), projection.numpy(), pool).eval()
 
 
 def bank_budget(options: AnomalyOptions, dims: int) -> int:

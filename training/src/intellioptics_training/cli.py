@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 from urllib.parse import quote
@@ -22,6 +22,7 @@ from intellioptics_common.errors import IntelliOpticsError
 from intellioptics_training.config import data_dir
 
 if TYPE_CHECKING:
+    from intellioptics_common.anomaly import SeverityCuts
     from intellioptics_training.data import Dataset
     from intellioptics_training.depth import DepthDataset
 
@@ -131,6 +132,12 @@ def dataset_generate(out: Path, kind: str, n_per_class: int, seed: int, strength
     show_default=True,
     help="Anomaly mode: the false-alarm rate on good images that sets the threshold.",
 )
+@click.option(
+    "--severity-cuts",
+    default="0.3,0.5,0.8",
+    show_default=True,
+    help="Anomaly mode: the scores where Potential, Moderate and Critical begin (three rising numbers in (0, 1)).",
+)
 @click.option("--allow-mixed-sizes", is_flag=True, help="Anomaly mode: stretch good images of different sizes.")
 @click.option(
     "--threshold",
@@ -154,6 +161,7 @@ def train(
     threshold: float,
     as_json: bool,
     max_count: int = 10,
+    severity_cuts: str = "0.3,0.5,0.8",
 ) -> None:
     """Train primary + OODD models on DATA/<label>/* and write a new package version.
 
@@ -165,7 +173,8 @@ def train(
         _train_detection(data, mode, out_dir, detector_id, classes, max_count, threshold, epochs, as_json)
         return
     if mode == "anomaly":
-        _train_anomaly(data, out_dir, detector_id, false_alarm_rate, allow_mixed_sizes, as_json)
+        cuts = _severity_cuts(severity_cuts)
+        _train_anomaly(data, out_dir, detector_id, false_alarm_rate, cuts, allow_mixed_sizes, as_json)
         return
     from tqdm import tqdm
 
@@ -406,8 +415,27 @@ def _stage_bars() -> Iterator[Callable[[str, int, int], None]]:
             bar.close()
 
 
+def _severity_cuts(text: str) -> SeverityCuts:
+    """``--severity-cuts 0.3,0.5,0.8`` as cut points, or a usage error that says what is wrong."""
+    from intellioptics_common.anomaly import SeverityCuts
+
+    try:
+        values = [float(part) for part in text.split(",")]
+        if len(values) != 3:
+            raise ValueError("give exactly three numbers")
+        return SeverityCuts(*values)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: {exc} (for example 0.3,0.5,0.8)", param_hint="--severity-cuts") from None
+
+
 def _train_anomaly(
-    data: Path, out_dir: Path, detector_id: str, false_alarm_rate: float, allow_mixed_sizes: bool, as_json: bool
+    data: Path,
+    out_dir: Path,
+    detector_id: str,
+    false_alarm_rate: float,
+    cuts: SeverityCuts,
+    allow_mixed_sizes: bool,
+    as_json: bool,
 ) -> None:
 
     from intellioptics_training.anomaly import AnomalyOptions, export_anomaly_package, train_anomaly
@@ -417,7 +445,8 @@ def _train_anomaly(
     try:
         with _stage_bars() as on_progress:
             good = prepare_good(read_good_images(data), DEFAULT_INPUT, allow_mixed_sizes=allow_mixed_sizes)
-            trained = train_anomaly(good, AnomalyOptions(target_false_alarm=false_alarm_rate), progress=on_progress)
+            options = AnomalyOptions(target_false_alarm=false_alarm_rate, severity=cuts)
+            trained = train_anomaly(good, options, progress=on_progress)
             paths = export_anomaly_package(out_dir, detector_id, trained)
     except IntelliOpticsError as exc:
         _fail(exc.public_message)
@@ -432,6 +461,7 @@ def _train_anomaly(
         "bank_bytes": trained.bank_bytes,
         "raw_threshold": round(trained.spec.raw_threshold, 4),
         "target_false_alarm": trained.spec.target_false_alarm,
+        "severity_cuts": asdict(trained.spec.severity_cuts),
         "train_seconds": round(trained.train_seconds, 2),
         "validation": trained.validation,
     }
@@ -810,10 +840,11 @@ def _show_job(data: Mapping[str, Any], as_json: bool) -> None:
 @click.argument("detector_id")
 @click.option(
     "--trainer",
-    type=click.Choice(["auto", "fast", "finetune"]),
+    type=click.Choice(["auto", "fast", "finetune", "anomaly"]),
     default="auto",
     show_default=True,
-    help="auto leaves the choice to the training library (today: fast).",
+    help="auto: an anomaly model from the good images while a BINARY detector has too few YES labels, "
+    "else the fast trainer; anomaly: the anomaly model (BINARY).",
 )
 @_cloud_options
 def jobs_create(detector_id: str, trainer: str, cloud_url: str, token: str, as_json: bool) -> None:

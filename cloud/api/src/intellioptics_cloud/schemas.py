@@ -326,7 +326,14 @@ class TrainingJob(WireModel):
 
 
 class TrainingJobCreate(StrictRequest):
-    trainer: Literal["fast", "finetune", "auto"] = "auto"
+    trainer: Literal["fast", "finetune", "auto", "anomaly"] = Field(
+        default="auto",
+        description=(
+            "auto: a BINARY detector with good (NO) labels but too few YES labels gets an anomaly model "
+            "trained from its good images, otherwise the fast trainer; anomaly: always the anomaly model "
+            "(BINARY only)."
+        ),
+    )
 
 
 class TrainingProgress(StrictRequest):

@@ -1965,10 +1965,11 @@ export interface components {
         TrainingJobCreate: {
             /**
              * Trainer
+             * @description auto: a BINARY detector with good (NO) labels but too few YES labels gets an anomaly model trained from its good images, otherwise the fast trainer; anomaly: always the anomaly model (BINARY only).
              * @default auto
              * @enum {string}
              */
-            trainer: "fast" | "finetune" | "auto";
+            trainer: "fast" | "finetune" | "auto" | "anomaly";
         };
         /** TrainingProgress */
         TrainingProgress: {

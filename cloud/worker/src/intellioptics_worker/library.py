@@ -13,7 +13,7 @@ exported and verified (sha256 manifest), never a second serialisation.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ from intellioptics_common.preprocessing import resize_rgb
 from intellioptics_common.schemas import DEFAULT_MAX_OBJECTS, DETECTION_MODES
 from intellioptics_worker.cloud import EpochReport
 from intellioptics_worker.dataset import LabeledImage
-from intellioptics_worker.scoring import Scored
+from intellioptics_worker.scoring import Scored, Scorer
 from intellioptics_worker.settings import WorkerSettings
-from intellioptics_worker.training import CancelCheck, ProgressCallback, TrainedVersion, read_back
+from intellioptics_worker.training import CancelCheck, Exported, ProgressCallback, TrainedVersion, read_back
 
 LIBRARY_MODES = {"BINARY": "binary", "MULTI_CLASS": "multiclass"}
 # Share of one training run per library stage: the backbone pass over every view of every
@@ -75,6 +75,10 @@ class LibraryTrainer:
                 on_progress=on_progress,
                 cancel_check=cancel_check,
             )
+        if trainer == "anomaly":
+            return self._train_anomaly(
+                images, detector_id=detector_id, folds=folds, on_progress=on_progress, cancel_check=cancel_check
+            )
         from intellioptics_training.errors import TrainingCancelled
         from intellioptics_training.trainer import export_package
 
@@ -107,9 +111,7 @@ class LibraryTrainer:
         except TrainingCancelled:
             cancel_check()  # raises the worker's own reason (cancelled, or stopping)
             raise
-        with tempfile.TemporaryDirectory(prefix="io-worker-") as scratch:
-            export_package(Path(scratch), detector_id, trained)
-            files, primary_metadata, oodd_metadata = read_back(Path(scratch), detector_id)
+        files, primary_metadata, oodd_metadata = _exported(export_package, detector_id, trained)
         return TrainedVersion(
             files=files,
             primary_metadata=primary_metadata,
@@ -118,6 +120,74 @@ class LibraryTrainer:
             out_of_fold=_out_of_fold(trained.out_of_fold, tuple(class_names)),
             folds=trained.out_of_fold.folds if trained.out_of_fold else 0,
             calibration=trained.calibration.to_dict() if trained.calibration else None,
+        )
+
+    def _train_anomaly(
+        self,
+        images: Sequence[LabeledImage],
+        *,
+        detector_id: str,
+        folds: int,
+        on_progress: ProgressCallback,
+        cancel_check: CancelCheck,
+    ) -> TrainedVersion:
+        """An anomaly model (``intellioptics_training.anomaly``) from the NO images alone.
+        Out of fold: each good image scored against a bank built without it (the library's
+        cross-fit, which also sets the threshold); each YES image, which never enters the
+        bank, scored by the served version as the edge runs it."""
+        from intellioptics_training.anomaly import AnomalyOptions, export_anomaly_package, train_anomaly
+        from intellioptics_training.backbone import DEFAULT_INPUT
+        from intellioptics_training.data import Sample, prepare_good
+        from intellioptics_training.errors import TrainingCancelled
+
+        good = [image for image in images if image.label == "NO"]
+        # Stretched to one size rather than refused: a job cannot ask back, and one camera
+        # gives one size anyway.
+        data = prepare_good(
+            [Sample(i.image, "NO", i.image_query_id) for i in good], DEFAULT_INPUT, allow_mixed_sizes=True
+        )
+        stages = {"features": (0.0, 0.6), "threshold": (0.6, 0.85), "bank": (0.85, 0.9), "export": (0.9, 0.92)}
+
+        def progress(stage: str, step: int, total: int) -> None:
+            start, end = stages.get(stage, (0.0, 1.0))
+            on_progress(start + (end - start) * (step / total if total else 1.0), f"{stage} {step}/{total}", None)
+
+        options = AnomalyOptions(folds=max(2, folds), seed=self._settings.seed)
+        try:
+            trained = train_anomaly(data, options, progress=progress, cancel_check=cancel_check)
+        except TrainingCancelled:
+            cancel_check()
+            raise
+        files, primary_metadata, oodd_metadata = _exported(export_anomaly_package, detector_id, trained)
+        spec = trained.spec
+        answers: dict[str, Scored] = {}
+        for name, raw in zip(data.names, trained.crossfit_scores, strict=True):
+            score = float(1.0 / (1.0 + np.exp(-(raw - spec.raw_threshold) / spec.raw_scale)))
+            # A good image is the OODD model's own training image: in domain by construction.
+            prediction = predict_from_probabilities([1.0 - score, score], ("NO", "YES"), 1.0)
+            answers[name] = Scored(prediction.label, prediction.confidence, prediction.raw_primary_confidence, 1.0)
+        defects = [image for image in images if image.label == "YES"]
+        if defects:
+            scorer = Scorer(files)
+            for image in defects:
+                answers[image.image_query_id] = scorer.score(image.image)
+        on_progress(1.0, f"scored {len(defects)} YES image(s) that no bank holds", None)
+        return TrainedVersion(
+            files=files,
+            primary_metadata=primary_metadata,
+            oodd_metadata=oodd_metadata,
+            trainer=str(primary_metadata["trainer"]),
+            out_of_fold=answers,
+            folds=options.folds,
+            calibration={
+                "method": "anomaly: threshold from good images alone, cross-fitted to a "
+                f"{spec.target_false_alarm:.0%} false-alarm rate; score 0.5 is the threshold",
+                "target_false_alarm": spec.target_false_alarm,
+                "crossfit_false_alarm_rate": trained.validation["crossfit_false_alarm_rate"],
+                "good_images": trained.training_set_size,
+                "unreadable_images": trained.skipped,
+                "bank_patches": trained.bank_patches,
+            },
         )
 
     def _train_boxes(
@@ -173,9 +243,7 @@ class LibraryTrainer:
         except TrainingCancelled:
             cancel_check()
             raise
-        with tempfile.TemporaryDirectory(prefix="io-worker-") as scratch:
-            export_detection_package(Path(scratch), detector_id, trained)
-            files, primary_metadata, oodd_metadata = read_back(Path(scratch), detector_id)
+        files, primary_metadata, oodd_metadata = _exported(export_detection_package, detector_id, trained)
         answers = {
             name: from_candidates(found, spec=trained.spec, mode=mode)
             for name, found in zip(data.names, trained.oof_candidates, strict=True)
@@ -198,6 +266,13 @@ class LibraryTrainer:
                 "unreadable_images": data.skipped,
             },
         )
+
+
+def _exported(export: Callable[[Path, str, Any], object], detector_id: str, trained: Any) -> Exported:
+    """The package the library's ``export`` writes, read back as the registry will store it."""
+    with tempfile.TemporaryDirectory(prefix="io-worker-") as scratch:
+        export(Path(scratch), detector_id, trained)
+        return read_back(Path(scratch), detector_id)
 
 
 def _train_rgb(images: Sequence[LabeledImage], mode: str, class_names: tuple[str, ...], **options: Any) -> Any:

@@ -47,6 +47,8 @@ from intellioptics_worker.training import TrainedVersion, Trainer
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODES = ("BINARY", "MULTI_CLASS", "COUNT", "BOUNDING_BOX")
+ANOMALY = "anomaly"  # the job trainer that fits an anomaly model from good images only
+MIN_GOOD_IMAGES = 4  # the training library's own least (intellioptics_training.anomaly)
 # Share of the job's progress bar per phase: download, training runs, active-model scoring, upload.
 _DOWNLOAD, _TRAIN_END, _COMPARE_END = 0.10, 0.88, 0.95
 
@@ -130,8 +132,10 @@ class JobRunner:
             raise DatasetError(
                 f"Detectors of mode {detector.mode} cannot be trained yet (supported: {', '.join(SUPPORTED_MODES)})."
             )
-        judge = _judge(detector, self._settings, self._threads)
-        selection = judge.select(self._client.get_dataset(job.detector_id))
+        dataset = self._client.get_dataset(job.detector_id)
+        trainer = resolve_trainer(detector, job.trainer, dataset, self._settings)
+        judge = _judge(detector, self._settings, self._threads, anomaly=trainer == ANOMALY)
+        selection = judge.select(dataset)
         reporter.check()
 
         def downloaded(done: int, total: int) -> None:
@@ -144,7 +148,7 @@ class JobRunner:
             active is None or active.trained_on is None or image.image_query_id not in active.trained_on
             for image in images
         ]
-        final = self._train(job, detector, images, reporter, depth=selection.depth)
+        final = self._train(detector, images, reporter, trainer=trainer, depth=selection.depth)
         # Every image trains the registered version; its out-of-fold answer measures it.
         answers = judge.out_of_fold(final)
         evaluated = [i for i, image in enumerate(images) if image.image_query_id in answers]
@@ -187,15 +191,17 @@ class JobRunner:
 
     def _train(
         self,
-        job: Job,
         detector: DetectorInfo,
         images: Sequence[LabeledImage],
         reporter: ProgressReporter,
         *,
+        trainer: str,
         depth: bool,
     ) -> TrainedVersion:
         span = _TRAIN_END - _DOWNLOAD
         label = "training on all RGB + depth pairs" if depth else "training on all labels"
+        if trainer == ANOMALY:
+            label = "training an anomaly model on the good (NO) images"
 
         def on_progress(fraction: float, message: str | None, epoch: EpochReport | None) -> None:
             reporter.update(
@@ -212,7 +218,7 @@ class JobRunner:
             detector_id=detector.id,
             mode=detector.mode,
             class_names=detector.class_names,
-            trainer=job.trainer,
+            trainer=trainer,
             threshold=detector.confidence_threshold,
             folds=self._settings.cv_folds,
             on_progress=on_progress,
@@ -424,7 +430,42 @@ class _Boxes:
         return {"images": len(images), "objects": objects, "empty_images": empty}
 
 
-def _judge(detector: DetectorInfo, settings: WorkerSettings, threads: int) -> _Judge:
+@dataclass(frozen=True)
+class _GoodImages(_Classes):
+    """A BINARY anomaly model: trained from the NO images; any YES images only measure it."""
+
+    def select(self, dataset: Sequence[DatasetExample]) -> DatasetSelection:
+        selection = select_examples(dataset, self.detector.mode, self.detector.class_names)  # RGB: depth unused
+        good = sum(1 for example in selection.examples if example.label == "NO")
+        least = max(self.settings.min_per_class, MIN_GOOD_IMAGES)
+        if good < least:
+            raise DatasetError(
+                f"Not enough good images to train an anomaly model: it needs at least {least} NO labels (have {good})."
+            )
+        return selection
+
+
+def resolve_trainer(
+    detector: DetectorInfo, trainer: str, dataset: Sequence[DatasetExample], settings: WorkerSettings
+) -> str:
+    """The trainer a job runs: ``auto`` on a BINARY detector with enough good (NO) labels
+    but too few YES labels for a classifier trains an anomaly model from the good images
+    (a new line's first useful answers); once both classes have enough, the classifier
+    trains, and promotion keeps whichever measures better on the same images."""
+    if trainer == ANOMALY and detector.mode != "BINARY":
+        raise DatasetError(f"Anomaly models answer YES / NO: a {detector.mode} detector cannot train one.")
+    if trainer != "auto" or detector.mode != "BINARY":
+        return trainer
+    labels = [example.label for example in select_examples(dataset, detector.mode, detector.class_names).examples]
+    good, defects = labels.count("NO"), labels.count("YES")
+    if defects < settings.min_per_class and good >= max(settings.min_good_images, MIN_GOOD_IMAGES):
+        return ANOMALY
+    return trainer
+
+
+def _judge(detector: DetectorInfo, settings: WorkerSettings, threads: int, *, anomaly: bool = False) -> _Judge:
     if detector.mode in DETECTION_MODES:
         return _Boxes(detector, settings, threads)
+    if anomaly:
+        return _GoodImages(detector, settings, threads)
     return _Classes(detector, settings, threads)

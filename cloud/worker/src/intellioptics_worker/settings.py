@@ -37,6 +37,11 @@ class WorkerSettings(BaseServiceSettings):
     )
     min_detection_objects: int = Field(default=4, ge=1, description="COUNT / BOUNDING_BOX: boxed objects in all")
     detection_epochs: int = Field(default=30, ge=1, le=500, description="COUNT / BOUNDING_BOX head epochs per fold")
+    min_good_images: int = Field(
+        default=10,
+        ge=4,
+        description="auto trainer, BINARY: with this many NO labels and too few YES ones, an anomaly model is trained",
+    )
     seed: int = 0
 
     def secret_fields(self) -> dict[str, str | None]:

@@ -67,7 +67,11 @@ class Trainer(Protocol):
         ...
 
 
-def read_back(scratch: Path, detector_id: str) -> tuple[ModelFiles, dict[str, Any], dict[str, Any] | None]:
+# A version's files with its primary's and its OODD's metadata.
+Exported = tuple[ModelFiles, dict[str, Any], dict[str, Any] | None]
+
+
+def read_back(scratch: Path, detector_id: str) -> Exported:
     """The package the library exported, as the registry will store it (sha256-checked)."""
     primary = read_latest(scratch, detector_id, "primary")
     oodd = read_latest(scratch, detector_id, "oodd")

@@ -194,10 +194,15 @@ def _answer(
     reason = None
     if not confident:
         reason = "out_of_domain" if prediction.p_out is not None and prediction.p_out > 0.5 else "low_confidence"
-    scores = {
+    scores: dict[str, Any] = {  # stored as the query's model_scores (JSON)
         "probabilities": {name: round(float(p), 6) for name, p in answered.probabilities.items()},
         "in_domain": None if answered.in_domain_score is None else round(float(answered.in_domain_score), 6),
     }
+    if answered.anomaly is not None:  # the score and severity the answer carries, as on the edge
+        scores["anomaly"] = {
+            "anomaly_score": round(float(answered.anomaly.anomaly_score), 6),
+            "severity": answered.anomaly.severity.value,
+        }
     return Answer(result, confident, model.version, reason, rois, scores)
 
 

@@ -14,6 +14,7 @@ from intellioptics_common.errors import InvalidInputError
 from intellioptics_common.results import result_model
 from intellioptics_common.schemas import (
     MAX_METADATA_BYTES,
+    AnomalySummary,
     Detector,
     DetectorMode,
     DetectorStatus,
@@ -79,7 +80,14 @@ def image_query_out(row: ImageQueryRow) -> ImageQuery:
         metadata=row.metadata_json,
         rois=row.rois,
         done_processing=row.done_processing,
+        anomaly=_anomaly(row.model_scores),
     )
+
+
+def _anomaly(scores: dict[str, Any] | None) -> AnomalySummary | None:
+    """The anomaly model's score and severity, kept with the model's other scores."""
+    found = (scores or {}).get("anomaly")
+    return None if not isinstance(found, dict) else AnomalySummary.model_validate(found)
 
 
 def image_url(image_query_id: str) -> str:
