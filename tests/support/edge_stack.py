@@ -193,7 +193,8 @@ def serve_edge_bench(models_dir: Path, work_dir: Path, env: dict[str, str]) -> I
         gateway.close_thread()
         if error is not None:
             raise RuntimeError(f"the edge did not answer the bench detector: {error}")
-        yield Served(stack.inference_url, layers=(Layer("edge API", edge_api), Layer("nginx → edge API", gateway)))
+        layers = (Layer("edge API", edge_api), Layer("nginx → edge API", gateway))
+        yield Served(stack.inference_url, layers=layers, others=(("edge API", stack.edge_api_url),))
 
 
 def run_edge_bench(argv: list[str] | None = None) -> int:

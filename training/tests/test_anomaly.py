@@ -60,7 +60,7 @@ def test_threshold_from_crossfitted_good_scores() -> None:
     assert threshold >= np.quantile(scores, 0.99) and threshold == pytest.approx(12.3, abs=0.5)
     normalised = lambda raw: 1 / (1 + np.exp(-(raw - threshold) / scale))  # noqa: E731
     assert normalised(threshold) == pytest.approx(0.5)
-    assert normalised(np.median(scores)) == pytest.approx(0.15)
+    assert normalised(np.median(scores)) == pytest.approx(0.10)  # a typical good image: NO at confidence 0.9
     loose, _ = threshold_from_good(scores, 0.1)
     assert loose < threshold
     with pytest.raises(DatasetError, match="false-alarm"):
@@ -119,6 +119,9 @@ def test_cli_trains_from_good_images_and_finds_defects(tmp_path: Path, backbone_
     assert report["false_alarm_rate"] <= 0.2 and report["detection_rate"] >= 0.6, report
     assert report["box_hit_rate"] >= 0.6, report
     assert sum(report["severity_counts"]["YES"].values()) == 10
+    # What the edge would answer on its own at 0.9, and how often it is right (strength-3 defects).
+    assert report["confident_threshold"] == 0.9 and report["confident_coverage"] > 0.2, report
+    assert report["confident_accuracy"] >= 0.9, report
 
     # The same test set in MVTec AD's layout: good/, a folder per defect kind, and
     # ground_truth/<kind>/<stem>_mask.png (here some TIFF): the same figures.

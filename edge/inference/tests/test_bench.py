@@ -51,5 +51,9 @@ def test_bench_end_to_end_on_an_installed_package(models_dir: Path, tmp_path: Pa
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in [*report["raw"], *report["http"]])
     assert report["cycle"]["requests"] == 6 and report["cycle"]["errors"] == 0
     assert report["cycle"]["evictions"] == 1 + 6 - 2  # det_bench, then six cold loads into a cache of 2
+    # The service's own resident memory, read from its /metrics, with one model and with a full cache.
+    one, full = report["memory_mb"]["inference"]
+    assert 30 < one < 4096 and 30 < full < 4096, report["memory_mb"]
     text = out.read_text()
     assert "kept" in text and SECTION in text and "| HTTP /infer | 16 |" in text
+    assert "Resident memory" in text and "(2 models loaded): inference" in text

@@ -85,6 +85,12 @@ class AnomalyReport:
     mean_ms: float
     skipped: int = 0
     masks_missing: int = 0
+    # What the edge answers without asking anyone, at confidence >= confident_threshold:
+    # the share of all test images, of the good ones, and how often those answers are right.
+    confident_threshold: float = 0.9
+    confident_coverage: float | None = None
+    good_answered: float | None = None
+    confident_accuracy: float | None = None
     scores: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -98,6 +104,7 @@ def evaluate_anomaly(
     good: list[np.ndarray],
     defect: list[np.ndarray],
     masks: list[np.ndarray | None] | None = None,
+    confident_threshold: float = 0.9,
 ) -> AnomalyReport:
     """Image AUROC, pixel AUROC (defect masks given), rates at the model's own threshold,
     severity counts, and how often a predicted box touches the true defect."""
@@ -139,6 +146,8 @@ def evaluate_anomaly(
         label: {grade.value: sum(r.severity == grade for r in rs) for grade in Severity}
         for label, rs in results.items()
     }
+    answered = [(truth, r.label) for truth, rs in results.items() for r in rs if r.confidence >= confident_threshold]
+    good_answered = sum(r.confidence >= confident_threshold for r in results["NO"])
     return AnomalyReport(
         n_good=len(good),
         n_defect=len(defect),
@@ -151,6 +160,10 @@ def evaluate_anomaly(
         severity_counts=severity_counts,
         mean_ms=round(mean_ms, 2),
         masks_missing=missing,
+        confident_threshold=confident_threshold,
+        confident_coverage=len(answered) / total if total else None,
+        good_answered=good_answered / len(good) if good else None,
+        confident_accuracy=sum(truth == label for truth, label in answered) / len(answered) if answered else None,
         scores=scores,
     )
 

@@ -219,7 +219,7 @@ export interface ModelCompare {
   metric_deltas: Record<string, number | null>;
 }
 
-export type TrainerKind = "auto" | "fast" | "finetune";
+export type TrainerKind = "auto" | "fast" | "finetune" | "anomaly";
 export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 
 export interface EpochRecord {

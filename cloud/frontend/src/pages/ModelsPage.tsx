@@ -75,9 +75,12 @@ export function ModelsPage({ detectorId }: { detectorId: string }) {
             <label>
               Trainer{" "}
               <select value={trainer} onChange={(e) => setTrainer(e.target.value as TrainerKind)} aria-label="Trainer">
-                <option value="auto">auto (fast first, fine-tune when there is data)</option>
+                <option value="auto">
+                  {detector.data?.mode === "BINARY" ? "auto (fast; an anomaly model while YES labels are too few)" : "auto (fast)"}
+                </option>
                 <option value="fast">fast (frozen features)</option>
                 <option value="finetune">fine-tune</option>
+                {detector.data?.mode === "BINARY" && <option value="anomaly">anomaly (from the good images only)</option>}
               </select>
             </label>
             <button type="button" className="primary" onClick={startJob}>

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from intellioptics_common.schemas import InferenceResult
 
@@ -82,6 +82,7 @@ def _percentile(values: list[float], fraction: float) -> float | None:
 class EdgeStats:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, open fds
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._detectors: dict[str, DetectorStats] = {}

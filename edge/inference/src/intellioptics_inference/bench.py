@@ -184,6 +184,9 @@ class BenchReport:
     # The layers in front of the inference service (edge API, nginx), innermost first.
     layers: list[LoadResult] = field(default_factory=list)
     cycle: CycleResult | None = None
+    # Resident memory (MB) per service: after the HTTP runs (the bench model loaded), and
+    # after the cache cycle (the cache full).
+    memory_mb: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def end_to_end(self) -> str:
@@ -230,6 +233,8 @@ class Served:
 
     inference_url: str
     layers: tuple[Layer, ...] = ()
+    # Further services whose memory is reported, as (name, base URL serving /metrics).
+    others: tuple[tuple[str, str], ...] = ()
 
 
 # (models directory, work directory, environment for the services) -> running services
@@ -276,17 +281,26 @@ def measure_cycle(base: str, ids: list[str], image: bytes, cache_size: int) -> C
     )
 
 
-def _evictions(base: str) -> int:
-    """Total of the service's own eviction counter."""
+def _metrics(base: str) -> str:
     parts = urllib.parse.urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=30)
     try:
         conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def _evictions(base: str) -> int:
+    """Total of the service's own eviction counter."""
     pattern = re.compile(r"^intellioptics_inference_cache_evictions_total\{.*\} ([0-9.e+]+)$", re.MULTILINE)
-    return int(sum(float(value) for value in pattern.findall(text)))
+    return int(sum(float(value) for value in pattern.findall(_metrics(base))))
+
+
+def _resident_mb(base: str) -> float:
+    """The service's resident memory, from its own /metrics (``process_resident_memory_bytes``)."""
+    found = re.search(r"^process_resident_memory_bytes ([0-9.e+]+)$", _metrics(base), re.MULTILINE)
+    return float(found.group(1)) / 2**20 if found else float("nan")
 
 
 def run(
@@ -374,8 +388,11 @@ def run(
             report.in_process = results[(IN_PROCESS, 1)]
             report.http = [r for (name, _), r in results.items() if name == HTTP]
             report.layers = [r for (name, _), r in results.items() if name in layer_names]
+            services = (("inference", served.inference_url), *served.others)
+            before = {name: _resident_mb(url) for name, url in services}
             if ids:
                 report.cycle = measure_cycle(served.inference_url, ids, image, cache_size)
+            report.memory_mb = {name: (before[name], _resident_mb(url)) for name, url in services}
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -449,6 +466,14 @@ def to_markdown(report: BenchReport, command: str = "python -m intellioptics_inf
             f"(every request a cold load): {c.requests} requests, {c.errors} errors, {c.evictions} evictions; cold request p50 "
             f"{c.cold_request_p50_ms:.0f} ms, max {c.cold_request_max_ms:.0f} ms; load (verify + sessions + warm-up) "
             f"p50 {c.load_p50_ms:.0f} ms, max {c.load_max_ms:.0f} ms.",
+        ]
+    if report.memory_mb:
+        full = report.cycle.cache_size if report.cycle else 1
+        memory = "; ".join(f"{name} {one:.0f} MB → {many:.0f} MB" for name, (one, many) in report.memory_mb.items())
+        lines += [
+            "",
+            f"Resident memory (each service's `process_resident_memory_bytes`), with the bench model loaded → "
+            f"after the cache cycle ({full} models loaded): {memory}.",
         ]
     samples = [f"{r.name} c={r.concurrency}: {e}" for r in [*report.http, *report.layers] for e in r.error_samples]
     samples += [f"cache cycle: {e}" for e in (report.cycle.error_samples if report.cycle else ())]

@@ -7,7 +7,7 @@ label would double the series.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5)
@@ -20,6 +20,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class InferenceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # process_resident_memory_bytes and friends: what each loaded model costs in memory.
+        ProcessCollector(registry=self.registry)
         self.latency = Histogram(
             "intellioptics_inference_latency_seconds",
             "Time per /infer request by stage (decode, preprocess, model, total).",
